@@ -1,0 +1,144 @@
+# esegeta - build, test, install, demo, bench.  `make list` shows the targets.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+MAKEFLAGS += --no-builtin-rules
+
+PREFIX ?= /usr/local
+BUILD ?= build
+# Where libtorch lives (Debian's by default; point at a CUDA build to get cuda:N).
+TORCH_PREFIX ?= /usr
+PYTHON ?= /usr/bin/python3
+
+CC ?= cc
+CXX ?= g++
+OPT ?= -O2 -g
+SAN ?=
+CFLAGS_ALL := -std=c11 $(OPT) $(SAN) -Wall -Wextra -D_GNU_SOURCE -Ilib -Itools -I/usr/include/nifti $(CFLAGS)
+CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -Wall -Wextra -Wno-stringop-overflow -Wno-unused-parameter \
+	-Ilib -I$(TORCH_PREFIX)/include -I$(TORCH_PREFIX)/include/torch/csrc/api/include $(CXXFLAGS)
+LDLIBS_BASE := -lnifti2 -lznz -lpng -lzstd -lcjson -lz -lm
+LDLIBS_TORCH := -L$(TORCH_PREFIX)/lib -ltorch -ltorch_cpu -lc10 -lstdc++
+
+V ?= 0
+Q := $(if $(filter 1,$(V)),,@)
+
+# Tools that reach libtorch; all others must not link it (start-up cost).
+TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric
+
+LIB_SRC := $(wildcard lib/*.c)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+SHIM_SRC := $(wildcard lib/*.cpp)
+SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
+TOOL_NAMES := $(patsubst tools/%.c,%,$(wildcard tools/esg-*.c))
+TOOLS := $(TOOL_NAMES:%=$(BUILD)/bin/%)
+TOOL_COMMON := $(BUILD)/tools/cli.o
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+UNIT_COMMON := $(BUILD)/tests/tap.o
+FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
+HEADERS := $(wildcard lib/*.h tools/*.h tests/unit/*.h)
+
+## all: build libesg, the shim and every tool (default)
+all: $(TOOLS) $(UNIT_BIN)
+
+$(BUILD)/lib/%.o: lib/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/lib/%.o: lib/%.cpp lib/esg_torch.h lib/esg.h
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CXX     $< (libtorch: ~10 s)")
+	$(Q)$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/libesg.a: $(LIB_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/tools/%.o: tools/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
+
+$(BUILD)/tests/%.o: tests/unit/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(CFLAGS_ALL) -Itests/unit -c $< -o $@
+
+define tool_rule
+$(BUILD)/bin/$(1): $(BUILD)/tools/$(1).o $(TOOL_COMMON) $(BUILD)/libesg.a $(if $(filter $(1),$(TORCH_TOOLS)),$(SHIM_OBJ))
+	@mkdir -p $$(@D)
+	@$$(if $$(Q),echo "  LD      $$@")
+	$$(Q)$$(CC) $(SAN) -o $$@ $$^ $(LDLIBS_BASE) $(if $(filter $(1),$(TORCH_TOOLS)),$(LDLIBS_TORCH))
+endef
+$(foreach t,$(TOOL_NAMES),$(eval $(call tool_rule,$(t))))
+
+# Unit tests that need libtorch are named test_torch_*.
+$(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(UNIT_COMMON) $(BUILD)/libesg.a
+	@mkdir -p $(@D)
+	$(Q)$(CC) $(SAN) -o $@ $^ $(if $(filter test_torch_%,$(@F)),$(SHIM_OBJ) $(LDLIBS_TORCH)) $(LDLIBS_BASE)
+$(BUILD)/tests/test_torch_%: $(SHIM_OBJ)
+
+## test: build, run every test suite (unit, CLI, Python cross-checks), then the sanitizer run
+test: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run-tests
+	$(Q)$(MAKE) --no-print-directory check-asan
+
+## check: run the test suites once, without the sanitizer build
+check: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) tests/run-tests
+
+## check-asan: C unit tests and libtorch-free CLI tests under AddressSanitizer + UBSan
+check-asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=build/asan OPT='-O1 -g' \
+		SAN='-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all' \
+		TOOL_NAMES='$(filter-out $(TORCH_TOOLS),$(TOOL_NAMES))' \
+		UNIT_SRC='$(filter-out tests/unit/test_torch_%,$(UNIT_SRC))' all
+	$(Q)ASAN_OPTIONS=detect_leaks=1 BUILD=build/asan NO_TORCH=1 PYTHON=$(PYTHON) tests/run-tests --label asan
+
+## fuzz: run each libFuzzer target for FUZZ_SECONDS (default 60) with clang
+FUZZ_SECONDS ?= 60
+fuzz: $(FUZZ_SRC)
+	$(Q)mkdir -p build/fuzz
+	$(Q)for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
+		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib -I/usr/include/nifti \
+			$$f $(filter-out %.cpp,$(LIB_SRC)) -o build/fuzz/$$n $(LDLIBS_BASE); \
+		mkdir -p build/fuzz/corpus-$$n; \
+		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/seeds-$$n 2>&1 | \
+			grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' | sed "s/^/$$n: /"; \
+	done
+
+## deps: install the Debian packages the project needs (when any is missing)
+DEB_PACKAGES := build-essential libtorch-dev libnifti2-dev libcjson-dev libzstd-dev libpng-dev zstd \
+	python3-torch python3-numpy python3-nibabel mricron-data clang
+deps:
+	$(Q)missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps: all installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "deps: missing:" $$missing; \
+		echo "deps: run as root: apt-get update && apt-get install -y --no-install-recommends" $$missing; exit 1; \
+	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
+
+## demo: run the demo pipeline on shipped data and print where the results are
+demo: all
+	$(Q)$(MAKE) --no-print-directory -f pipelines/demo.mk BUILD=$(BUILD) PYTHON=$(PYTHON)
+
+## bench: time every method on the shipped models (results in bench/)
+bench: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) bench/run-bench
+
+## install: install tools, man pages and share/ under PREFIX
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/esegeta
+	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
+	cp -R share/. $(DESTDIR)$(PREFIX)/share/esegeta/
+
+## clean: remove build outputs
+clean:
+	rm -rf build demo-out
+
+## list: print the targets with one line each
+list:
+	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
+
+.PHONY: all test check check-asan fuzz deps demo bench install clean list

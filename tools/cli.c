@@ -1,0 +1,244 @@
+/* cli.c - shared program behaviour of the esg-* tools (see cli.h). */
+#include "cli.h"
+#include "esg.h"
+
+#include <errno.h>
+#include <limits.h>
+#include <math.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#define MAX_PENDING 16
+
+static const char *prog = "esg";
+/* Temporary outputs not yet renamed into place; removed on any failure. */
+static char *pending_tmp[MAX_PENDING];
+static char *pending_dst[MAX_PENDING];
+static FILE *pending_file[MAX_PENDING];
+
+const char *cli_prog(void) { return prog; }
+
+static void remove_pending(void)
+{
+	for (int i = 0; i < MAX_PENDING; i++)
+		if (pending_tmp[i])
+			unlink(pending_tmp[i]); /* async-signal-safe */
+}
+
+static void on_signal(int sig)
+{
+	remove_pending();
+	signal(sig, SIG_DFL);
+	raise(sig);
+}
+
+void cli_init(const char *name, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	prog = name;
+	atexit(remove_pending); /* an output never committed is never left */
+	int sigs[] = { SIGINT, SIGTERM, SIGHUP, SIGPIPE, SIGXCPU, SIGALRM };
+	for (size_t i = 0; i < sizeof sigs / sizeof *sigs; i++)
+		signal(sigs[i], on_signal);
+}
+
+static void vmessage(const char *kind, const char *fmt, va_list ap)
+{
+	fprintf(stderr, "%s: %s: ", prog, kind);
+	vfprintf(stderr, fmt, ap);
+	fputc('\n', stderr);
+}
+
+noreturn void cli_die(int code, const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage("error", fmt, ap);
+	va_end(ap);
+	remove_pending();
+	exit(code);
+}
+
+noreturn void cli_usage(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage("error", fmt, ap);
+	va_end(ap);
+	fprintf(stderr, "Try '%s --help' for more information.\n", prog);
+	remove_pending();
+	exit(EXIT_USAGE);
+}
+
+noreturn void cli_die_lib(void)
+{
+	cli_die(EXIT_RUNTIME, "%s", esg_error());
+}
+
+void cli_warn(const char *fmt, ...)
+{
+	va_list ap;
+	va_start(ap, fmt);
+	vmessage("warning", fmt, ap);
+	va_end(ap);
+}
+
+void cli_finish_stdout(void)
+{
+	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0)
+		cli_die(EXIT_RUNTIME, "cannot write standard output: %s",
+			strerror(errno ? errno : EIO));
+}
+
+noreturn void cli_version(void)
+{
+	printf("%s %s\n", prog, ESG_VERSION);
+	cli_finish_stdout();
+	exit(0);
+}
+
+noreturn void cli_help(const char *text)
+{
+	fputs(text, stdout);
+	cli_finish_stdout();
+	exit(0);
+}
+
+long cli_long(const char *opt, const char *s, long lo, long hi)
+{
+	char *end;
+	errno = 0;
+	long v = strtol(s, &end, 10);
+	if (errno || end == s || *end)
+		cli_usage("%s: '%s' is not an integer", opt, s);
+	if (v < lo || v > hi)
+		cli_usage("%s: %ld is out of range [%ld, %ld]", opt, v, lo, hi);
+	return v;
+}
+
+double cli_double(const char *opt, const char *s)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(s, &end);
+	if (errno || end == s || *end || !isfinite(v))
+		cli_usage("%s: '%s' is not a finite number", opt, s);
+	return v;
+}
+
+static int is_std(const char *path) { return !path || strcmp(path, "-") == 0; }
+
+const char *cli_in_name(const char *path) { return is_std(path) ? "stdin" : path; }
+
+FILE *cli_open_in(const char *path, int binary)
+{
+	if (is_std(path)) {
+		if (binary && isatty(STDIN_FILENO))
+			cli_usage("standard input is a terminal; give a file or pipe a stream in");
+		return stdin;
+	}
+	FILE *f = fopen(path, binary ? "rb" : "r");
+	if (!f)
+		cli_die(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(errno));
+	return f;
+}
+
+static int register_pending(char *tmp, char *dst, FILE *f)
+{
+	for (int i = 0; i < MAX_PENDING; i++)
+		if (!pending_tmp[i]) {
+			pending_dst[i] = dst;
+			pending_file[i] = f;
+			pending_tmp[i] = tmp; /* last: the signal handler reads it */
+			return i;
+		}
+	cli_die(EXIT_RUNTIME, "too many outputs open at once");
+}
+
+const char *cli_temp_path(const char *path)
+{
+	size_t n = strlen(path) + 32;
+	char *tmp = malloc(n);
+	if (!tmp)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	/* keep the extension last: libnifti and libpng choose formats by it */
+	const char *base = strrchr(path, '/');
+	base = base ? base + 1 : path;
+	const char *ext = strchr(base, '.');
+	if (!ext || ext == base)
+		ext = path + strlen(path);
+	snprintf(tmp, n, "%.*s.tmp%ld%s", (int)(ext - path), path, (long)getpid(), ext);
+	register_pending(tmp, strdup(path), NULL);
+	return tmp;
+}
+
+void cli_commit_path(const char *tmp)
+{
+	for (int i = 0; i < MAX_PENDING; i++)
+		if (pending_tmp[i] && strcmp(pending_tmp[i], tmp) == 0) {
+			if (rename(pending_tmp[i], pending_dst[i]) != 0)
+				cli_die(EXIT_RUNTIME, "cannot rename '%s' to '%s': %s",
+					pending_tmp[i], pending_dst[i], strerror(errno));
+			char *t = pending_tmp[i];
+			pending_tmp[i] = NULL;
+			free(t);
+			free(pending_dst[i]);
+			pending_dst[i] = NULL;
+			return;
+		}
+	cli_die(EXIT_RUNTIME, "internal: '%s' is not a pending output", tmp);
+}
+
+FILE *cli_open_out(const char *path, int binary)
+{
+	if (is_std(path)) {
+		if (binary && isatty(STDOUT_FILENO))
+			cli_usage("refusing to write a binary stream to a terminal; use -o FILE or a pipe");
+		return stdout;
+	}
+	const char *tmp = cli_temp_path(path);
+	FILE *f = fopen(tmp, binary ? "wb" : "w");
+	if (!f)
+		cli_die(EXIT_RUNTIME, "cannot create '%s': %s", path, strerror(errno));
+	for (int i = 0; i < MAX_PENDING; i++)
+		if (pending_tmp[i] == tmp)
+			pending_file[i] = f;
+	return f;
+}
+
+void cli_commit_out(FILE *f)
+{
+	if (f == stdout) {
+		cli_finish_stdout();
+		return;
+	}
+	for (int i = 0; i < MAX_PENDING; i++)
+		if (pending_tmp[i] && pending_file[i] == f) {
+			int bad = fflush(f) != 0 || ferror(f);
+			bad |= fclose(f) != 0;
+			pending_file[i] = NULL;
+			if (bad)
+				cli_die(EXIT_RUNTIME, "cannot write '%s': %s", pending_dst[i],
+					strerror(errno ? errno : EIO));
+			cli_commit_path(pending_tmp[i]);
+			return;
+		}
+	cli_die(EXIT_RUNTIME, "internal: output is not pending");
+}
+
+void cli_progress(const char *what, int64_t done, int64_t total)
+{
+	static int tty = -1;
+	if (tty < 0)
+		tty = isatty(STDERR_FILENO);
+	if (!tty || total <= 0)
+		return;
+	fprintf(stderr, "\r%s: %s %lld/%lld (%d%%)", prog, what, (long long)done,
+		(long long)total, (int)(100 * done / total));
+	if (done >= total)
+		fputc('\n', stderr);
+}
