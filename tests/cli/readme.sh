@@ -1,0 +1,10 @@
+#!/usr/bin/env bash
+# Every README example line ("    $ CMD") runs, in order, in one scratch folder.
+# needs: torch  (later examples use the model tools)
+. "$(dirname "$0")/lib.sh"
+grep -E '^    \$ ' "$ESG_ROOT/README.md" | sed 's/^    \$ //' >"$T/examples"
+[ -s "$T/examples" ] || not_ok "README has examples"
+while IFS= read -r cmd; do
+	check "README: $cmd" bash -c "cd '$T' && $cmd"
+done <"$T/examples"
+done_testing
