@@ -1,0 +1,616 @@
+/* esg-render - tensor stream -> statistics, NIfTI volumes and PNG pictures. */
+#include "cli.h"
+#include "esg.h"
+#include "esg_render.h"
+
+#include <getopt.h>
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+static const char usage_text[] =
+	"Usage: esg-render [--info | --nifti OUT.nii.gz | --png OUT.png] [options] [IN]\n"
+	"Show a tensor stream: statistics, a NIfTI volume with the record's affine,\n"
+	"or a PNG picture (slice, mosaic, projection; overlay on the image).\n"
+	"IN is a tensor stream (*.st.zst); none or '-' reads standard input.\n"
+	"\n"
+	"Outputs (--nifti and --png may be given together; default --info):\n"
+	"      --info               records, tensors, shapes, dtypes, statistics, metadata\n"
+	"      --nifti FILE         the tensor as float32 NIfTI-1 (.nii or .nii.gz)\n"
+	"      --png FILE           an RGB picture ('-' = standard output)\n"
+	"  -o FILE                  --png or --nifti by FILE's extension\n"
+	"What:\n"
+	"  -t, --tensor NAME        tensor (default: attribution if present, else image)\n"
+	"  -r, --record K           record, counting from 0 (default 0; --info: all)\n"
+	"      --batch B            batch item (--png: default 0; --nifti: default all)\n"
+	"      --channel C|sum|mean channel for --png (default: sum of the channels of a\n"
+	"                           map, as Captum; mean for the gray image; a 2D\n"
+	"                           3-channel image alone is drawn in colour)\n"
+	"Picture:\n"
+	"      --view V             axial, coronal or sagittal (default axial)\n"
+	"      --slice INDEX        voxel index along the cut axis (default the middle)\n"
+	"      --mosaic N           N evenly spaced slices in a grid\n"
+	"      --mip                maximum-intensity projection along the cut axis\n"
+	"      --radiological       subject's right on the left (default: on the right)\n"
+	"      --overlay            the image in gray with the tensor coloured on top\n"
+	"      --background NAME    the gray tensor of --overlay (default image)\n"
+	"      --sign S             positive, negative, absolute_value (default) or all\n"
+	"      --cmap NAME          gray, hot, viridis, bwr, rdwhgn (default: hot,\n"
+	"                           bwr for --sign all, gray for the image alone)\n"
+	"      --clip-percentile P  colour scale ends at this percentile (default 99.5)\n"
+	"      --threshold T        magnitudes <= T x the colour scale are not drawn over\n"
+	"                           the image (0..1; default 0.1 with --overlay, else 0)\n"
+	"      --alpha A            overlay opacity (0..1, default 0.5)\n"
+	"      --colorbar           add a colour bar with its end values\n"
+	"      --zoom F             enlarge by F (1..16, default 1)\n"
+	"      --no-aspect          keep one pixel per voxel (default: square millimetres)\n"
+	"  -h, --help               this help\n"
+	"      --version            the version\n"
+	"Exit status: 0 ok, 1 runtime failure, 2 usage error.  See esg-render(1).\n";
+
+enum { O_INFO = 256, O_NIFTI, O_PNG, O_BATCH, O_CHANNEL, O_VIEW, O_SLICE, O_MOSAIC,
+       O_MIP, O_RADIO, O_OVERLAY, O_BACKGROUND, O_SIGN, O_CMAP, O_CLIP, O_THRESH,
+       O_ALPHA, O_COLORBAR, O_ZOOM, O_NOASPECT, O_VERSION };
+
+static const struct option long_opts[] = {
+	{ "info", no_argument, 0, O_INFO },
+	{ "nifti", required_argument, 0, O_NIFTI },
+	{ "png", required_argument, 0, O_PNG },
+	{ "tensor", required_argument, 0, 't' },
+	{ "record", required_argument, 0, 'r' },
+	{ "batch", required_argument, 0, O_BATCH },
+	{ "channel", required_argument, 0, O_CHANNEL },
+	{ "view", required_argument, 0, O_VIEW },
+	{ "slice", required_argument, 0, O_SLICE },
+	{ "mosaic", required_argument, 0, O_MOSAIC },
+	{ "mip", no_argument, 0, O_MIP },
+	{ "radiological", no_argument, 0, O_RADIO },
+	{ "overlay", no_argument, 0, O_OVERLAY },
+	{ "background", required_argument, 0, O_BACKGROUND },
+	{ "sign", required_argument, 0, O_SIGN },
+	{ "cmap", required_argument, 0, O_CMAP },
+	{ "clip-percentile", required_argument, 0, O_CLIP },
+	{ "threshold", required_argument, 0, O_THRESH },
+	{ "alpha", required_argument, 0, O_ALPHA },
+	{ "colorbar", no_argument, 0, O_COLORBAR },
+	{ "zoom", required_argument, 0, O_ZOOM },
+	{ "no-aspect", no_argument, 0, O_NOASPECT },
+	{ "help", no_argument, 0, 'h' },
+	{ "version", no_argument, 0, O_VERSION },
+	{ 0, 0, 0, 0 }
+};
+
+struct opts {
+	int info;
+	const char *nifti, *png, *tensor, *background, *in;
+	long record, batch;       /* record -1: all (--info); batch -1: default */
+	int channel, channel_set; /* ESG_CH_SUM / ESG_CH_MEAN / index */
+	esg_view view;
+	long slice, mosaic;       /* -1: middle; 0: no mosaic */
+	int mip, radiological, overlay, colorbar, aspect, sign_set;
+	esg_sign sign;
+	const esg_cmap *cmap;
+	double clip, threshold, alpha;
+	long zoom;
+};
+
+static double unit_interval(const char *opt, const char *s)
+{
+	double v = cli_double(opt, s);
+	if (v < 0 || v > 1)
+		cli_usage("%s: %s is out of range [0, 1]", opt, s);
+	return v;
+}
+
+static void parse_args(int argc, char **argv, struct opts *o)
+{
+	*o = (struct opts){ .record = -1, .batch = -1, .channel = ESG_CH_SUM, .slice = -1, .threshold = -1,
+			    .aspect = 1, .sign = ESG_SIGN_ABS, .clip = 99.5, .alpha = 0.5,
+			    .zoom = 1, .background = "image" };
+	int c, slice_set = 0;
+	while ((c = getopt_long(argc, argv, "ho:t:r:", long_opts, NULL)) != -1) {
+		switch (c) {
+		case 'o': { /* by extension */
+			size_t n = strlen(optarg);
+			if (n > 4 && strcmp(optarg + n - 4, ".png") == 0)
+				o->png = optarg;
+			else if ((n > 4 && strcmp(optarg + n - 4, ".nii") == 0) ||
+				 (n > 7 && strcmp(optarg + n - 7, ".nii.gz") == 0))
+				o->nifti = optarg;
+			else
+				cli_usage("-o: '%s' does not end in .png, .nii or .nii.gz", optarg);
+			break;
+		}
+		case O_INFO: o->info = 1; break;
+		case O_NIFTI: o->nifti = optarg; break;
+		case O_PNG: o->png = optarg; break;
+		case 't': o->tensor = optarg; break;
+		case 'r': o->record = cli_long("--record", optarg, 0, 1L << 40); break;
+		case O_BATCH: o->batch = cli_long("--batch", optarg, 0, 1L << 40); break;
+		case O_CHANNEL:
+			o->channel_set = 1;
+			if (strcmp(optarg, "sum") == 0)
+				o->channel = ESG_CH_SUM;
+			else if (strcmp(optarg, "mean") == 0)
+				o->channel = ESG_CH_MEAN;
+			else
+				o->channel = (int)cli_long("--channel", optarg, 0, 1 << 30);
+			break;
+		case O_VIEW:
+			if (esg_view_parse(optarg, &o->view) < 0)
+				cli_usage("--view: %s", esg_error());
+			break;
+		case O_SLICE: o->slice = cli_long("--slice", optarg, 0, 1L << 40), slice_set = 1; break;
+		case O_MOSAIC: o->mosaic = cli_long("--mosaic", optarg, 1, 1024); break;
+		case O_MIP: o->mip = 1; break;
+		case O_RADIO: o->radiological = 1; break;
+		case O_OVERLAY: o->overlay = 1; break;
+		case O_BACKGROUND: o->background = optarg; break;
+		case O_SIGN:
+			if (esg_sign_parse(optarg, &o->sign) < 0)
+				cli_usage("--sign: %s", esg_error());
+			o->sign_set = 1;
+			break;
+		case O_CMAP:
+			if (!(o->cmap = esg_cmap_find(optarg)))
+				cli_usage("--cmap: %s", esg_error());
+			break;
+		case O_CLIP:
+			o->clip = cli_double("--clip-percentile", optarg);
+			if (o->clip <= 0 || o->clip > 100)
+				cli_usage("--clip-percentile: %s is out of range (0, 100]", optarg);
+			break;
+		case O_THRESH: o->threshold = unit_interval("--threshold", optarg); break;
+		case O_ALPHA: o->alpha = unit_interval("--alpha", optarg); break;
+		case O_COLORBAR: o->colorbar = 1; break;
+		case O_ZOOM: o->zoom = cli_long("--zoom", optarg, 1, 16); break;
+		case O_NOASPECT: o->aspect = 0; break;
+		case 'h': cli_help(usage_text);
+		case O_VERSION: cli_version();
+		default: cli_usage("unknown option (see the list of options)");
+		}
+	}
+	if (optind < argc)
+		o->in = argv[optind++];
+	if (optind < argc)
+		cli_usage("one input at most; '%s' is extra", argv[optind]);
+	if (!o->nifti && !o->png)
+		o->info = 1;
+	if (o->info && (o->nifti || o->png))
+		cli_usage("--info prints to standard output; give it alone");
+	if (o->nifti && strcmp(o->nifti, "-") == 0)
+		cli_usage("--nifti needs a file name (.nii or .nii.gz)");
+	if ((o->mip != 0) + (o->mosaic != 0) + slice_set > 1)
+		cli_usage("--slice, --mosaic and --mip exclude each other");
+	if (o->record < 0 && !o->info)
+		o->record = 0;
+}
+
+/* ---- --info ---------------------------------------------------------- */
+
+/* A reader error, naming the input once (the reader may name it already). */
+static noreturn void die_stream(const char *name)
+{
+	const char *e = esg_error();
+	if (strncmp(e, name, strlen(name)) == 0)
+		cli_die(EXIT_RUNTIME, "%s", e);
+	cli_die(EXIT_RUNTIME, "%s: %s", name, e);
+}
+
+static void print_stats(const esg_tensor *t)
+{
+	int64_t n = esg_tensor_numel(t), nz = 0, nan = 0, inf = 0, fin = 0;
+	double mn = INFINITY, mx = -INFINITY, sum = 0;
+	for (int64_t i = 0; i < n; i++) {
+		double x = esg_tensor_get(t, i);
+		nz += x != 0 && !isnan(x);
+		if (isnan(x)) {
+			nan++;
+			continue;
+		}
+		if (isinf(x)) {
+			inf++;
+			continue;
+		}
+		fin++;
+		sum += x;
+		mn = x < mn ? x : mn;
+		mx = x > mx ? x : mx;
+	}
+	double mean = fin ? sum / (double)fin : NAN, ss = 0;
+	for (int64_t i = 0; fin && i < n; i++) {
+		double x = esg_tensor_get(t, i);
+		if (isfinite(x))
+			ss += (x - mean) * (x - mean);
+	}
+	double sd = fin ? sqrt(ss / (double)fin) : NAN;
+	if (!fin)
+		mn = mx = NAN;
+	printf("    min:       %.7g\n    max:       %.7g\n    mean:      %.7g\n    std:       %.7g\n",
+	       mn, mx, mean, sd);
+	printf("    nonzero:   %lld\n    nan:       %lld\n    inf:       %lld\n", (long long)nz,
+	       (long long)nan, (long long)inf);
+}
+
+static void print_record(const esg_record *r, size_t k)
+{
+	printf("record %zu:\n  tensors:     %zu\n", k, r->n_tensors);
+	for (size_t i = 0; i < r->n_tensors; i++) {
+		const esg_tensor *t = &r->tensors[i];
+		char shp[160];
+		esg_shape_str(t->ndim, t->shape, shp, sizeof shp);
+		printf("  tensor %s:\n    dtype:     %s\n    shape:     %s\n    values:    %lld\n",
+		       t->name, esg_dtype_name(t->dtype), shp, (long long)esg_tensor_numel(t));
+		print_stats(t);
+	}
+	double aff[16];
+	int a = esg_meta_get_affine(r, aff);
+	if (a == 0) {
+		double vs[3];
+		esg_affine_voxel_sizes(aff, vs);
+		printf("  voxel size:  %.6g %.6g %.6g\n  transform:\n", vs[0], vs[1], vs[2]);
+		for (int row = 0; row < 4; row++)
+			printf("    %12.6g %12.6g %12.6g %12.6g\n", aff[4 * row], aff[4 * row + 1],
+			       aff[4 * row + 2], aff[4 * row + 3]);
+	} else if (a < 0) {
+		cli_warn("record %zu: esg.affine: %s", k, esg_error());
+	}
+	printf("  metadata:    %zu\n", r->n_meta);
+	for (size_t i = 0; i < r->n_meta; i++)
+		printf("    %s: %s\n", r->meta_keys[i], r->meta_vals[i]);
+}
+
+static void run_info(esg_reader *rd, const struct opts *o, const char *name)
+{
+	esg_record *r;
+	int rc;
+	size_t k = 0, shown = 0;
+	while ((rc = esg_reader_next(rd, &r)) == 1) {
+		if (o->record < 0 || (size_t)o->record == k) {
+			print_record(r, k);
+			shown++;
+		}
+		esg_record_free(r);
+		k++;
+		if (o->record >= 0 && (size_t)o->record < k)
+			break;
+	}
+	if (rc < 0)
+		die_stream(name);
+	if (k == 0)
+		cli_die(EXIT_RUNTIME, "%s: no records (empty stream; did the upstream command fail?)", name);
+	if (o->record >= 0 && !shown)
+		cli_die(EXIT_RUNTIME, "%s: record %ld is out of range (the stream has %zu)", name,
+			o->record, k);
+	if (o->record < 0)
+		printf("records: %zu\n", k);
+	cli_finish_stdout();
+	esg_reader_free(rd);
+}
+
+/* ---- the selected record --------------------------------------------- */
+
+static esg_record *read_record(esg_reader *rd, long want, const char *name)
+{
+	esg_record *r = NULL;
+	int rc;
+	long k = 0;
+	while ((rc = esg_reader_next(rd, &r)) == 1) {
+		if (k++ == want)
+			return r;
+		esg_record_free(r);
+	}
+	if (rc < 0)
+		die_stream(name);
+	if (k == 0)
+		cli_die(EXIT_RUNTIME, "%s: no records (empty stream; did the upstream command fail?)", name);
+	cli_die(EXIT_RUNTIME, "%s: record %ld is out of range (the stream has %ld)", name, want, k);
+}
+
+static const esg_tensor *get_tensor(const esg_record *r, const char *want, long k)
+{
+	const esg_tensor *t = esg_record_get(r, want);
+	if (!t)
+		cli_die(EXIT_RUNTIME, "record %ld: %s", k, esg_error());
+	return t;
+}
+
+static void to_volume(const esg_record *r, const esg_tensor *t, esg_vol *v)
+{
+	if (esg_vol_from_tensor(t, esg_meta_get(r, "esg.axes"), v) < 0)
+		cli_die_lib();
+}
+
+/* Affine, else esg.spacing on the diagonal (return 1), else identity (2). */
+static int record_affine(const esg_record *r, const esg_vol *v, double aff[16])
+{
+	int a = esg_meta_get_affine(r, aff);
+	if (a < 0)
+		cli_die(EXIT_RUNTIME, "esg.affine: %s", esg_error());
+	if (a == 0)
+		return 0;
+	memset(aff, 0, 16 * sizeof *aff);
+	aff[0] = aff[5] = aff[10] = aff[15] = 1;
+	double sp[3];
+	int n = esg_meta_get_doubles(r, "esg.spacing", sp, 3);
+	if (n != v->spatial)
+		return 2;
+	/* spacing is in tensor order; put each on its voxel axis */
+	if (v->spatial == 2) {
+		aff[5 * v->axis_h] = sp[0];
+		aff[5 * v->axis_w] = sp[1];
+	} else {
+		const char *ax = esg_meta_get(r, "esg.axes");
+		for (int d = 0; d < 3; d++) {
+			int a2 = ax && strlen(ax) == 3 ? ax[d] - 'i' : d;
+			if (a2 >= 0 && a2 < 3 && sp[d] > 0)
+				aff[5 * a2] = sp[d];
+		}
+	}
+	return 1;
+}
+
+static void write_nifti(const esg_record *r, const struct opts *o)
+{
+	const char *name = o->tensor ? o->tensor
+				     : esg_record_find(r, "attribution") ? "attribution" : "image";
+	esg_vol v;
+	to_volume(r, get_tensor(r, name, o->record), &v);
+	if (o->batch >= 0) { /* keep the channels of one batch item */
+		if (o->batch >= v.n)
+			cli_die(EXIT_RUNTIME, "--batch %ld is out of range (tensor '%s' has %lld)",
+				o->batch, name, (long long)v.n);
+		int64_t vox = v.dim[0] * v.dim[1] * v.dim[2];
+		memmove(v.data, v.data + o->batch * v.c * vox, (size_t)(v.c * vox) * sizeof(float));
+		v.n = 1;
+	}
+	double aff[16];
+	int how = record_affine(r, &v, aff);
+	char descrip[80];
+	snprintf(descrip, sizeof descrip, "esg-render %s", name);
+	const char *tmp = cli_temp_path(o->nifti);
+	/* scanner-based qform, sform aligned to the scan (see esg-render(1)) */
+	if (esg_nifti_write(tmp, o->nifti, &v, aff, how ? 0 : 1, how ? 0 : 2, descrip) < 0)
+		cli_die_lib();
+	cli_commit_path(tmp);
+	esg_vol_free(&v);
+}
+
+/* ---- --png ----------------------------------------------------------- */
+
+struct picture {
+	esg_geom g;
+	int64_t tile_w, tile_h;    /* after aspect and zoom */
+	int64_t *slices;           /* mosaic / slice indices */
+	int count;
+};
+
+static void plan_picture(const esg_vol *v, const esg_vol *extent_of, const double aff[16],
+			 const struct opts *o, struct picture *p)
+{
+	esg_orient ori;
+	esg_orient_from_affine(aff, &ori);
+	esg_geom_make(v, &ori, o->view, o->radiological, &p->g);
+	if (v->spatial == 2 && (o->mip || o->mosaic || o->slice >= 0))
+		cli_die(EXIT_RUNTIME, "the tensor is 2D: --slice, --mosaic and --mip do not apply");
+	p->count = o->mosaic ? (int)o->mosaic : 1;
+	if (p->count > p->g.depth)
+		p->count = (int)p->g.depth;
+	p->slices = malloc((size_t)p->count * sizeof *p->slices);
+	if (!p->slices)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	if (o->mosaic) { /* over the slices that hold something */
+		int64_t first, last;
+		esg_vol_extent(extent_of, &p->g, &first, &last);
+		if (p->count > last - first + 1)
+			p->count = (int)(last - first + 1);
+		esg_mosaic_indices(last - first + 1, p->count, p->slices);
+		for (int m = 0; m < p->count; m++)
+			p->slices[m] += first;
+	} else
+		p->slices[0] = o->slice >= 0 ? o->slice : p->g.depth / 2;
+	if (!o->mip && p->slices[0] >= p->g.depth)
+		cli_die(EXIT_RUNTIME, "--slice %lld is out of range 0..%lld for the %s view",
+			(long long)p->slices[0], (long long)p->g.depth - 1,
+			o->view == ESG_AXIAL ? "axial" : o->view == ESG_CORONAL ? "coronal" : "sagittal");
+	double vs[3] = { 1, 1, 1 };
+	if (o->aspect)
+		esg_affine_voxel_sizes(aff, vs);
+	double sc = vs[p->g.col], sr = vs[p->g.row], m = sc < sr ? sc : sr;
+	if (!(m > 0))
+		sc = sr = m = 1;
+	p->tile_w = llround((double)p->g.w * sc / m) * o->zoom;
+	p->tile_h = llround((double)p->g.h * sr / m) * o->zoom;
+	if (p->tile_w * p->tile_h > (int64_t)1 << 28)
+		cli_die(EXIT_RUNTIME, "the picture would be %lldx%lld pixels; use --no-aspect or a smaller --zoom",
+			(long long)p->tile_w, (long long)p->tile_h);
+}
+
+/* The plane a picture shows of one frame volume. */
+static void make_plane(const esg_vol *v, const struct picture *p, const struct opts *o,
+		       esg_proj proj, esg_plane *out)
+{
+	int n = o->mip ? 1 : p->count;
+	esg_plane *tiles = calloc((size_t)n, sizeof *tiles);
+	if (!tiles)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (int t = 0; t < n; t++) {
+		esg_plane raw;
+		int rc = o->mip ? esg_plane_project(v, &p->g, proj, &raw)
+				: esg_plane_slice(v, &p->g, p->slices[t], &raw);
+		if (rc < 0 || esg_plane_resize(&raw, p->tile_w, p->tile_h, &tiles[t]) < 0)
+			cli_die_lib();
+		esg_plane_free(&raw);
+	}
+	int cols = 1;
+	while (cols * cols < n)
+		cols++;
+	if (esg_plane_tile(tiles, n, cols, out) < 0)
+		cli_die_lib();
+	for (int t = 0; t < n; t++)
+		esg_plane_free(&tiles[t]);
+	free(tiles);
+}
+
+static void frame_of(const esg_vol *v, const struct opts *o, int channel, esg_vol *out)
+{
+	if (esg_vol_frame(v, o->batch >= 0 ? o->batch : 0, channel, out) < 0)
+		cli_die_lib();
+}
+
+/* Channels 0, 1, 2 as red, green, blue, each windowed lo..hi. */
+static void render_colour(const esg_vol *full, const struct picture *pic, const struct opts *o,
+			  double lo, double hi, esg_canvas *cv)
+{
+	unsigned char *tmp = malloc((size_t)(cv->w * cv->h) * 3);
+	if (!tmp)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (int ch = 0; ch < 3; ch++) {
+		esg_vol one;
+		esg_plane p;
+		frame_of(full, o, ch, &one);
+		make_plane(&one, pic, o, ESG_PROJ_MAX, &p);
+		esg_render_gray(&p, lo, hi, tmp);
+		for (int64_t i = 0; i < cv->w * cv->h; i++)
+			cv->rgb[3 * i + ch] = tmp[3 * i];
+		esg_plane_free(&p);
+		esg_vol_free(&one);
+	}
+	free(tmp);
+}
+
+static void fmt_label(char *buf, size_t n, double x)
+{
+	snprintf(buf, n, "%.3g", x);
+}
+
+static void write_png(const esg_record *r, const struct opts *o)
+{
+	const char *name = o->tensor;
+	if (!name)
+		name = esg_record_find(r, "attribution") || o->overlay ? "attribution" : "image";
+	esg_vol full, map;
+	const esg_tensor *t = get_tensor(r, name, o->record);
+	to_volume(r, t, &full);
+	/* the image alone is shown as a gray picture, a map in colour */
+	int gray = !o->overlay && strcmp(name, o->background) == 0 && !o->sign_set;
+	frame_of(&full, o, o->channel_set ? o->channel : gray ? ESG_CH_MEAN : ESG_CH_SUM, &map);
+	/* a 2D image with 3 channels alone: in its colours */
+	int colour = gray && !o->channel_set && !o->cmap && full.c == 3 && full.spatial == 2;
+
+	esg_vol bg = { .data = NULL };
+	if (o->overlay) {
+		esg_vol full_bg;
+		to_volume(r, get_tensor(r, o->background, o->record), &full_bg);
+		frame_of(&full_bg, o, o->channel_set ? o->channel : ESG_CH_MEAN, &bg);
+		esg_vol_free(&full_bg);
+		if (memcmp(bg.dim, map.dim, sizeof bg.dim) != 0)
+			cli_die(EXIT_RUNTIME, "tensors '%s' and '%s' differ in spatial shape (%lldx%lldx%lld vs %lldx%lldx%lld)",
+				name, o->background, (long long)map.dim[0], (long long)map.dim[1],
+				(long long)map.dim[2], (long long)bg.dim[0], (long long)bg.dim[1],
+				(long long)bg.dim[2]);
+	}
+	/* without an affine or spacing: identity, square voxels */
+	double aff[16];
+	record_affine(r, &map, aff);
+	struct picture pic;
+	plan_picture(&map, o->overlay ? &bg : &map, aff, o, &pic);
+
+	int64_t vox = map.dim[0] * map.dim[1] * map.dim[2];
+	esg_plane plane;
+	make_plane(&map, &pic, o, gray ? ESG_PROJ_MAX : esg_sign_proj(o->sign), &plane);
+	esg_canvas cv = { plane.w, plane.h, calloc((size_t)(plane.w * plane.h), 3) };
+	if (!cv.rgb)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	char lo_s[32], hi_s[32];
+	const esg_cmap *cm = o->cmap;
+	double c0 = 0, c1 = 1;
+	if (gray) {
+		double lo, hi;
+		if (esg_render_percentile(map.data, vox, 100 - o->clip, &lo) < 0 ||
+		    esg_render_percentile(map.data, vox, o->clip, &hi) < 0)
+			lo = 0, hi = 1;
+		if (colour) {
+			const float *item = full.data + (o->batch >= 0 ? o->batch : 0) * 3 * vox;
+			if (esg_render_percentile(item, 3 * vox, 100 - o->clip, &lo) < 0 ||
+			    esg_render_percentile(item, 3 * vox, o->clip, &hi) < 0)
+				lo = 0, hi = 1;
+			render_colour(&full, &pic, o, lo, hi, &cv);
+			cm = esg_cmap_find("gray");
+		} else if (!cm || cm == esg_cmap_find("gray")) {
+			esg_render_gray(&plane, lo, hi, cv.rgb);
+			cm = esg_cmap_find("gray");
+		} else { /* a colour map on the image: window lo..hi */
+			for (int64_t i = 0; i < plane.w * plane.h; i++)
+				if (!isnan(plane.v[i]))
+					plane.v[i] = (float)(hi > lo ? (plane.v[i] - lo) / (hi - lo) : 0);
+			esg_render_map(&plane, ESG_SIGN_POSITIVE, 1, cm, 0, 1, 0, cv.rgb);
+		}
+		fmt_label(lo_s, sizeof lo_s, lo);
+		fmt_label(hi_s, sizeof hi_s, hi);
+	} else {
+		if (!cm)
+			cm = esg_cmap_find(o->sign == ESG_SIGN_ALL ? "bwr" : "hot");
+		double vmax = esg_map_scale(map.data, vox, o->sign, o->clip);
+		if (o->overlay) {
+			double lo, hi;
+			if (esg_render_percentile(bg.data, vox, 100 - o->clip, &lo) < 0 ||
+			    esg_render_percentile(bg.data, vox, o->clip, &hi) < 0)
+				lo = 0, hi = 1;
+			esg_plane bp;
+			make_plane(&bg, &pic, o, ESG_PROJ_MAX, &bp);
+			esg_render_gray(&bp, lo, hi, cv.rgb);
+			esg_plane_free(&bp);
+		}
+		double thr = o->threshold >= 0 ? o->threshold : o->overlay ? 0.1 : 0;
+		esg_render_map(&plane, o->sign, vmax, cm, thr, o->overlay ? o->alpha : 1,
+			       o->overlay, cv.rgb);
+		const char *neg = o->sign == ESG_SIGN_NEGATIVE ? "-" : "";
+		fmt_label(lo_s, sizeof lo_s, o->sign == ESG_SIGN_ALL ? -vmax : 0);
+		snprintf(hi_s, sizeof hi_s, "%s%.3g", neg, vmax);
+	}
+	esg_plane_free(&plane);
+	esg_vol_free(&map);
+	esg_vol_free(&bg);
+	esg_vol_free(&full);
+	free(pic.slices);
+
+	if (o->colorbar) {
+		esg_canvas wide;
+		if (esg_canvas_add_colorbar(&cv, cm, c0, c1, lo_s, hi_s, &wide) < 0)
+			cli_die_lib();
+		esg_canvas_free(&cv);
+		cv = wide;
+	}
+	FILE *f = cli_open_out(o->png, 1);
+	if (esg_png_write(f, &cv) < 0)
+		cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(o->png), esg_error());
+	cli_commit_out(f);
+	esg_canvas_free(&cv);
+}
+
+int main(int argc, char **argv)
+{
+	cli_init("esg-render", argc, argv);
+	struct opts o;
+	parse_args(argc, argv, &o);
+	const char *name = cli_in_name(o.in);
+	FILE *in = cli_open_in(o.in, 1);
+	esg_reader *rd = esg_reader_open(in, name);
+	if (!rd)
+		cli_die_lib();
+	if (o.info) {
+		run_info(rd, &o, name);
+	} else {
+		esg_record *r = read_record(rd, o.record, name);
+		if (o.nifti)
+			write_nifti(r, &o);
+		if (o.png)
+			write_png(r, &o);
+		esg_record_free(r);
+		esg_reader_free(rd);
+	}
+	if (in != stdin)
+		fclose(in);
+	return 0;
+}
