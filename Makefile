@@ -77,8 +77,9 @@ $(foreach t,$(TOOL_NAMES),$(eval $(call tool_rule,$(t))))
 # Unit tests that need libtorch are named test_torch_*.
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(UNIT_COMMON) $(BUILD)/libesg.a
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(SAN) -o $@ $^ $(if $(filter test_torch_%,$(@F)),$(SHIM_OBJ) $(LDLIBS_TORCH)) $(LDLIBS_BASE)
-$(BUILD)/tests/test_torch_%: $(SHIM_OBJ)
+	$(Q)$(CC) $(SAN) -o $@ $(filter-out $(BUILD)/libesg.a,$^) $(BUILD)/libesg.a $(if $(filter test_torch_%,$(@F)),$(LDLIBS_TORCH)) $(LDLIBS_BASE)
+# (explicit targets: a recipe-less pattern rule would add no prerequisite)
+$(filter $(BUILD)/tests/test_torch_%,$(UNIT_BIN)): $(SHIM_OBJ)
 
 ## test: build, run every test suite (unit, CLI, Python cross-checks), then the sanitizer run
 test: all
@@ -99,11 +100,17 @@ check-asan:
 
 ## fuzz: run each libFuzzer target for FUZZ_SECONDS (default 60) with clang
 FUZZ_SECONDS ?= 60
-fuzz: $(FUZZ_SRC)
-	$(Q)mkdir -p build/fuzz
+FUZZ_FLAGS := -g -O1 -fsanitize=address,undefined -D_GNU_SOURCE -Ilib -I/usr/include/nifti
+FUZZ_OBJ := $(LIB_SRC:lib/%.c=build/fuzz/obj/%.o)
+build/fuzz/obj/%.o: lib/%.c $(HEADERS)
+	@mkdir -p $(@D)
+	$(Q)clang $(FUZZ_FLAGS) -fsanitize=fuzzer-no-link -c $< -o $@
+# An archive, so that each target pulls in only the library parts it uses.
+build/fuzz/libesg.a: $(FUZZ_OBJ)
+	$(Q)rm -f $@ && ar rcs $@ $^
+fuzz: build/fuzz/libesg.a $(FUZZ_SRC)
 	$(Q)for f in $(FUZZ_SRC); do n=$$(basename $$f .c); \
-		clang -g -O1 -fsanitize=fuzzer,address,undefined -D_GNU_SOURCE -Ilib -I/usr/include/nifti \
-			$$f $(filter-out %.cpp,$(LIB_SRC)) -o build/fuzz/$$n $(LDLIBS_BASE); \
+		clang $(FUZZ_FLAGS) -fsanitize=fuzzer $$f build/fuzz/libesg.a -o build/fuzz/$$n $(LDLIBS_BASE); \
 		mkdir -p build/fuzz/corpus-$$n; \
 		build/fuzz/$$n -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 build/fuzz/corpus-$$n tests/fuzz/seeds-$$n 2>&1 | \
 			grep -E 'stat::number_of_executed_units|ERROR|SUMMARY' | sed "s/^/$$n: /"; \

@@ -9,6 +9,7 @@
 #include <stdarg.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #define MAX_PENDING 16
@@ -159,8 +160,18 @@ static int register_pending(char *tmp, char *dst, FILE *f)
 	cli_die(EXIT_RUNTIME, "too many outputs open at once");
 }
 
+/* A device or FIFO (-o /dev/null, /dev/stdout) is written in place:
+ * renaming a temporary file over it would replace the device itself. */
+static int is_special(const char *path)
+{
+	struct stat st;
+	return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
+}
+
 const char *cli_temp_path(const char *path)
 {
+	if (is_special(path))
+		return path;
 	size_t n = strlen(path) + 32;
 	char *tmp = malloc(n);
 	if (!tmp)
@@ -190,7 +201,8 @@ void cli_commit_path(const char *tmp)
 			pending_dst[i] = NULL;
 			return;
 		}
-	cli_die(EXIT_RUNTIME, "internal: '%s' is not a pending output", tmp);
+	if (!is_special(tmp)) /* a device written in place has nothing to rename */
+		cli_die(EXIT_RUNTIME, "internal: '%s' is not a pending output", tmp);
 }
 
 FILE *cli_open_out(const char *path, int binary)
@@ -199,6 +211,14 @@ FILE *cli_open_out(const char *path, int binary)
 		if (binary && isatty(STDOUT_FILENO))
 			cli_usage("refusing to write a binary stream to a terminal; use -o FILE or a pipe");
 		return stdout;
+	}
+	if (is_special(path)) {
+		FILE *d = fopen(path, binary ? "wb" : "w");
+		if (!d)
+			cli_die(EXIT_RUNTIME, "cannot open '%s': %s", path, strerror(errno));
+		if (binary && isatty(fileno(d)))
+			cli_usage("refusing to write a binary stream to a terminal ('%s')", path);
+		return d;
 	}
 	const char *tmp = cli_temp_path(path);
 	FILE *f = fopen(tmp, binary ? "wb" : "w");
@@ -227,7 +247,9 @@ void cli_commit_out(FILE *f)
 			cli_commit_path(pending_tmp[i]);
 			return;
 		}
-	cli_die(EXIT_RUNTIME, "internal: output is not pending");
+	/* not pending: a device or FIFO opened in place */
+	if (fflush(f) != 0 || ferror(f) || fclose(f) != 0)
+		cli_die(EXIT_RUNTIME, "cannot write output: %s", strerror(errno ? errno : EIO));
 }
 
 void cli_progress(const char *what, int64_t done, int64_t total)
