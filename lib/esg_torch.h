@@ -28,6 +28,9 @@ void esg_torch_seed(uint64_t seed);
  * "cuda:N").  Parameters are set to requires_grad=false. New. */
 esg_model *esg_model_load(const char *path, const char *device);
 void esg_model_free(esg_model *m);
+/* Free a standalone tensor returned "new" by the calls below (its name,
+ * data and the struct); accepts NULL. */
+void esg_torch_tensor_free(esg_tensor *t);
 /* Save (used by esg-wrap / esg-randomise).  Atomicity is the caller's. */
 int esg_model_save(esg_model *m, const char *path);
 
@@ -83,7 +86,10 @@ int esg_model_forward_capture(esg_model *m, esg_layer_ref layer,
 
 /* Gradient of output[b, target[b]] with respect to the layer's output at
  * input x, with the given backward rule below the output.  *act and
- * *grad_act: new F32 tensors of the layer's output shape; score as above. */
+ * *grad_act: new F32 tensors of the layer's output shape; score as above.
+ * ESG_RULE_DEEPLIFT: ref is the baseline batch and *act / *grad_act hold
+ * 2B items, x's then ref's (layer DeepLift = (act[:B] - act[B:]) *
+ * grad_act[:B]). */
 int esg_model_layer_grad(esg_model *m, esg_layer_ref layer,
 			 esg_backward_rule rule, const float *x,
 			 const float *ref, int ndim, const int64_t *shape,
@@ -102,10 +108,37 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer,
 /* ---- wrapping: a new scripted module around a model ------------------ */
 
 /* Build a TorchScript module whose submodule "model" is m and whose methods
- * are compiled from TorchScript source (share/wrappers/*.py); buffers are
- * registered under their tensor names before compiling. New. */
+ * are compiled from TorchScript source (share/wrappers/NAME.py); buffers are
+ * registered under their tensor names before compiling. New.
+ * The source calls the model as self.model.forward(x): TorchScript
+ * compiled from C++ has no module __call__, so self.model(x) fails. */
 esg_model *esg_model_wrap(esg_model *m, const char *source,
 			  const esg_tensor *buffers, size_t n_buffers);
+
+
+/* ---- parameters (lib/torch_params.cpp; used by esg-randomise) --------- */
+
+typedef struct esg_param_info {
+	char *name;          /* full dotted name, e.g. "enc1.conv1.weight" */
+	char *module;        /* owning module's dotted name ("" for the root) */
+	char *module_type;   /* owning module's type, e.g. "Conv3d" */
+	char *leaf;          /* the name inside its module, e.g. "weight" */
+	int ndim;
+	int64_t shape[ESG_MAX_DIMS];
+	int order;           /* index of the owning module in esg_model_layers()
+	                      * (execution order); -1 if it is never called */
+} esg_param_info;
+
+/* New array of *n entries: every parameter, sorted by the execution order of
+ * its owning module (never-called modules last), then registration order.
+ * Free with esg_model_params_free. */
+esg_param_info *esg_model_params(esg_model *m, size_t *n);
+void esg_model_params_free(esg_param_info *p, size_t n);
+/* A parameter's values: *out new F32 tensor named like the parameter. */
+int esg_model_param_get(esg_model *m, const char *name, esg_tensor **out);
+/* Overwrite a parameter in place (numel must match; converted to its dtype
+ * and device).  Later forwards and esg_model_save see the new values. */
+int esg_model_param_set(esg_model *m, const char *name, const float *data, int64_t numel);
 
 #ifdef __cplusplus
 }
