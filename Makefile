@@ -49,7 +49,7 @@ $(BUILD)/lib/%.o: lib/%.c $(HEADERS)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/lib/%.o: lib/%.cpp lib/esg_torch.h lib/esg.h
+$(BUILD)/lib/%.o: lib/%.cpp $(HEADERS) $(wildcard lib/*.hpp)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CXX     $< (libtorch: ~10 s)")
 	$(Q)$(CXX) $(CXXFLAGS_ALL) -c $< -o $@
@@ -70,7 +70,7 @@ define tool_rule
 $(BUILD)/bin/$(1): $(BUILD)/tools/$(1).o $(TOOL_COMMON) $(BUILD)/libesg.a $(if $(filter $(1),$(TORCH_TOOLS)),$(SHIM_OBJ))
 	@mkdir -p $$(@D)
 	@$$(if $$(Q),echo "  LD      $$@")
-	$$(Q)$$(CC) $(SAN) -o $$@ $$^ $(LDLIBS_BASE) $(if $(filter $(1),$(TORCH_TOOLS)),$(LDLIBS_TORCH))
+	$$(Q)$$(CC) $(SAN) -o $$@ $$(filter-out %.a,$$^) $(BUILD)/libesg.a $(LDLIBS_BASE) $(if $(filter $(1),$(TORCH_TOOLS)),$(LDLIBS_TORCH))
 endef
 $(foreach t,$(TOOL_NAMES),$(eval $(call tool_rule,$(t))))
 
@@ -132,7 +132,7 @@ demo: all
 
 ## bench: time every method on the shipped models (results in bench/)
 bench: all
-	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) bench/run-bench
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
 
 ## install: install tools, man pages and share/ under PREFIX
 install: all

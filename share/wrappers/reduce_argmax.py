@@ -1,0 +1,12 @@
+# esg-wrap --reduce argmax (TorchEsegeta's pixel-wise multi-class reduction).
+# Score of class c = sum of channel c of the (activated) output over the voxels
+# whose argmax over channels is c.  The argmax mask is recomputed at every
+# forward pass (it carries no gradient); the gradient flows through the sum.
+# A model that already returns [N, C] scores passes through unchanged.
+def forward(self, x: Tensor) -> Tensor:
+    y = self.activation(self.model.forward(x))
+    if y.dim() == 2:
+        return y
+    idx = torch.argmax(y.detach(), dim=1, keepdim=True)
+    onehot = torch.zeros_like(y).scatter_(1, idx, 1.0)
+    return (y * onehot).flatten(2).sum(2)

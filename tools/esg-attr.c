@@ -1,0 +1,653 @@
+/* esg-attr - run one interpretability method on every record of a stream. */
+#include "attr.h"
+#include "cli.h"
+#include "esg.h"
+#include "esg_torch.h"
+#include "perturb.h"
+
+#include <getopt.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+static const char USAGE[] =
+	"Usage: esg-attr -m MODEL --method NAME [--target N] [--layer NAME] [--param KEY=VALUE]...\n"
+	"                [--baseline SPEC]... [--internal-batch N] [--threads N] [--device DEV]\n"
+	"                [--seed S] [-o OUT] [IN]\n"
+	"       esg-attr --list-methods\n"
+	"       esg-attr -m MODEL --list-layers\n"
+	"\n"
+	"Read records (tensor 'image' [N, C, spatial...]) from IN (default stdin), add the\n"
+	"tensor 'attribution' (same shape, float32) for the target class, write them to OUT\n"
+	"(default stdout).  The model must give per-class scores [N, C]: wrap segmentation\n"
+	"models with esg-wrap first.\n"
+	"\n"
+	"Options:\n"
+	"  -m, --model FILE        TorchScript model\n"
+	"      --method NAME       method (esg-attr --list-methods shows all, with parameters)\n"
+	"      --target N          class index (default: the argmax of the model's prediction,\n"
+	"                          per item, recorded in esg.target)\n"
+	"      --layer NAME[:K]    layer of layer methods (dotted submodule name; :K = its\n"
+	"                          K-th call, 0-based, for a module called more than once)\n"
+	"      --layer-call K      the same as NAME:K\n"
+	"      --upsample, --no-upsample\n"
+	"                          resize layer maps to the input grid (bilinear/trilinear);\n"
+	"                          default: on for layer_gradcam, gradcam_pp, score_cam only\n"
+	"      --channel K|sum|mean  keep channel K of a layer map, or sum / average them\n"
+	"      --param KEY=VALUE   method parameter, Captum's names (repeatable)\n"
+	"      --baseline SPEC     zero (default) | const:V | blur:SIGMA | uniform:LO,HI[:K] |\n"
+	"                          file:PATH[:TENSOR]; repeat for a distribution (shap methods)\n"
+	"      --internal-batch N  at most N inputs per forward/backward call (default 8)\n"
+	"      --threads N         libtorch threads (default 0: all cores)\n"
+	"      --device DEV        cpu (default) or cuda:N\n"
+	"      --seed S            seed of every random draw (default 0)\n"
+	"  -o, --output FILE       write here atomically instead of stdout\n"
+	"      --list-methods      list the methods, their parameters and defaults\n"
+	"      --list-layers       list the model's layers (name, type, call sites; with the\n"
+	"                          output shapes when --shape or IN gives an input)\n"
+	"      --shape N,C,...     --list-layers: run a zero input of this shape\n"
+	"  -h, --help              show this help\n"
+	"      --version           show the version\n";
+
+enum { OPT_METHOD = 256, OPT_TARGET, OPT_LAYER, OPT_PARAM, OPT_BASELINE, OPT_IBATCH, OPT_THREADS,
+       OPT_DEVICE, OPT_SEED, OPT_LIST_METHODS, OPT_LIST_LAYERS, OPT_VERSION,
+       OPT_LAYER_CALL, OPT_UPSAMPLE, OPT_NO_UPSAMPLE, OPT_CHANNEL, OPT_SHAPE };
+
+static const struct option LONGOPTS[] = {
+	{ "model", required_argument, NULL, 'm' },
+	{ "method", required_argument, NULL, OPT_METHOD },
+	{ "target", required_argument, NULL, OPT_TARGET },
+	{ "layer", required_argument, NULL, OPT_LAYER },
+	{ "param", required_argument, NULL, OPT_PARAM },
+	{ "baseline", required_argument, NULL, OPT_BASELINE },
+	{ "internal-batch", required_argument, NULL, OPT_IBATCH },
+	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "output", required_argument, NULL, 'o' },
+	{ "list-methods", no_argument, NULL, OPT_LIST_METHODS },
+	{ "list-layers", no_argument, NULL, OPT_LIST_LAYERS },
+	{ "layer-call", required_argument, NULL, OPT_LAYER_CALL },
+	{ "upsample", no_argument, NULL, OPT_UPSAMPLE },
+	{ "no-upsample", no_argument, NULL, OPT_NO_UPSAMPLE },
+	{ "channel", required_argument, NULL, OPT_CHANNEL },
+	{ "shape", required_argument, NULL, OPT_SHAPE },
+	{ "help", no_argument, NULL, 'h' },
+	{ "version", no_argument, NULL, OPT_VERSION },
+	{ NULL, 0, NULL, 0 }
+};
+
+#define MAX_LIST 64
+
+typedef struct opts {
+	const char *model, *method, *layer, *device, *out, *in;
+	long target;          /* -1: argmax */
+	char *params[MAX_LIST];
+	int n_params;
+	const char *baselines[MAX_LIST];
+	int n_baselines;
+	long ibatch, threads;
+	uint64_t seed;
+	int list_methods, list_layers;
+	/* layer methods */
+	char layer_name[256];
+	long layer_call;      /* -1: not given */
+	int upsample;         /* 0 default, 1 on, 2 off */
+	int channel_mode;     /* 0 all, 1 sum, 2 mean, 3 one */
+	int channel;
+	const char *shape;    /* --list-layers */
+} opts;
+
+static const char *kind_name(esg_param_kind k)
+{
+	switch (k) {
+	case ESG_P_INT: return "int";
+	case ESG_P_FLOAT: return "float";
+	case ESG_P_BOOL: return "bool";
+	case ESG_P_CHOICE: return "choice";
+	case ESG_P_METHOD: return "method";
+	case ESG_P_STRING: return "string";
+	}
+	return "?";
+}
+
+static void print_params(const esg_param_spec *p)
+{
+	for (; p && p->key; p++) {
+		char kv[96];
+		snprintf(kv, sizeof kv, "%s=%s", p->key, p->def);
+		printf("    %-28s %s [%s%s%s]\n", kv, p->help, kind_name(p->kind),
+		       p->choices ? ": " : "", p->choices ? p->choices : "");
+	}
+}
+
+static void list_methods(void)
+{
+	const esg_method *m;
+	for (size_t i = 0; (m = esg_method_at(i)); i++) {
+		printf("%-24s %s%s%s\n", m->name, m->summary,
+		       m->baseline == 2 ? " (baseline distribution)" : m->baseline ? " (baseline)" : "",
+		       esg_method_layer(m) ? " (--layer)" : "");
+		print_params(m->params);
+		if (m->params && m->params[0].key && !strcmp(m->params[0].key, "base"))
+			printf("    %-28s plus the parameters of the base method\n", "...");
+	}
+	printf("\naliases:\n");
+	const esg_method_alias *a;
+	for (size_t i = 0; (a = esg_alias_at(i)); i++)
+		printf("%-24s %s%s%s\n", a->name, a->method, a->params[0] ? " " : "", a->params);
+	cli_finish_stdout();
+	exit(0);
+}
+
+/* A dummy input for --list-layers: zeros of --shape, or IN's first image. */
+static float *layers_input(const opts *o, int *ndim, int64_t *shape)
+{
+	if (o->shape) {
+		char *dup = strdup(o->shape), *save = NULL;
+		if (!dup)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		*ndim = 0;
+		size_t n = 1;
+		for (char *t = strtok_r(dup, ",x", &save); t; t = strtok_r(NULL, ",x", &save)) {
+			if (*ndim == ESG_MAX_DIMS)
+				cli_usage("--shape: more than %d axes", ESG_MAX_DIMS);
+			shape[(*ndim)++] = cli_long("--shape", t, 1, 1L << 20);
+			n *= (size_t)shape[*ndim - 1];
+		}
+		free(dup);
+		if (*ndim < 2)
+			cli_usage("--shape: give N,C,spatial... (e.g. 1,1,64,64,64)");
+		float *x = calloc(n, sizeof *x);
+		if (!x)
+			cli_die(EXIT_RUNTIME, "out of memory for --shape %s", o->shape);
+		return x;
+	}
+	if (!o->in)
+		return NULL;
+	FILE *in = cli_open_in(o->in, 1);
+	esg_reader *rd = esg_reader_open(in, cli_in_name(o->in));
+	esg_record *r = NULL;
+	if (!rd || esg_reader_next(rd, &r) != 1) {
+		if (rd && !esg_error()[0])
+			cli_die(EXIT_RUNTIME, "%s: no records", cli_in_name(o->in));
+		cli_die_lib();
+	}
+	esg_tensor *img = esg_record_get(r, "image");
+	if (!img)
+		cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(o->in), esg_error());
+	*ndim = img->ndim;
+	memcpy(shape, img->shape, sizeof img->shape);
+	float *x = esg_tensor_to_f32(img);
+	if (!x)
+		cli_die_lib();
+	esg_record_free(r);
+	esg_reader_free(rd);
+	if (in != stdin)
+		fclose(in);
+	return x;
+}
+
+static void list_layers(const opts *o)
+{
+	esg_model *m = esg_model_load(o->model, o->device);
+	if (!m)
+		cli_die_lib();
+	size_t n;
+	esg_layer_info *l = esg_model_layers(m, &n);
+	if (!l)
+		cli_die_lib();
+	int ndim = 0;
+	int64_t shape[ESG_MAX_DIMS];
+	float *x = layers_input(o, &ndim, shape);
+	printf(x ? "name\ttype\tcalls\tshape\n" : "name\ttype\tcalls\n");
+	for (size_t i = 0; i < n; i++) {
+		printf("%s\t%s\t%d", l[i].name, l[i].type, l[i].calls);
+		/* one shape per call site; "-" where it can't be captured */
+		for (int c = 0; x && c < (l[i].calls ? l[i].calls : 1); c++) {
+			esg_layer_ref L = { l[i].name, c };
+			esg_tensor *a = NULL;
+			char s[128] = "-";
+			if (l[i].calls && esg_model_forward_capture(m, L, x, ndim, shape, &a, NULL) == 0)
+				esg_shape_str(a->ndim, a->shape, s, sizeof s);
+			esg_torch_tensor_free(a);
+			printf("%s%s", c ? " " : "\t", s);
+		}
+		printf("\n");
+	}
+	free(x);
+	esg_layers_free(l, n);
+	esg_model_free(m);
+	cli_finish_stdout();
+	exit(0);
+}
+
+static void parse(int argc, char **argv, opts *o)
+{
+	memset(o, 0, sizeof *o);
+	o->target = -1;
+	o->device = "cpu";
+	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
+	o->layer_call = -1;
+	int c;
+	opterr = 0;
+	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
+		switch (c) {
+		case 'm': o->model = optarg; break;
+		case 'o': o->out = optarg; break;
+		case OPT_METHOD: o->method = optarg; break;
+		case OPT_TARGET: o->target = cli_long("--target", optarg, 0, 1L << 30); break;
+		case OPT_LAYER: o->layer = optarg; break;
+		case OPT_LAYER_CALL: o->layer_call = cli_long("--layer-call", optarg, 0, 1L << 20); break;
+		case OPT_UPSAMPLE: o->upsample = 1; break;
+		case OPT_NO_UPSAMPLE: o->upsample = 2; break;
+		case OPT_CHANNEL:
+			if (!strcmp(optarg, "sum") || !strcmp(optarg, "mean")) {
+				o->channel_mode = optarg[0] == 's' ? 1 : 2;
+			} else {
+				o->channel_mode = 3;
+				o->channel = (int)cli_long("--channel", optarg, 0, 1L << 30);
+			}
+			break;
+		case OPT_SHAPE: o->shape = optarg; break;
+		case OPT_PARAM:
+			if (o->n_params == MAX_LIST)
+				cli_usage("too many --param options");
+			o->params[o->n_params++] = optarg;
+			break;
+		case OPT_BASELINE:
+			if (o->n_baselines == MAX_LIST)
+				cli_usage("too many --baseline options");
+			o->baselines[o->n_baselines++] = optarg;
+			break;
+		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
+		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
+		case OPT_DEVICE: o->device = optarg; break;
+		case OPT_SEED: {
+			char *end;
+			unsigned long long s = strtoull(optarg, &end, 10);
+			if (end == optarg || *end || optarg[0] == '-')
+				cli_usage("--seed: '%s' is not a non-negative integer", optarg);
+			o->seed = s;
+			break;
+		}
+		case OPT_LIST_METHODS: o->list_methods = 1; break;
+		case OPT_LIST_LAYERS: o->list_layers = 1; break;
+		case 'h': cli_help(USAGE);
+		case OPT_VERSION: cli_version();
+		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
+		default: cli_usage("unknown option '%s'", argv[optind - 1]);
+		}
+	}
+	if (optind < argc)
+		o->in = argv[optind++];
+	if (optind < argc)
+		cli_usage("unexpected argument '%s' (one input at most)", argv[optind]);
+}
+
+typedef struct run {
+	const opts *o;
+	esg_model *model;
+	const esg_method *method;
+	const esg_method_alias *alias;
+	esg_params params;
+	char *params_json;
+	esg_baseline bl[MAX_LIST];
+	int n_bl;
+	char sha[65];
+} run;
+
+static double now(void)
+{
+	struct timespec t;
+	clock_gettime(CLOCK_MONOTONIC, &t);
+	return t.tv_sec + t.tv_nsec * 1e-9;
+}
+
+/* Forward the items in chunks: per-item argmax (targets) and the class count. */
+static int predict(run *R, const float *x, int ndim, const int64_t *shape, int64_t *target,
+		   int64_t *passes, int64_t *evals)
+{
+	size_t item = 1;
+	for (int d = 1; d < ndim; d++)
+		item *= (size_t)shape[d];
+	int64_t sh[ESG_MAX_DIMS];
+	memcpy(sh, shape, (size_t)ndim * sizeof *sh);
+	for (int64_t i0 = 0; i0 < shape[0]; i0 += R->o->ibatch) {
+		sh[0] = shape[0] - i0 < R->o->ibatch ? shape[0] - i0 : R->o->ibatch;
+		esg_tensor *out;
+		if (esg_model_forward(R->model, x + i0 * item, ndim, sh, &out))
+			return -1;
+		(*passes)++;
+		*evals += sh[0];
+		char s[128];
+		esg_shape_str(out->ndim, out->shape, s, sizeof s);
+		int ok = out->ndim == 2 && out->shape[0] == sh[0] && out->shape[1] > 0;
+		if (ok) {
+			int64_t C = out->shape[1];
+			const float *o = out->data;
+			for (int64_t b = 0; target && b < sh[0]; b++) {
+				int64_t best = 0;
+				for (int64_t c = 1; c < C; c++)
+					if (o[b * C + c] > o[b * C + best])
+						best = c;
+				target[i0 + b] = best;
+			}
+		}
+		esg_torch_tensor_free(out);
+		if (!ok)
+			return esg_set_error("model output is %s, not per-class scores [N, C]; "
+					     "wrap a segmentation model with esg-wrap", s);
+		if (!target)
+			break; /* only the class count was wanted */
+	}
+	return 0;
+}
+
+static char *json_array_d(const double *v, int64_t n)
+{
+	size_t cap = 32 + (size_t)n * 26, len = 0;
+	char *s = malloc(cap);
+	if (!s)
+		return NULL;
+	len += snprintf(s, cap, "[");
+	for (int64_t i = 0; i < n; i++)
+		len += snprintf(s + len, cap - len, "%s%.9g", i ? "," : "", v[i]);
+	snprintf(s + len, cap - len, "]");
+	return s;
+}
+
+static void set_target_meta(esg_record *r, const int64_t *t, int64_t n)
+{
+	int same = 1;
+	for (int64_t i = 1; i < n; i++)
+		same &= t[i] == t[0];
+	if (same) {
+		esg_meta_setf(r, "esg.target", "%lld", (long long)t[0]);
+		return;
+	}
+	double *d = malloc((size_t)n * sizeof *d);
+	if (!d)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (int64_t i = 0; i < n; i++)
+		d[i] = (double)t[i];
+	esg_meta_set_doubles(r, "esg.target", d, (int)n);
+	free(d);
+}
+
+static char *baselines_json(const run *R)
+{
+	size_t cap = 8, len;
+	for (int i = 0; i < R->n_bl; i++)
+		cap += 2 * strlen(R->bl[i].spec) + 4;
+	char *s = malloc(cap);
+	if (!s)
+		return NULL;
+	len = snprintf(s, cap, "[");
+	for (int i = 0; i < R->n_bl; i++) {
+		len += snprintf(s + len, cap - len, "%s\"", i ? "," : "");
+		for (const char *p = R->bl[i].spec; *p; p++) {
+			if (*p == '"' || *p == '\\')
+				s[len++] = '\\';
+			s[len++] = *p;
+		}
+		s[len++] = '"';
+	}
+	snprintf(s + len, cap - len, "]");
+	return s;
+}
+
+/* The library's progress hook -> the terminal (cli_progress is silent
+ * unless stderr is a terminal). */
+static void attr_progress(void *ctx, const char *what, int64_t done, int64_t total)
+{
+	(void)ctx;
+	cli_progress(what, done, total);
+}
+
+static void process(run *R, esg_record *r, size_t index, const char *in_name, int argc, char **argv)
+{
+	const opts *o = R->o;
+	double t0 = now();
+	esg_tensor *img = esg_record_get(r, "image");
+	if (!img)
+		cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
+	if (img->ndim < 2)
+		cli_die(EXIT_RUNTIME, "%s: record %zu: tensor 'image' must be [N, C, ...], not %d-dimensional",
+			in_name, index + 1, img->ndim);
+	int ndim = img->ndim;
+	int64_t shape[ESG_MAX_DIMS];
+	memcpy(shape, img->shape, sizeof shape);
+	int64_t N = shape[0], numel = esg_tensor_numel(img);
+	float *x = esg_tensor_to_f32(img);
+	float *attr = malloc((size_t)(numel ? numel : 1) * sizeof *attr);
+	int64_t *target = malloc((size_t)(N ? N : 1) * sizeof *target);
+	double *delta = calloc((size_t)(N ? N : 1), sizeof *delta);
+	if (!x || !attr || !target || !delta)
+		cli_die(EXIT_RUNTIME, "out of memory for record %zu", index + 1);
+	if (N < 1)
+		cli_die(EXIT_RUNTIME, "%s: record %zu: tensor 'image' has no items", in_name, index + 1);
+
+	int64_t passes = 0, evals = 0;
+	/* With --target the method itself checks the range (every score read is
+	 * checked), so no extra forward pass is spent on learning the class count. */
+	if (o->target < 0) {
+		if (predict(R, x, ndim, shape, target, &passes, &evals))
+			cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
+	}
+	if (o->target >= 0) {
+		for (int64_t i = 0; i < N; i++)
+			target[i] = o->target;
+	}
+
+	float **bl = NULL;
+	int n_bl = 0;
+	for (int i = 0; i < R->n_bl; i++)
+		if (esg_baseline_build(&R->bl[i], i, x, ndim, shape, o->seed, index, &bl, &n_bl))
+			cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
+
+	esg_attr_job job = { 0 };
+	job.model = R->model;
+	job.method = R->method;
+	job.params = &R->params;
+	job.ndim = ndim;
+	memcpy(job.shape, shape, sizeof shape);
+	job.x = x;
+	job.target = target;
+	job.baselines = bl;
+	job.n_baselines = n_bl;
+	job.internal_batch = (int)o->ibatch;
+	job.seed = o->seed;
+	job.record = index;
+	job.attr = attr;
+	job.delta = delta;
+	job.progress = attr_progress;
+	job.axes = esg_meta_get(r, "esg.axes");
+	job.layer = o->layer ? o->layer_name : NULL;
+	job.layer_call = o->layer_call > 0 ? (int)o->layer_call : 0;
+	job.upsample = o->upsample;
+	job.channel_mode = o->channel_mode;
+	job.channel = o->channel;
+	if (esg_attr_run(&job))
+		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->method->name, esg_error());
+	passes += job.passes;
+
+	esg_record_remove(r, "attribution");
+	if (job.layer_attr) {
+		/* a layer-shaped result */
+		if (!esg_record_add_f32(r, "attribution", job.out_ndim, job.out_shape, job.layer_attr))
+			cli_die_lib();
+		free(job.layer_attr);
+	} else if (!esg_record_add_f32(r, "attribution", ndim, shape, attr)) {
+		cli_die_lib();
+	}
+	if (job.layer) {
+		esg_meta_setf(r, "esg.layer", "%s", job.layer);
+		esg_meta_setf(r, "esg.layer_call", "%d", job.layer_call);
+		double ls[ESG_MAX_DIMS];
+		for (int d = 0; d < job.act_ndim; d++)
+			ls[d] = (double)job.act_shape[d];
+		esg_meta_set_doubles(r, "esg.layer_shape", ls, job.act_ndim);
+		esg_meta_set(r, "esg.upsample", job.upsampled ? job.upsampled : "none");
+	} else {
+		esg_meta_remove(r, "esg.layer");
+		esg_meta_remove(r, "esg.layer_call");
+		esg_meta_remove(r, "esg.layer_shape");
+		esg_meta_remove(r, "esg.upsample");
+	}
+	const char *method_name = R->alias ? R->alias->name : R->method->name;
+	esg_meta_set(r, "esg.method", R->method->name);
+	if (R->alias)
+		esg_meta_set(r, "esg.method_alias", method_name);
+	else
+		esg_meta_remove(r, "esg.method_alias");
+	esg_meta_set(r, "esg.params", R->params_json);
+	set_target_meta(r, target, N);
+	esg_meta_set(r, "esg.target_source", o->target >= 0 ? "option" : "argmax");
+	esg_meta_set(r, "esg.model", o->model);
+	esg_meta_set(r, "esg.model_sha256", R->sha);
+	esg_meta_setf(r, "esg.passes", "%lld", (long long)passes);
+	esg_meta_setf(r, "esg.evaluations", "%lld", (long long)(job.evaluations + evals));
+	esg_meta_setf(r, "esg.seed", "%llu", (unsigned long long)o->seed);
+	esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
+	const esg_method *need = R->params.base ? R->params.base : R->method;
+	if (need->baseline) {
+		char *bj = baselines_json(R);
+		if (!bj)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		esg_meta_set(r, "esg.baseline", bj);
+		free(bj);
+	} else {
+		esg_meta_remove(r, "esg.baseline");
+	}
+	if (job.has_delta) {
+		char *dj = json_array_d(delta, N);
+		if (!dj)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		esg_meta_set(r, "esg.delta", dj);
+		free(dj);
+	} else {
+		esg_meta_remove(r, "esg.delta");
+	}
+	esg_meta_stamp(r, "esg-attr", argc, argv);
+	esg_meta_setf(r, "esg.seconds", "%.6f", now() - t0);
+	for (int i = 0; i < n_bl; i++)
+		free(bl[i]);
+	free(bl);
+	free(x);
+	free(attr);
+	free(target);
+	free(delta);
+}
+
+int main(int argc, char **argv)
+{
+	cli_init("esg-attr", argc, argv);
+	opts o;
+	parse(argc, argv, &o);
+	if (o.list_methods)
+		list_methods();
+	if (!o.model)
+		cli_usage("no model: give -m MODEL");
+	if (o.list_layers)
+		list_layers(&o);
+	if (!o.method)
+		cli_usage("no method: give --method NAME (see --list-methods)");
+
+	run R;
+	memset(&R, 0, sizeof R);
+	R.o = &o;
+	R.method = esg_method_find(o.method, &R.alias);
+	if (!R.method)
+		cli_usage("--method: %s", esg_error());
+	if (esg_params_resolve(R.method, R.alias, o.params, o.n_params, &R.params))
+		cli_usage("--method %s: %s", o.method, esg_error());
+	if (esg_method_layer(R.method)) {
+		if (!o.layer)
+			cli_usage("--method %s needs --layer NAME (esg-attr -m MODEL --list-layers shows them)",
+				  R.method->name);
+		/* NAME:K names the K-th call (a trailing :digits only) */
+		snprintf(o.layer_name, sizeof o.layer_name, "%s", o.layer);
+		char *colon = strrchr(o.layer_name, ':');
+		if (colon && colon[1] && strspn(colon + 1, "0123456789") == strlen(colon + 1)) {
+			long k = cli_long("--layer", colon + 1, 0, 1L << 20);
+			if (o.layer_call >= 0 && o.layer_call != k)
+				cli_usage("--layer %s and --layer-call %ld disagree", o.layer, o.layer_call);
+			o.layer_call = k;
+			*colon = 0;
+		}
+		if (!o.layer_name[0])
+			cli_usage("--layer: empty layer name");
+	} else if (o.layer || o.layer_call >= 0 || o.upsample || o.channel_mode) {
+		cli_usage("%s: method %s takes no layer", o.layer ? "--layer" : o.layer_call >= 0 ? "--layer-call" :
+			  o.upsample ? "--upsample" : "--channel", R.method->name);
+	}
+	const esg_method *need = R.params.base ? R.params.base : R.method;
+	if (o.n_baselines && !need->baseline)
+		cli_usage("--baseline: method %s takes no baseline", need->name);
+	for (int i = 0; i < o.n_baselines; i++)
+		if (esg_baseline_parse(o.baselines[i], &R.bl[R.n_bl++]))
+			cli_die(strncmp(o.baselines[i], "file:", 5) ? EXIT_USAGE : EXIT_RUNTIME, "%s", esg_error());
+	if (!o.n_baselines && esg_baseline_parse("zero", &R.bl[R.n_bl++]))
+		cli_die_lib();
+	if (need->baseline == 1 && R.n_bl > 1)
+		cli_usage("--baseline: method %s takes one baseline, got %d "
+			  "(deeplift_shap and gradient_shap take a distribution)", need->name, R.n_bl);
+	if (need->baseline == 1 && R.bl[0].kind == ESG_BL_UNIFORM && R.bl[0].k > 1)
+		cli_usage("--baseline: method %s takes one baseline, '%s' makes %d",
+			  need->name, R.bl[0].spec, R.bl[0].k);
+	/* a malformed feature mask is a usage error (a missing file is found later) */
+	const char *fmask = esg_params_str(&R.params, "feature_mask");
+	esg_fmask_spec fspec;
+	if (fmask && esg_fmask_parse(fmask, &fspec))
+		cli_usage("--param: %s", esg_error());
+	if (fmask)
+		esg_fmask_spec_clear(&fspec);
+	R.params_json = esg_params_json(&R.params);
+	if (!R.params_json)
+		cli_die_lib();
+
+	if (esg_torch_set_threads((int)o.threads))
+		cli_die_lib();
+	if (esg_sha256_file(o.model, R.sha))
+		cli_die(EXIT_RUNTIME, "model: %s", esg_error());
+	R.model = esg_model_load(o.model, o.device);
+	if (!R.model)
+		cli_die_lib();
+
+	FILE *in = cli_open_in(o.in, 1);
+	esg_reader *rd = esg_reader_open(in, cli_in_name(o.in));
+	if (!rd)
+		cli_die_lib();
+	FILE *out = cli_open_out(o.out, 1);
+	esg_writer *w = esg_writer_open(out, 0);
+	if (!w)
+		cli_die_lib();
+	esg_record *r;
+	int got;
+	size_t n = 0;
+	while ((got = esg_reader_next(rd, &r)) == 1) {
+		process(&R, r, n, cli_in_name(o.in), argc, argv);
+		if (esg_writer_put(w, r))
+			cli_die_lib();
+		esg_record_free(r);
+		n++;
+	}
+	if (got < 0)
+		cli_die_lib();
+	if (n == 0)
+		cli_die(EXIT_RUNTIME, "%s: no records (empty input; did the upstream command fail?)",
+			cli_in_name(o.in));
+	if (esg_writer_close(w))
+		cli_die_lib();
+	cli_commit_out(out);
+	esg_reader_free(rd);
+	if (in != stdin)
+		fclose(in);
+	for (int i = 0; i < R.n_bl; i++)
+		esg_baseline_clear(&R.bl[i]);
+	esg_params_clear(&R.params);
+	free(R.params_json);
+	esg_model_free(R.model);
+	return 0;
+}
