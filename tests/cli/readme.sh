@@ -4,6 +4,8 @@
 . "$(dirname "$0")/lib.sh"
 grep -E '^    \$ ' "$ESG_ROOT/README.md" | sed 's/^    \$ //' >"$T/examples"
 [ -s "$T/examples" ] || not_ok "README has examples"
+# The examples name shipped files relative to the repository root.
+ln -s "$ESG_ROOT/share" "$T/share"
 while IFS= read -r cmd; do
 	check "README: $cmd" bash -c "cd '$T' && $cmd"
 done <"$T/examples"
