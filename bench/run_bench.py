@@ -1,0 +1,204 @@
+#!/usr/bin/env python3
+"""make bench: cost of every esg-attr method on the shipped models.
+
+Per (model, input, method): model evaluations the method used, the time of
+one forward+backward pass of one item measured in plain PyTorch with the
+same thread count (bench/pass_time.py), the method's own compute time
+(esg.seconds: after the model is loaded, excluding process start-up), the
+overhead ratio total / (evaluations x pass), the process wall time and its
+peak RSS (GNU time).  Forward-only methods are compared with forward passes.
+Writes bench/results.md and prints it.
+
+Usage: bench/run_bench.py [--quick] [--only SUBSTRING] [--threads N]
+"""
+import argparse
+import json
+import os
+import subprocess
+import sys
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, os.path.join(ROOT, "tests", "py"))
+import safetensors_ref  # noqa: E402
+
+BUILD = os.environ.get("BUILD", "build")
+BIN = os.path.join(ROOT, BUILD, "bin")
+PY = os.environ.get("PYTHON", "/usr/bin/python3")
+WORK = os.path.join(ROOT, BUILD, "bench")
+
+# (method, extra arguments, kind): kind "grad" is compared with forward+backward
+# passes, "fwd" with forward passes.  LAYER is replaced by the case's layer.
+GRADIENT = [
+    ("saliency", [], "grad"),
+    ("input_x_gradient", [], "grad"),
+    ("integrated_gradients", ["--param", "n_steps=50"], "grad"),
+    ("noise_tunnel", ["--param", "base=saliency", "--param", "nt_samples=8", "--param", "stdevs=0.2"], "grad"),
+    ("gradient_shap", ["--param", "n_samples=8", "--baseline", "zero", "--baseline", "blur:2"], "grad"),
+    ("guided_backprop", [], "grad"),
+    ("deconvolution", [], "grad"),
+    ("deeplift", [], "grad"),
+    ("deeplift_shap", ["--baseline", "zero", "--baseline", "blur:2"], "grad"),
+]
+LAYER = [
+    ("layer_activation", ["--layer", "LAYER"], "fwd"),
+    ("layer_gradient_x_activation", ["--layer", "LAYER"], "grad"),
+    ("layer_gradcam", ["--layer", "LAYER"], "grad"),
+    ("gradcam_pp", ["--layer", "LAYER", "--param", "exp_score=false"], "grad"),
+    ("guided_gradcam", ["--layer", "LAYER"], "grad"),
+    ("score_cam", ["--layer", "LAYER"], "fwd"),
+    ("layer_conductance", ["--layer", "LAYER", "--param", "n_steps=16"], "grad"),
+    ("internal_influence", ["--layer", "LAYER", "--param", "n_steps=16"], "grad"),
+    ("layer_integrated_gradients", ["--layer", "LAYER", "--param", "n_steps=16"], "grad"),
+    ("layer_deeplift", ["--layer", "LAYER"], "grad"),
+    ("layer_deeplift_shap", ["--layer", "LAYER", "--baseline", "zero", "--baseline", "blur:2"], "grad"),
+    ("layer_gradient_shap", ["--layer", "LAYER", "--param", "n_samples=8", "--baseline", "zero",
+                             "--baseline", "blur:2"], "grad"),
+    ("linear_approx", ["--layer", "LAYER"], "grad"),
+    ("layer_guided_backprop", ["--layer", "LAYER"], "grad"),
+]
+PERTURB_3D = [
+    ("occlusion", ["--param", "sliding_window_shapes=1,8,8,8", "--param", "strides=1,8,8,8"], "fwd"),
+    ("feature_ablation", ["--param", "feature_mask=grid:16"], "fwd"),
+    ("shapley_value_sampling", ["--param", "feature_mask=grid:16", "--param", "n_samples=2"], "fwd"),
+    ("rise", ["--param", "n_masks=128"], "fwd"),
+    ("lime", ["--param", "feature_mask=grid:16", "--param", "n_samples=128"], "fwd"),
+    ("kernel_shap", ["--param", "feature_mask=grid:16", "--param", "n_samples=128"], "fwd"),
+]
+PERTURB_2D = [
+    ("occlusion", ["--param", "sliding_window_shapes=1,8,8", "--param", "strides=1,4,4"], "fwd"),
+    ("feature_ablation", ["--param", "feature_mask=grid:4"], "fwd"),
+    ("feature_permutation", ["--param", "feature_mask=grid:4"], "fwd"),
+    ("shapley_value_sampling", ["--param", "feature_mask=grid:8", "--param", "n_samples=8"], "fwd"),
+    ("rise", ["--param", "n_masks=1000"], "fwd"),
+    ("extremal_perturbation", ["--param", "max_iter=100"], "grad"),
+    ("lime", ["--param", "feature_mask=slic:64", "--param", "n_samples=200"], "fwd"),
+    ("kernel_shap", ["--param", "feature_mask=slic:64", "--param", "n_samples=200"], "fwd"),
+]
+
+
+def run(cmd, **kw):
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def methods_available():
+    out = subprocess.run([os.path.join(BIN, "esg-attr"), "--list-methods"],
+                         capture_output=True, text=True, check=True).stdout
+    return {line.split()[0] for line in out.splitlines() if line and not line[0].isspace()}
+
+
+def prepare(quick):
+    """Inputs and wrapped models: the U-Net at 64^3 (and 96^3), the 2D classifier."""
+    os.makedirs(WORK, exist_ok=True)
+    cases = []
+    sizes = [64] if quick else [64, 96]
+    for size in sizes:
+        img = os.path.join(WORK, "phantom%d.nii.gz" % size)
+        if not os.path.exists(img):
+            run([PY, os.path.join(ROOT, "share/demo/phantom.py"), "--seed", "1000", "--size", str(size),
+                 "--out-image", img, "--out-mask", os.path.join(WORK, "vessels%d.nii.gz" % size)])
+        st = os.path.join(WORK, "phantom%d.st.zst" % size)
+        run([os.path.join(BIN, "esg-load"), "--normalise", "zscore", img, "-o", st])
+        model = os.path.join(WORK, "unet3d-fixed-%d.pt" % size)
+        run([os.path.join(BIN, "esg-wrap"), "-m", os.path.join(ROOT, "share/models/unet3d.pt"),
+             "--reduce", "fixed-mask", "--input", st, "-o", model])
+        methods = GRADIENT + LAYER + (PERTURB_3D if size == 64 else [])
+        cases.append(("unet3d fixed-mask", "1x1x%d^3" % size, model, st, "1,1,%d,%d,%d" % ((size,) * 3), 1,
+                      "model.dec2", methods))
+    png = os.path.join(ROOT, "share/data/angio2d_20001_aneurysm.png")
+    st = os.path.join(WORK, "angio2d.st.zst")
+    run([os.path.join(BIN, "esg-load"), "--channels", "gray", "--normalise", "zscore", png, "-o", st])
+    cases.append(("classifier2d", "1x1x64^2", os.path.join(ROOT, "share/models/classifier2d.pt"), st,
+                  "1,1,64,64", 1, "conv4", GRADIENT + LAYER + PERTURB_2D))
+    return cases
+
+
+def pass_time(model, shape, threads, batch):
+    out = subprocess.run([PY, os.path.join(ROOT, "bench/pass_time.py"), model, shape, str(threads), str(batch)],
+                         capture_output=True, text=True, check=True).stdout.split()
+    return float(out[0]), float(out[1])
+
+
+def measure(model, st, method, extra, target, threads):
+    out = os.path.join(WORK, "out.st.zst")
+    cmd = ["/usr/bin/time", "-f", "%e %M", os.path.join(BIN, "esg-attr"), "-m", model, "--method", method,
+           "--threads", str(threads), "--seed", "1", "-o", out, st] + extra
+    if target is not None:
+        cmd += ["--target", str(target)]
+    p = subprocess.run(cmd, capture_output=True, text=True)
+    if p.returncode != 0:
+        return None, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "exit %d" % p.returncode
+    wall, rss_kb = p.stderr.strip().splitlines()[-1].split()
+    meta = safetensors_ref.read_stream(out)[0][0]
+    return {"evaluations": int(meta.get("esg.evaluations", meta.get("esg.passes", "0"))),
+            "calls": int(meta.get("esg.passes", "0")),
+            "seconds": float(meta["esg.seconds"]), "wall": float(wall), "rss_mb": int(rss_kb) / 1024}, None
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--quick", action="store_true", help="64^3 only")
+    ap.add_argument("--only", default="", help="methods containing this")
+    ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    args = ap.parse_args()
+    have = methods_available()
+    cases = prepare(args.quick)
+    rows = []
+    passes = []
+    t_start = time.time()
+    for name, size, model, st, shape, target, layer, methods in cases:
+        fb1, fwd1 = pass_time(model, shape, args.threads, 1)
+        fb, fwd = pass_time(model, shape, args.threads, 8)
+        passes.append((name, size, fb1, fwd1, fb, fwd))
+        print("# %s %s: one item's pass (PyTorch) fwd+bwd %.3f s (batch 1) %.3f s (batch 8), fwd %.3f s / %.3f s"
+              % (name, size, fb1, fb, fwd1, fwd), flush=True)
+        for method, extra, kind in methods:
+            if method not in have or args.only not in method:
+                continue
+            extra = [layer if a == "LAYER" else a for a in extra]
+            res, err = measure(model, st, method, extra, target, args.threads)
+            if res is None:
+                rows.append((name, size, method, " ".join(extra), kind, "-", "-", "-", "-", "-", "-", "error: " + err))
+                continue
+            unit = fb if kind == "grad" else fwd
+            ratio = res["seconds"] / (res["evaluations"] * unit) if res["evaluations"] else float("nan")
+            rows.append((name, size, method, " ".join(extra), kind, res["evaluations"], res["calls"],
+                         "%.3f" % unit, "%.2f" % res["seconds"], "%.2f" % ratio, "%.2f" % res["wall"],
+                         "%.0f" % res["rss_mb"]))
+            print("  %-22s evals %4d  total %7.2f s  ratio %.2f  rss %5.0f MB" % (
+                method, res["evaluations"], res["seconds"], ratio, res["rss_mb"]), flush=True)
+    # Memory is bounded by --internal-batch, not by n_steps.
+    mem = []
+    name, size, model, st, shape, target = cases[0][:6]
+    for steps in (10, 50, 200):
+        res, err = measure(model, st, "integrated_gradients", ["--param", "n_steps=%d" % steps,
+                                                               "--internal-batch", "8"], target, args.threads)
+        mem.append((steps, res["rss_mb"] if res else err))
+    with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+        f.write("# esg-attr benchmark\n\n`make bench` on %s, %d threads, %s.\n\n" % (
+            os.uname().nodename, args.threads, time.strftime("%Y-%m-%d")))
+        f.write("One item's pass in plain PyTorch (bench/pass_time.py), seconds:\n\n"
+                "| model | input | fwd+bwd, batch 1 | fwd+bwd per item, batch 8 | fwd, batch 1 | fwd per item, batch 8 |\n"
+                "|---|---|---|---|---|---|\n")
+        for p in passes:
+            f.write("| %s | %s | %.3f | %.3f | %.3f | %.3f |\n" % p)
+        f.write("\npass = one forward+backward of one item in plain PyTorch at batch 8 (esg-attr's default "
+                "--internal-batch); "
+                "total = the method's compute time inside esg-attr (esg.seconds, model loaded); "
+                "ratio = total / (evaluations x pass), where pass is forward+backward (grad) or forward only (fwd) "
+                "and the few forward-only evaluations of gradient methods (f(x), f(baseline) for the delta) are "
+                "counted as full passes; wall = whole process incl. start-up and model load; "
+                "RSS = peak resident memory of the process.\n\n")
+        f.write("| model | input | method | params | pass kind | evaluations | model calls | pass s | total s | ratio | wall s | peak RSS MB |\n")
+        f.write("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        for r in rows:
+            f.write("| " + " | ".join(str(c) for c in r) + " |\n")
+        f.write("\nPeak RSS of integrated_gradients on %s %s at --internal-batch 8: %s\n" % (
+            name, size, ", ".join("n_steps=%d: %s MB" % (s, "%.0f" % m if isinstance(m, float) else m)
+                                  for s, m in mem)))
+        f.write("\nBench wall time: %.0f s\n" % (time.time() - t_start))
+    print(open(os.path.join(ROOT, "bench", "results.md")).read())
+
+
+if __name__ == "__main__":
+    main()
