@@ -94,6 +94,18 @@ ref "rise 3D, 50 masks = replay" rise fx/net3d.pt xn3.st.zst rr.st.zst 50 3 0.4 
 A -m fx/relu_module_script.pt --method rise --param n_masks=50 --param s=3 --seed 9 -o rr2.st.zst xr.st.zst
 ref "rise 2D, 2 items = replay" rise fx/relu_module_script.pt xr.st.zst rr2.st.zst 50 3 0.5 9
 
+# ---- segmentation models wrapped by esg-wrap (the fixture seg net) ----
+if command -v esg-wrap >/dev/null && esg-wrap -m fx/seg.pt --reduce argmax -o seg_argmax.pt 2>/dev/null &&
+	esg-wrap -m fx/seg.pt --reduce fixed-mask --input xr.st.zst -o seg_fixed.pt 2>/dev/null; then
+	A -m seg_argmax.pt --method occlusion --param sliding_window_shapes=3 --param strides=2 -o w1.st.zst xr.st.zst
+	ref "occlusion on a segmentation net wrapped with argmax = reference" occlusion seg_argmax.pt xr.st.zst w1.st.zst 3 2
+	A -m seg_fixed.pt --method feature_ablation --param feature_mask=grid:2 -o w2.st.zst xr.st.zst
+	ref "feature ablation on a segmentation net wrapped with fixed-mask = reference" ablation seg_fixed.pt xr.st.zst w2.st.zst 2
+else
+	skip "esg-wrap is needed for the wrapped segmentation models"
+	skip "esg-wrap is needed for the wrapped segmentation models"
+fi
+
 # ---- label volumes: a stream tensor and NIfTI give the same features as grid:2 ----
 A -m lin3d.pt --method feature_ablation --param feature_mask=grid:2 -o g.st.zst x3d.st.zst
 A -m lin3d.pt --method feature_ablation --param feature_mask=file:labels.st.zst -o f1.st.zst x3d.st.zst
@@ -173,8 +185,7 @@ check "esg.evaluations: 2 predictions + 2 x 10 = 22" \
 # ---- shipped models (when present) ----
 S="$ESG_ROOT/share"
 if [ -f "$S/models/classifier2d.pt" ] && command -v esg-load >/dev/null; then
-	esg-load --normalise zscore "$S/data/angio2d_20001_aneurysm.png" -o c2.st.zst 2>/dev/null ||
-		esg-load "$S/data/angio2d_20001_aneurysm.png" -o c2.st.zst
+	esg-load --normalise zscore "$S/data/angio2d_20001_aneurysm.npy" -o c2.st.zst
 	A -m "$S/models/classifier2d.pt" --method occlusion --param sliding_window_shapes=16 --internal-batch 16 \
 		-o c2o.st.zst c2.st.zst
 	ref "occlusion 16x16 on classifier2d.pt = PyTorch reference" occlusion "$S/models/classifier2d.pt" c2.st.zst c2o.st.zst 16 ''
@@ -188,7 +199,7 @@ if [ -f "$S/models/unet3d.pt" ] && command -v esg-wrap >/dev/null && command -v 
 	esg-wrap -m "$S/models/unet3d.pt" --reduce argmax -o unet_argmax.pt 2>/dev/null
 	esg-load --normalise zscore "$S/data/phantom1000_image.nii.gz" -o u.st.zst 2>/dev/null
 	if [ -s unet_argmax.pt ] && [ -s u.st.zst ]; then
-		esg-attr --threads 2 -m unet_argmax.pt --method occlusion --param sliding_window_shapes=32 --target 1 \
+		esg-attr --threads 2 -m unet_argmax.pt --method occlusion --param sliding_window_shapes=32 \
 			-o uo.st.zst u.st.zst
 		ref "occlusion 32^3 on the wrapped 3D U-Net = PyTorch reference" occlusion unet_argmax.pt u.st.zst uo.st.zst 32 ''
 	else

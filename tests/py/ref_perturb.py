@@ -250,6 +250,12 @@ def targets(m, x):
         return m(torch.from_numpy(np.ascontiguousarray(x, np.float32))).argmax(1).numpy()
 
 
+def score_atol(f0):
+    """A difference of two float32 scores is exact only to a few ulps of the
+    scores themselves (large on sums over a volume, as esg-wrap's)."""
+    return max(ATOL, 16 * np.finfo(np.float32).eps * float(np.abs(f0).max()))
+
+
 def parse_win(s, item, fill=None):
     v = [int(t) for t in s.split(',')]
     if len(v) == len(item):
@@ -280,7 +286,8 @@ def occlusion(model, inp, out, window, strides, baseline='0'):
             acc[sl] += d.reshape((-1,) + (1,) * len(item))
             cnt[sl] += 1
         ref = np.where(cnt > 0, acc / np.maximum(cnt, 1), 0)
-        fails += report('occlusion %s window %s strides %s' % (os.path.basename(model), w, s), a, ref)
+        fails += report('occlusion %s window %s strides %s' % (os.path.basename(model), w, s), a, ref,
+                        atol=score_atol(f0))
     return fails
 
 
@@ -308,7 +315,8 @@ def ablation(model, inp, out, block, baseline='0'):
             xo = np.where(sel, np.float32(float(baseline)), x)
             d = f0 - scores(m, xo, t)
             ref += sel * d.reshape((-1,) + (1,) * (x.ndim - 1))
-        fails += report('feature ablation %s grid %s' % (os.path.basename(model), block), a, ref)
+        fails += report('feature ablation %s grid %s' % (os.path.basename(model), block), a, ref,
+                        atol=score_atol(f0))
     return fails
 
 
