@@ -3,6 +3,7 @@
 #include "esg.h"
 
 #include <errno.h>
+#include <fcntl.h>
 #include <limits.h>
 #include <math.h>
 #include <signal.h>
@@ -148,10 +149,12 @@ FILE *cli_open_in(const char *path, int binary)
 	return f;
 }
 
+/* A slot is in use while it has a destination; tmp is NULL for an unnamed
+ * (O_TMPFILE) output until it is linked in at commit. */
 static int register_pending(char *tmp, char *dst, FILE *f)
 {
 	for (int i = 0; i < MAX_PENDING; i++)
-		if (!pending_tmp[i]) {
+		if (!pending_dst[i]) {
 			pending_dst[i] = dst;
 			pending_file[i] = f;
 			pending_tmp[i] = tmp; /* last: the signal handler reads it */
@@ -168,10 +171,9 @@ static int is_special(const char *path)
 	return stat(path, &st) == 0 && !S_ISREG(st.st_mode);
 }
 
-const char *cli_temp_path(const char *path)
+/* "DIR/NAME.tmpPID.EXT" for "DIR/NAME.EXT"; new string. */
+static char *temp_name(const char *path)
 {
-	if (is_special(path))
-		return path;
 	size_t n = strlen(path) + 32;
 	char *tmp = malloc(n);
 	if (!tmp)
@@ -183,8 +185,37 @@ const char *cli_temp_path(const char *path)
 	if (!ext || ext == base)
 		ext = path + strlen(path);
 	snprintf(tmp, n, "%.*s.tmp%ld%s", (int)(ext - path), path, (long)getpid(), ext);
+	return tmp;
+}
+
+const char *cli_temp_path(const char *path)
+{
+	if (is_special(path))
+		return path;
+	char *tmp = temp_name(path);
 	register_pending(tmp, strdup(path), NULL);
 	return tmp;
+}
+
+/* An unnamed file in the destination's folder (O_TMPFILE): whatever kills
+ * the process, SIGKILL included, leaves nothing behind.  NULL where the
+ * file system cannot do it. */
+static FILE *open_unnamed(const char *path, int binary)
+{
+	char *dir = strdup(path);
+	if (!dir)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	char *slash = strrchr(dir, '/');
+	if (slash)
+		slash[slash == dir] = 0; /* "/x" -> "/", "a/x" -> "a" */
+	int fd = open(slash ? dir : ".", O_TMPFILE | O_WRONLY | O_CLOEXEC, 0666);
+	free(dir);
+	if (fd < 0)
+		return NULL;
+	FILE *f = fdopen(fd, binary ? "wb" : "w");
+	if (!f)
+		close(fd);
+	return f;
 }
 
 void cli_commit_path(const char *tmp)
@@ -220,14 +251,34 @@ FILE *cli_open_out(const char *path, int binary)
 			cli_usage("refusing to write a binary stream to a terminal ('%s')", path);
 		return d;
 	}
+	FILE *f = open_unnamed(path, binary);
+	if (f) {
+		char *dst = strdup(path);
+		if (!dst)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		register_pending(NULL, dst, f);
+		return f;
+	}
 	const char *tmp = cli_temp_path(path);
-	FILE *f = fopen(tmp, binary ? "wb" : "w");
+	f = fopen(tmp, binary ? "wb" : "w");
 	if (!f)
 		cli_die(EXIT_RUNTIME, "cannot create '%s': %s", path, strerror(errno));
 	for (int i = 0; i < MAX_PENDING; i++)
 		if (pending_tmp[i] == tmp)
 			pending_file[i] = f;
 	return f;
+}
+
+/* Give an unnamed output a temporary name beside its destination (then
+ * renamed like any other); the name is removed if we die in between. */
+static void link_unnamed(int i)
+{
+	char proc[64], *tmp = temp_name(pending_dst[i]);
+	snprintf(proc, sizeof proc, "/proc/self/fd/%d", fileno(pending_file[i]));
+	unlink(tmp); /* a leftover of a killed process with our pid */
+	if (linkat(AT_FDCWD, proc, AT_FDCWD, tmp, AT_SYMLINK_FOLLOW) != 0)
+		cli_die(EXIT_RUNTIME, "cannot write '%s': %s", pending_dst[i], strerror(errno));
+	pending_tmp[i] = tmp;
 }
 
 void cli_commit_out(FILE *f)
@@ -237,8 +288,10 @@ void cli_commit_out(FILE *f)
 		return;
 	}
 	for (int i = 0; i < MAX_PENDING; i++)
-		if (pending_tmp[i] && pending_file[i] == f) {
+		if (pending_dst[i] && pending_file[i] == f) {
 			int bad = fflush(f) != 0 || ferror(f);
+			if (!bad && !pending_tmp[i])
+				link_unnamed(i);
 			bad |= fclose(f) != 0;
 			pending_file[i] = NULL;
 			if (bad)
