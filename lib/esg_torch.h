@@ -45,7 +45,17 @@ typedef enum esg_backward_rule {
 	ESG_RULE_PLAIN,     /* ordinary autograd */
 	ESG_RULE_GUIDED,    /* guided backprop: relu(grad) * [x > 0] */
 	ESG_RULE_DECONV,    /* deconvolution:   relu(grad) */
-	ESG_RULE_DEEPLIFT   /* DeepLift rescale (needs ref) */
+	ESG_RULE_DEEPLIFT,  /* DeepLift rescale (needs ref) */
+	/* excitation backprop (Zhang et al. 2016): the backward signal is the
+	 * marginal winning probability; linear ops (conv, conv-transpose,
+	 * linear) send P_in = a * W+^T (P_out / (W+ a)) (no bias), average
+	 * pools and means the same with their own weights, eval BatchNorm
+	 * likewise with the positive part of its scale; ReLU, max pools,
+	 * reshapes, cat: the ordinary gradient of the signal. */
+	ESG_RULE_EXCITATION,
+	/* contrastive: the last linear op of the graph sends the target's
+	 * P_in minus that of its dual unit (the op's weights negated) */
+	ESG_RULE_EXCITATION_CONTRAST
 } esg_backward_rule;
 
 /* Gradient of score_b = output[b, target[b]] with respect to the input,

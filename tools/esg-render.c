@@ -10,6 +10,8 @@
 
 static const char usage_text[] =
 	"Usage: esg-render [--info | --nifti OUT.nii.gz | --png OUT.png] [options] [IN]\n"
+	"       esg-render --strip OUT.png [options] IN...\n"
+	"       esg-render --curve-plot OUT.png [CURVES.tsv]\n"
 	"Show a tensor stream: statistics, a NIfTI volume with the record's affine,\n"
 	"or a PNG picture (slice, mosaic, projection; overlay on the image).\n"
 	"IN is a tensor stream (*.st.zst); none or '-' reads standard input.\n"
@@ -18,6 +20,10 @@ static const char usage_text[] =
 	"      --info               records, tensors, shapes, dtypes, statistics, metadata\n"
 	"      --nifti FILE         the tensor as float32 NIfTI-1 (.nii or .nii.gz)\n"
 	"      --png FILE           an RGB picture ('-' = standard output)\n"
+	"      --strip FILE         the pictures of several streams side by side, numbered\n"
+	"                           from 0 (a randomisation strip: the original map first)\n"
+	"      --curve-plot FILE    plot esg-metric --curves output (normalised score against\n"
+	"                           the fraction; each curve numbered at its end)\n"
 	"  -o FILE                  --png or --nifti by FILE's extension\n"
 	"What:\n"
 	"  -t, --tensor NAME        tensor (default: attribution if present, else image)\n"
@@ -50,12 +56,14 @@ static const char usage_text[] =
 
 enum { O_INFO = 256, O_NIFTI, O_PNG, O_BATCH, O_CHANNEL, O_VIEW, O_SLICE, O_MOSAIC,
        O_MIP, O_RADIO, O_OVERLAY, O_BACKGROUND, O_SIGN, O_CMAP, O_CLIP, O_THRESH,
-       O_ALPHA, O_COLORBAR, O_ZOOM, O_NOASPECT, O_VERSION };
+       O_ALPHA, O_COLORBAR, O_ZOOM, O_NOASPECT, O_VERSION, O_STRIP, O_CURVE_PLOT };
 
 static const struct option long_opts[] = {
 	{ "info", no_argument, 0, O_INFO },
 	{ "nifti", required_argument, 0, O_NIFTI },
 	{ "png", required_argument, 0, O_PNG },
+	{ "strip", required_argument, 0, O_STRIP },
+	{ "curve-plot", required_argument, 0, O_CURVE_PLOT },
 	{ "tensor", required_argument, 0, 't' },
 	{ "record", required_argument, 0, 'r' },
 	{ "batch", required_argument, 0, O_BATCH },
@@ -83,6 +91,9 @@ static const struct option long_opts[] = {
 struct opts {
 	int info;
 	const char *nifti, *png, *tensor, *background, *in;
+	const char *strip, *curve_plot;
+	char **ins;               /* --strip: every input */
+	int n_in;
 	long record, batch;       /* record -1: all (--info); batch -1: default */
 	int channel, channel_set; /* ESG_CH_SUM / ESG_CH_MEAN / index */
 	esg_view view;
@@ -124,6 +135,8 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_INFO: o->info = 1; break;
 		case O_NIFTI: o->nifti = optarg; break;
 		case O_PNG: o->png = optarg; break;
+		case O_STRIP: o->strip = optarg; break;
+		case O_CURVE_PLOT: o->curve_plot = optarg; break;
 		case 't': o->tensor = optarg; break;
 		case 'r': o->record = cli_long("--record", optarg, 0, 1L << 40); break;
 		case O_BATCH: o->batch = cli_long("--batch", optarg, 0, 1L << 40); break;
@@ -170,10 +183,24 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		default: cli_usage("unknown option (see the list of options)");
 		}
 	}
+	if ((o->strip || o->curve_plot) && (o->info || o->nifti || o->png || (o->strip && o->curve_plot)))
+		cli_usage("--%s makes its own picture; give it without --info, --nifti, --png or --%s",
+			  o->strip ? "strip" : "curve-plot", o->strip ? "curve-plot" : "strip");
+	if (o->strip) {
+		o->ins = argv + optind;
+		o->n_in = argc - optind;
+		if (o->n_in < 1)
+			cli_usage("--strip: give the streams to put side by side");
+		if (o->record < 0)
+			o->record = 0;
+		return;
+	}
 	if (optind < argc)
 		o->in = argv[optind++];
 	if (optind < argc)
 		cli_usage("one input at most; '%s' is extra", argv[optind]);
+	if (o->curve_plot)
+		return;
 	if (!o->nifti && !o->png)
 		o->info = 1;
 	if (o->info && (o->nifti || o->png))
@@ -484,7 +511,8 @@ static void fmt_label(char *buf, size_t n, double x)
 	snprintf(buf, n, "%.3g", x);
 }
 
-static void write_png(const esg_record *r, const struct opts *o)
+/* The picture of one record (colour bar included) into *out. */
+static void render_png(const esg_record *r, const struct opts *o, esg_canvas *out)
 {
 	const char *name = o->tensor;
 	if (!name)
@@ -582,11 +610,180 @@ static void write_png(const esg_record *r, const struct opts *o)
 		esg_canvas_free(&cv);
 		cv = wide;
 	}
-	FILE *f = cli_open_out(o->png, 1);
-	if (esg_png_write(f, &cv) < 0)
-		cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(o->png), esg_error());
+	*out = cv;
+}
+
+static void save_png(const char *path, const esg_canvas *cv)
+{
+	FILE *f = cli_open_out(path, 1);
+	if (esg_png_write(f, cv) < 0)
+		cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(path), esg_error());
 	cli_commit_out(f);
+}
+
+static void write_png(const esg_record *r, const struct opts *o)
+{
+	esg_canvas cv;
+	render_png(r, o, &cv);
+	save_png(o->png, &cv);
 	esg_canvas_free(&cv);
+}
+
+/* ---- --strip: several streams' pictures side by side ------------------- */
+
+#define STRIP_GAP 4
+#define LABEL_H 11
+
+static void write_strip(const struct opts *o)
+{
+	esg_canvas *cv = calloc((size_t)o->n_in, sizeof *cv);
+	if (!cv)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	int64_t w = 0, h = 0;
+	for (int k = 0; k < o->n_in; k++) {
+		const char *name = cli_in_name(o->ins[k]);
+		FILE *in = cli_open_in(o->ins[k], 1);
+		esg_reader *rd = esg_reader_open(in, name);
+		if (!rd)
+			cli_die_lib();
+		esg_record *r = read_record(rd, o->record, name);
+		render_png(r, o, &cv[k]);
+		esg_record_free(r);
+		esg_reader_free(rd);
+		if (in != stdin)
+			fclose(in);
+		w += cv[k].w + (k ? STRIP_GAP : 0);
+		if (cv[k].h > h)
+			h = cv[k].h;
+	}
+	esg_canvas out = { w, h + LABEL_H, calloc((size_t)(w * (h + LABEL_H)), 3) };
+	if (!out.rgb)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	static const unsigned char white[3] = { 255, 255, 255 };
+	int64_t x0 = 0;
+	for (int k = 0; k < o->n_in; k++) {
+		for (int64_t y = 0; y < cv[k].h; y++)
+			memcpy(out.rgb + 3 * ((y + LABEL_H) * w + x0), cv[k].rgb + 3 * y * cv[k].w,
+			       (size_t)cv[k].w * 3);
+		char lab[16];
+		snprintf(lab, sizeof lab, "%d", k);
+		esg_draw_text(&out, x0 + 2, 2, lab, white);
+		x0 += cv[k].w + STRIP_GAP;
+		esg_canvas_free(&cv[k]);
+	}
+	free(cv);
+	save_png(o->strip, &out);
+	esg_canvas_free(&out);
+}
+
+/* ---- --curve-plot: deletion / insertion curves -------------------------- */
+
+#define PLOT_W 480
+#define PLOT_H 360
+#define PLOT_M 24
+
+static void plot_line(esg_canvas *c, double x0, double y0, double x1, double y1,
+		      const unsigned char rgb[3])
+{
+	double n = fmax(fabs(x1 - x0), fabs(y1 - y0));
+	int steps = (int)n + 1;
+	for (int i = 0; i <= steps; i++) {
+		double t = (double)i / steps;
+		int64_t x = llround(x0 + t * (x1 - x0)), y = llround(y0 + t * (y1 - y0));
+		for (int dy = 0; dy < 2; dy++)  /* 2 px thick */
+			if (x >= 0 && x < c->w && y + dy >= 0 && y + dy < c->h)
+				memcpy(c->rgb + 3 * ((y + dy) * c->w + x), rgb, 3);
+	}
+}
+
+static void write_curve_plot(const struct opts *o)
+{
+	const char *name = cli_in_name(o->in);
+	FILE *in = cli_open_in(o->in, 0);
+	char line[8192];
+	if (!fgets(line, sizeof line, in))
+		cli_die(EXIT_RUNTIME, "%s: empty (expected esg-metric --curves output)", name);
+	/* columns by name */
+	int col_frac = -1, col_y = -1, ncol = 0;
+	for (char *save = NULL, *t = strtok_r(line, "\t\n", &save); t; t = strtok_r(NULL, "\t\n", &save), ncol++) {
+		if (!strcmp(t, "fraction"))
+			col_frac = ncol;
+		if (!strcmp(t, "normalised"))
+			col_y = ncol;
+	}
+	if (col_frac < 0 || col_y < 0)
+		cli_die(EXIT_RUNTIME, "%s: no 'fraction' and 'normalised' columns (expected esg-metric --curves output)",
+			name);
+	esg_canvas c = { PLOT_W, PLOT_H, calloc(PLOT_W * PLOT_H, 3) };
+	if (!c.rgb)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	memset(c.rgb, 255, PLOT_W * PLOT_H * 3);
+	static const unsigned char black[3] = { 0, 0, 0 }, grey[3] = { 190, 190, 190 };
+	static const unsigned char pal[8][3] = { { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 },
+		{ 214, 39, 40 }, { 148, 103, 189 }, { 140, 86, 75 }, { 227, 119, 194 }, { 127, 127, 127 } };
+	const double x0 = PLOT_M, x1 = PLOT_W - PLOT_M, y0 = PLOT_H - PLOT_M, y1 = PLOT_M;
+	/* y from -0.25 to 1.25: a little room around [0, 1] */
+#define PX(f) (x0 + (f) * (x1 - x0))
+#define PY(v) (y0 + ((v) + 0.25) / 1.5 * (y1 - y0))
+	plot_line(&c, PX(0), PY(0), PX(1), PY(0), grey);
+	plot_line(&c, PX(0), PY(1), PX(1), PY(1), grey);
+	plot_line(&c, x0, y0, x1, y0, black);
+	plot_line(&c, x0, y0, x0, y1, black);
+	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(0) - 3, "0", black);
+	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(1) - 3, "1", black);
+	esg_draw_text(&c, (int64_t)PX(1) - 2, (int64_t)y0 + 6, "1", black);
+	char key[4096] = "", prev_key[4096] = "";
+	int series = -1;
+	double px = 0, py = 0;
+	long rows = 0;
+	while (fgets(line, sizeof line, in)) {
+		char *f[64];
+		int n = 0;
+		for (char *save = NULL, *t = strtok_r(line, "\t\n", &save); t && n < 64; t = strtok_r(NULL, "\t\n", &save))
+			f[n++] = t;
+		if (n <= col_frac || n <= col_y)
+			continue;
+		/* a series: every column but fraction and the values */
+		key[0] = 0;
+		for (int i = 0; i < n && i < col_frac; i++) {
+			strncat(key, f[i], sizeof key - strlen(key) - 2);
+			strncat(key, "\t", sizeof key - strlen(key) - 1);
+		}
+		double fr = strtod(f[col_frac], NULL), v = strtod(f[col_y], NULL);
+		if (!isfinite(v))
+			continue;
+		v = fmin(1.25, fmax(-0.25, v));
+		int fresh = strcmp(key, prev_key) != 0;
+		if (fresh) {
+			if (series >= 0) {
+				char lab[16];
+				snprintf(lab, sizeof lab, "%d", series);
+				esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
+			}
+			series++;
+			snprintf(prev_key, sizeof prev_key, "%s", key);
+		} else {
+			plot_line(&c, px, py, PX(fr), PY(v), pal[series % 8]);
+		}
+		px = PX(fr);
+		py = PY(v);
+		rows++;
+	}
+	if (series >= 0) {
+		char lab[16];
+		snprintf(lab, sizeof lab, "%d", series);
+		esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
+	}
+	if (ferror(in))
+		cli_die(EXIT_RUNTIME, "%s: read error", name);
+	if (!rows)
+		cli_die(EXIT_RUNTIME, "%s: no curve rows", name);
+	if (in != stdin)
+		fclose(in);
+	save_png(o->curve_plot, &c);
+	esg_canvas_free(&c);
+#undef PX
+#undef PY
 }
 
 int main(int argc, char **argv)
@@ -594,6 +791,14 @@ int main(int argc, char **argv)
 	cli_init("esg-render", argc, argv);
 	struct opts o;
 	parse_args(argc, argv, &o);
+	if (o.strip) {
+		write_strip(&o);
+		return 0;
+	}
+	if (o.curve_plot) {
+		write_curve_plot(&o);
+		return 0;
+	}
 	const char *name = cli_in_name(o.in);
 	FILE *in = cli_open_in(o.in, 1);
 	esg_reader *rd = esg_reader_open(in, name);
