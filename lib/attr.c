@@ -34,6 +34,8 @@ int esg_run_layer_deeplift_shap(esg_attr_job *job);
 int esg_run_layer_gradient_shap(esg_attr_job *job);
 int esg_run_linear_approx(esg_attr_job *job);
 int esg_run_layer_guided_backprop(esg_attr_job *job);
+int esg_run_excitation_backprop(esg_attr_job *job);
+int esg_run_contrastive_excitation_backprop(esg_attr_job *job);
 extern const esg_param_spec esg_p_layer_none[], esg_p_layer_gradcam[], esg_p_gradcam_pp[],
 	esg_p_guided_gradcam[], esg_p_layer_path[], esg_p_layer_gshap[];
 
@@ -122,6 +124,10 @@ static const esg_method METHODS[] = {
 	  esg_p_layer_none, 0, 0, 0, esg_run_linear_approx },
 	{ "layer_guided_backprop", "input gradient of sum |layer output| (one channel: --channel K), guided ReLUs",
 	  esg_p_layer_none, 0, 0, 0, esg_run_layer_guided_backprop },
+	{ "excitation_backprop", "marginal winning probabilities, W+ rule at linear ops (Zhang 2016); "
+	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop },
+	{ "contrastive_excitation_backprop", "excitation backprop minus the last linear layer's dual unit, "
+	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop },
 	/* perturbation and surrogate methods (attr_perturb.c) */
 	{ "occlusion", "f(x) - f(x with a sliding window set to the baseline), averaged over windows",
 	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion },
@@ -150,8 +156,7 @@ static const esg_method_alias ALIASES[] = {
 
 /* The project's full list (design.md); those not above are planned. */
 static const char *const PLANNED[] = {
-	"excitation_backprop",
-	"contrastive_excitation_backprop", "deep_dream", "feature_vis",
+	"deep_dream", "feature_vis",
 	"inverted_representation", NULL
 };
 

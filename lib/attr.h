@@ -101,6 +101,9 @@ enum {
 	ESG_LAYER_INPUT       /* needs a layer, result shaped like the input */
 };
 int esg_method_layer(const esg_method *m);
+/* 1 if the method may also run without a layer (excitation backprop: the
+ * map at the input). */
+int esg_method_layer_optional(const esg_method *m);
 
 /* An alias: another name for a method with some parameters fixed. */
 typedef struct esg_method_alias {

@@ -15,7 +15,8 @@
  * either x-shaped data in job->attr or a new buffer in job->layer_attr.
  * The per-item arithmetic is in layer_math.c, interpolation in upsample.c;
  * layer_guided_backprop uses torch_layer.cpp's layer-objective gradient.
- * Not here: excitation backprop (no positive-weight rule in the shim).
+ * Excitation backprop (Zhang 2016) uses the shim's excitation rule: the
+ * layer "gradient" is the marginal winning probability P.
  */
 #include "attr.h"
 #include "attr_layer.h"
@@ -48,6 +49,7 @@ typedef struct lrun {
 	int res_pending;          /* allocate res (res_c channels) once the shape is known */
 	int64_t res_c;
 	double *fd;               /* convergence delta: weighted f sums per item */
+	int reduced;              /* the method already applied --channel */
 } lrun;
 
 static void lr_close(lrun *r)
@@ -446,9 +448,10 @@ typedef struct mctx {
 	float *prev_a, *prev_g; /* conductance: the previous step */
 	int prev_m;
 	int K;
+	int mode_ch;            /* excitation: 0 sum, 1 mean, 2 channel K */
 } mctx;
 
-enum { M_GXA, M_GRADCAM, M_GRADCAMPP, M_LINAPPROX, M_ACC_G, M_COND, M_DL, M_GSHAP };
+enum { M_GXA, M_GRADCAM, M_GRADCAMPP, M_LINAPPROX, M_ACC_G, M_COND, M_DL, M_GSHAP, M_EB };
 
 static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a2, const float *g,
 			 float score, float score2)
@@ -476,6 +479,9 @@ static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a
 	}
 	case M_LINAPPROX:
 		esg_linear_approx_map(a, g, C, S, o);
+		break;
+	case M_EB:     /* P: channel sum (default), mean or one channel; contrastive: >= 0 */
+		esg_excitation_map(g, C, S, c->mode_ch, c->K, c->relu, o);
 		break;
 	case M_ACC_G:  /* internal influence, layer IG: sum of w * grad */
 		for (size_t j = 0; j < r->litem; j++)
@@ -553,6 +559,68 @@ static int m_linear_approx(lrun *r)
 {
 	mctx c = { .r = r, .mode = M_LINAPPROX };
 	return lr_result(r, 1) || run_per_item(r, &c, ESG_RULE_PLAIN) ? -1 : 0;
+}
+
+static int eb_channel(const esg_attr_job *job, int64_t C, int *mode, int *k)
+{
+	*mode = job->channel_mode == 2 ? 1 : job->channel_mode == 3 ? 2 : 0;
+	*k = job->channel;
+	if (*mode == 2 && (job->channel < 0 || job->channel >= C))
+		return esg_set_error("--channel %d is out of range: the layer has %lld channels (0..%lld)",
+				     job->channel, (long long)C, (long long)C - 1);
+	return 0;
+}
+
+/* Excitation backprop (Zhang et al. 2016) at the layer: the marginal winning
+ * probabilities summed over channels (TorchRay); contrastive: minus the
+ * dual unit's, clamped at 0.  The shape comes from a one-item probe. */
+static int m_excitation(lrun *r, int contrast)
+{
+	mctx c = { .r = r, .mode = M_EB, .relu = contrast };
+	if (eb_channel(r->job, lr_channels(r), &c.mode_ch, &c.K) || lr_result(r, 1))
+		return -1;
+	r->reduced = 1;
+	return run_per_item(r, &c, contrast ? ESG_RULE_EXCITATION_CONTRAST : ESG_RULE_EXCITATION);
+}
+
+/* Without a layer: P at the input, summed over its channels (clamped for
+ * the contrastive map) and repeated over them. */
+static int eb_input(esg_attr_job *job, int contrast)
+{
+	if (job->upsample || job->channel_mode)
+		return esg_set_error("%s without --layer gives a map on the input grid: %s does not apply",
+				     job->method->name, job->upsample ? "--upsample" : "--channel");
+	int N = (int)job->shape[0], cap = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
+	int64_t C = job->shape[1];
+	size_t item = numel_from(job->ndim, job->shape, 1), vox = numel_from(job->ndim, job->shape, 2);
+	esg_backward_rule rule = contrast ? ESG_RULE_EXCITATION_CONTRAST : ESG_RULE_EXCITATION;
+	float *map = malloc(vox * sizeof *map);
+	if (!map)
+		return esg_set_error("out of memory");
+	for (int m0 = 0; m0 < N; m0 += cap) {
+		int B = N - m0 < cap ? N - m0 : cap;
+		int64_t sh[ESG_MAX_DIMS];
+		memcpy(sh, job->shape, sizeof sh);
+		sh[0] = B;
+		if (esg_model_grad(job->model, rule, job->x + (size_t)m0 * item, NULL, job->ndim, sh,
+				   job->target + m0, job->attr + (size_t)m0 * item, NULL)) {
+			free(map);
+			return -1;
+		}
+		job->passes++;
+		job->evaluations += B;
+	}
+	for (int m = 0; m < N; m++) {
+		float *a = job->attr + (size_t)m * item;
+		esg_excitation_map(a, C, (int64_t)vox, 0, 0, contrast, map);
+		for (int64_t c = 0; c < C; c++)
+			memcpy(a + (size_t)c * vox, map, vox * sizeof *map);
+	}
+	free(map);
+	job->out_ndim = job->ndim;
+	memcpy(job->out_shape, job->shape, sizeof job->out_shape);
+	job->act_ndim = 0;
+	return 0;
 }
 
 /* Alphas and weights of n points (Captum's approximation_parameters). */
@@ -837,7 +905,7 @@ out:
 static int select_channels(lrun *r)
 {
 	esg_attr_job *job = r->job;
-	if (!job->channel_mode)
+	if (!job->channel_mode || r->reduced)
 		return 0;
 	if (r->rndim < 2)
 		return esg_set_error("layer '%s' output has no channel axis to select from", r->L.name);
@@ -1005,7 +1073,7 @@ static int m_layer_guided_backprop(lrun *r)
 
 typedef enum lmethod {
 	L_ACT, L_GXA, L_GRADCAM, L_GRADCAMPP, L_GUIDED_GRADCAM, L_SCORECAM, L_COND, L_INFL, L_IG,
-	L_DL, L_GSHAP, L_LINAPPROX, L_GUIDED_BP
+	L_DL, L_GSHAP, L_LINAPPROX, L_GUIDED_BP, L_EB, L_CEB
 } lmethod;
 
 static int run_layer(esg_attr_job *job, lmethod which)
@@ -1013,9 +1081,12 @@ static int run_layer(esg_attr_job *job, lmethod which)
 	lrun r;
 	/* act(x) first, or a one-item probe for the shape, or neither */
 	int ax = which == L_ACT || which == L_SCORECAM || which == L_IG ? 2 :
-		 which == L_COND || which == L_INFL || which == L_GSHAP || which == L_GUIDED_BP ? 1 : 0;
+		 which == L_COND || which == L_INFL || which == L_GSHAP || which == L_GUIDED_BP ||
+		 which == L_EB || which == L_CEB ? 1 : 0;
 	job->layer_attr = NULL;
 	job->upsampled = NULL;
+	if ((which == L_EB || which == L_CEB) && (!job->layer || !job->layer[0]))
+		return eb_input(job, which == L_CEB);
 	if ((which == L_GUIDED_GRADCAM && job->channel_mode) || ((which == L_GUIDED_GRADCAM ||
 	    which == L_GUIDED_BP) && job->upsample))
 		return esg_set_error("%s gives a map on the input grid: %s does not apply", job->method->name,
@@ -1039,6 +1110,8 @@ static int run_layer(esg_attr_job *job, lmethod which)
 		case L_GSHAP: rc = m_layer_gshap(&r); break;
 		case L_LINAPPROX: rc = m_linear_approx(&r); break;
 		case L_GUIDED_BP: rc = m_layer_guided_backprop(&r); break;
+		case L_EB: rc = m_excitation(&r, 0); break;
+		case L_CEB: rc = m_excitation(&r, 1); break;
 		}
 	}
 	job->act_ndim = r.lndim;
@@ -1065,6 +1138,13 @@ int esg_run_layer_deeplift_shap(esg_attr_job *job) { return run_layer(job, L_DL)
 int esg_run_layer_gradient_shap(esg_attr_job *job) { return run_layer(job, L_GSHAP); }
 int esg_run_linear_approx(esg_attr_job *job) { return run_layer(job, L_LINAPPROX); }
 int esg_run_layer_guided_backprop(esg_attr_job *job) { return run_layer(job, L_GUIDED_BP); }
+int esg_run_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_EB); }
+int esg_run_contrastive_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_CEB); }
+
+int esg_method_layer_optional(const esg_method *m)
+{
+	return m && (m->run == esg_run_excitation_backprop || m->run == esg_run_contrastive_excitation_backprop);
+}
 
 int esg_method_layer(const esg_method *m)
 {
@@ -1086,6 +1166,8 @@ int esg_method_layer(const esg_method *m)
 		{ esg_run_layer_gradient_shap, ESG_LAYER_MAP },
 		{ esg_run_linear_approx, ESG_LAYER_MAP },
 		{ esg_run_layer_guided_backprop, ESG_LAYER_INPUT },
+		{ esg_run_excitation_backprop, ESG_LAYER_CAM },
+		{ esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM },
 	};
 	for (size_t i = 0; m && i < sizeof K / sizeof *K; i++)
 		if (m->run == K[i].run)

@@ -25,6 +25,11 @@ void esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S
 void esg_linear_approx_map(const float *act, const float *grad, int64_t C, int64_t S,
 			   float *map);
 
+/* Excitation backprop map from the marginal winning probabilities p [C, S]:
+ * mode 0 sum over channels, 1 mean, 2 channel k; clamp: max(map, 0)
+ * (the contrastive map).  S values; map may alias p's first S values. */
+void esg_excitation_map(const float *p, int64_t C, int64_t S, int mode, int k, int clamp, float *map);
+
 /* Min-max normalise v[0..n) to [0, 1] in place; returns 0, or 1 (and
  * leaves v untouched) when v is constant. */
 int esg_minmax(float *v, size_t n);

@@ -48,7 +48,7 @@ typedef enum esg_backward_rule {
 	ESG_RULE_DEEPLIFT,  /* DeepLift rescale (needs ref) */
 	/* excitation backprop (Zhang et al. 2016): the backward signal is the
 	 * marginal winning probability; linear ops (conv, conv-transpose,
-	 * linear) send P_in = a * W+^T (P_out / (W+ a)) (no bias), average
+	 * linear, addmm with a parameter weight) send P_in = a * W+^T (P_out / (W+ a)) (no bias), average
 	 * pools and means the same with their own weights, eval BatchNorm
 	 * likewise with the positive part of its scale; ReLU, max pools,
 	 * reshapes, cat: the ordinary gradient of the signal. */

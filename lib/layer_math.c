@@ -89,3 +89,19 @@ void esg_softmax(const double *s, const unsigned char *use, int n, double *w)
 	for (int i = 0; i < n && sum > 0; i++)
 		w[i] /= sum;
 }
+
+void esg_excitation_map(const float *p, int64_t C, int64_t S, int mode, int k, int clamp, float *map)
+{
+	for (int64_t s = 0; s < S; s++) {
+		double v = 0;
+		if (mode == 2) {
+			v = p[k * S + s];
+		} else {
+			for (int64_t c = 0; c < C; c++)
+				v += p[c * S + s];
+			if (mode == 1)
+				v /= (double)C;
+		}
+		map[s] = (float)(clamp && v < 0 ? 0 : v);
+	}
+}

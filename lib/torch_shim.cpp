@@ -27,6 +27,14 @@
  *    windows do not overlap (kernel <= stride, e.g. the usual 2x2 pools).
  *  - softmax gets the plain gradient (Captum's softmax rule is not applied).
  *
+ * Excitation backprop (ESG_RULE_EXCITATION*, apply_excitation) rewrites the
+ * linear ops instead of the ReLUs: each conv / conv-transpose / linear,
+ * average pool, mean and eval batch norm y = f(x) becomes
+ * eb_out(y, f+(eb_in(x))) with f+ the op on W+ (no bias), whose backward is
+ * the marginal-winning-probability rule x * f+^T (P / f+(x)); the last
+ * weighted op also gets its dual unit f- (weights -W) for the contrastive
+ * rule.  Everything else keeps its ordinary gradient.
+ *
  * Limitation: an in-place nonlinearity becomes an out-of-place op whose
  * result later readers of its input see; a *view* of that input taken
  * before the op would still see the old values (in-place ops through
@@ -256,6 +264,57 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 	}
 };
 
+/* Excitation backprop.  A linear op y = f(x) (with W+ or its own positive
+ * weights, no bias) is rewritten as out = eb_out(y, f+(eb_in(x))): forward
+ * y; backward P_out / stab(f+(x)) into f+'s ordinary backward (W+^T),
+ * then times x at eb_in -- P_in = x * W+^T (P_out / (W+ x)). */
+constexpr double EB_EPS = 1e-12;
+
+/* z + eps * sign(z) (sign 0 = +): never 0, same sign as z */
+at::Tensor eb_stab(const at::Tensor &z)
+{
+	return z + at::where(z >= 0, at::full({}, EB_EPS, z.options()),
+			     at::full({}, -EB_EPS, z.options()));
+}
+
+struct EbIn : public torch::autograd::Function<EbIn> {
+	static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x)
+	{
+		ctx->save_for_backward({x});
+		return x.clone();
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		return {g[0] * ctx->get_saved_variables()[0]};
+	}
+};
+
+/* forward y; backward g / stab(zp) to zp and, when zn is given (the dual
+ * unit of the contrastive rule), -g / stab(zn) to zn; nothing to y */
+struct EbOut : public torch::autograd::Function<EbOut> {
+	static at::Tensor forward(AutogradContext *ctx, const at::Tensor &y,
+				  const at::Tensor &zp, const c10::optional<at::Tensor> &zn)
+	{
+		bool dual = zn.has_value() && zn->defined();
+		ctx->saved_data["dual"] = dual;
+		ctx->save_for_backward({zp, dual ? *zn : zp});
+		return y.clone();
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		auto s = ctx->get_saved_variables();
+		at::Tensor gp = g[0] / eb_stab(s[0]);
+		at::Tensor gn = ctx->saved_data["dual"].toBool() ? -g[0] / eb_stab(s[1]) : at::Tensor();
+		return {at::Tensor(), gp, gn};
+	}
+};
+
+at::Tensor op_eb_in(const at::Tensor &x) { return EbIn::apply(x); }
+at::Tensor op_eb_out(const at::Tensor &y, const at::Tensor &zp, const c10::optional<at::Tensor> &zn)
+{
+	return EbOut::apply(y, zp, zn);
+}
+
 at::Tensor op_guided_relu(const at::Tensor &x) { return RuleRelu::apply(x, true); }
 at::Tensor op_deconv_relu(const at::Tensor &x) { return RuleRelu::apply(x, false); }
 at::Tensor op_dl_rescale(const at::Tensor &x, const at::Tensor &y) { return DlRescale::apply(x, y); }
@@ -274,6 +333,8 @@ TORCH_LIBRARY(esg, m)
 	m.def("dl_rescale(Tensor x, Tensor y) -> Tensor", op_dl_rescale);
 	m.def("dl_maxpool(Tensor x, int dims, int[] kernel_size, int[] stride, int[] padding, "
 	      "int[] dilation, bool ceil_mode) -> Tensor", op_dl_maxpool);
+	m.def("eb_in(Tensor x) -> Tensor", op_eb_in);
+	m.def("eb_out(Tensor y, Tensor zp, Tensor? zn) -> Tensor", op_eb_out);
 }
 
 /* ---- the model handle ------------------------------------------------ */
@@ -438,6 +499,8 @@ const char *rule_name(esg_backward_rule r)
 	case ESG_RULE_GUIDED: return "guided";
 	case ESG_RULE_DECONV: return "deconv";
 	case ESG_RULE_DEEPLIFT: return "deeplift";
+	case ESG_RULE_EXCITATION: return "excitation";
+	case ESG_RULE_EXCITATION_CONTRAST: return "excitation_contrast";
 	}
 	fail("unknown backward rule " + std::to_string((int)r));
 }
@@ -513,12 +576,115 @@ void replace_node(Graph &g, Node *node, Value *z)
 	node->destroy();
 }
 
+/* ---- excitation backprop: rewrite the linear ops -------------------- */
+
+bool is_none(Value *v) { return v->type()->kind() == c10::TypeKind::NoneType; }
+
+/* out = eb_out(y, f+(eb_in(x)) [, f-(eb_in(x))]) after node n (y = n's
+ * output, x its input xi); f+ is a copy of n with x = eb_in(x) and the
+ * inputs in `repl` replaced; later readers of y read out. */
+void eb_wrap(Graph &g, Node *n, size_t xi, const std::map<size_t, Value *> &repl,
+	     const std::map<size_t, Value *> *dual)
+{
+	static const c10::Symbol eb_in = c10::Symbol::fromQualString("esg::eb_in");
+	static const c10::Symbol eb_out = c10::Symbol::fromQualString("esg::eb_out");
+	WithInsertPoint ip(n);
+	Value *xp = g.insert(eb_in, {n->input(xi)});
+	auto copy = [&](const std::map<size_t, Value *> &r) {
+		Node *c = g.insertNode(g.createClone(n, [](Value *v) { return v; }));
+		c->replaceInput(xi, xp);
+		for (const auto &kv : r)
+			c->replaceInput(kv.first, kv.second);
+		return c->output();
+	};
+	Value *zp = copy(repl);
+	Value *zn = dual ? copy(*dual) : g.insertConstant(c10::IValue());
+	WithInsertPoint after(n->next());
+	Value *out = g.insert(eb_out, {n->output(), zp, zn});
+	n->output()->replaceAllUsesAfterNodeWith(out->node(), out);
+}
+
+/* A parameter: read by GetAttr (or a constant of a frozen model), possibly
+ * transposed, as the weight of addmm(b, x, W.t()) (Linear in old exports). */
+bool weight_like(Value *v)
+{
+	for (int depth = 0; depth < 4; depth++) {
+		std::string k = v->node()->kind().toQualString();
+		if (k == "prim::GetAttr" || k == "prim::Constant")
+			return true;
+		if (k != "aten::t" && k != "aten::transpose" && k != "aten::permute")
+			return false;
+		v = v->node()->input(0);
+	}
+	return false;
+}
+
+/* Rewrite a fully inlined graph for excitation backprop (module and
+ * functional ops alike; ops inside loops / ifs too).  The contrastive
+ * rule also gives the last weighted op its dual unit. */
+void apply_excitation(Graph &g, bool contrast)
+{
+	static const std::set<std::string> weighted = {
+		"aten::_convolution", "aten::convolution", "aten::conv1d", "aten::conv2d",
+		"aten::conv3d", "aten::conv_transpose1d", "aten::conv_transpose2d",
+		"aten::conv_transpose3d", "aten::linear"};
+	static const std::set<std::string> positive = {
+		"aten::avg_pool1d", "aten::avg_pool2d", "aten::avg_pool3d",
+		"aten::adaptive_avg_pool1d", "aten::adaptive_avg_pool2d",
+		"aten::adaptive_avg_pool3d", "aten::mean"};
+	static const c10::Symbol relu = c10::Symbol::fromQualString("aten::relu");
+	static const c10::Symbol neg = c10::Symbol::fromQualString("aten::neg");
+	static const c10::Symbol zeros_like = c10::Symbol::fromQualString("aten::zeros_like");
+	std::vector<Node *> nodes, lin;
+	all_nodes(g.block(), nodes);
+	for (Node *n : nodes) {
+		std::string k = n->kind().toQualString();
+		if ((weighted.count(k) && n->outputs().size() == 1) ||
+		    (k == "aten::addmm" && n->inputs().size() == 5 && weight_like(n->input(2))))
+			lin.push_back(n);
+		else if (positive.count(k) && n->outputs().size() == 1 &&
+			 n->output()->type()->isSubtypeOf(*c10::TensorType::get()))
+			eb_wrap(g, n, 0, {}, nullptr);
+		else if (k == "aten::batch_norm" && !is_none(n->input(3)) && !is_none(n->input(4))) {
+			/* eval BN is x * s + t per channel, s = w / sqrt(var + eps):
+			 * f+ = batch_norm(x, relu(w), None, 0, var) = s+ x */
+			WithInsertPoint ip(n);
+			std::map<size_t, Value *> r;
+			if (!is_none(n->input(1)))
+				r[1] = g.insert(relu, {n->input(1)});
+			r[2] = g.insertConstant(c10::IValue());
+			r[3] = g.insert(zeros_like, {n->input(3)});
+			r[5] = g.insertConstant(false);
+			eb_wrap(g, n, 0, r, nullptr);
+		}
+	}
+	for (size_t i = 0; i < lin.size(); i++) {
+		Node *n = lin[i];
+		WithInsertPoint ip(n);
+		/* (x, W, b, ...) or addmm(b, x, W^T, beta, alpha): beta = 0 drops b */
+		bool mm = n->kind().toQualString() == std::string("aten::addmm");
+		size_t xi = mm ? 1 : 0, wi = mm ? 2 : 1, bi = mm ? 3 : 2;
+		Value *nob = mm ? g.insertConstant(0) : g.insertConstant(c10::IValue());
+		std::map<size_t, Value *> rp{{wi, g.insert(relu, {n->input(wi)})}, {bi, nob}};
+		if (contrast && i + 1 == lin.size()) {
+			std::map<size_t, Value *> rn{
+				{wi, g.insert(relu, {g.insert(neg, {n->input(wi)})})}, {bi, nob}};
+			eb_wrap(g, n, xi, rp, &rn);
+		} else {
+			eb_wrap(g, n, xi, rp, nullptr);
+		}
+	}
+	torch::jit::EliminateDeadCode(g.block());
+}
+
 /* Rewrite ReLUs (and, for DeepLift, the other supported nonlinearities
  * and max pools) of a fully inlined graph for the rule. */
 void apply_rule(Graph &g, esg_backward_rule rule)
 {
 	if (rule == ESG_RULE_PLAIN)
 		return;
+	if (rule == ESG_RULE_EXCITATION || rule == ESG_RULE_EXCITATION_CONTRAST)
+		return apply_excitation(g, rule == ESG_RULE_EXCITATION_CONTRAST);
 	static const c10::Symbol relu = c10::Symbol::fromQualString("aten::relu");
 	static const c10::Symbol relu_ = c10::Symbol::fromQualString("aten::relu_");
 	static const std::set<std::string> dl_elementwise = {

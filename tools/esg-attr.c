@@ -28,11 +28,13 @@ static const char USAGE[] =
 	"      --target N          class index (default: the argmax of the model's prediction,\n"
 	"                          per item, recorded in esg.target)\n"
 	"      --layer NAME[:K]    layer of layer methods (dotted submodule name; :K = its\n"
-	"                          K-th call, 0-based, for a module called more than once)\n"
+	"                          K-th call, 0-based, for a module called more than once;\n"
+	"                          optional for the excitation backprop methods: the input)\n"
 	"      --layer-call K      the same as NAME:K\n"
 	"      --upsample, --no-upsample\n"
 	"                          resize layer maps to the input grid (bilinear/trilinear);\n"
-	"                          default: on for layer_gradcam, gradcam_pp, score_cam only\n"
+	"                          default: on for layer_gradcam, gradcam_pp, score_cam and\n"
+	"                          the excitation backprop methods only\n"
 	"      --channel K|sum|mean  keep channel K of a layer map, or sum / average them\n"
 	"      --param KEY=VALUE   method parameter, Captum's names (repeatable)\n"
 	"      --baseline SPEC     zero (default) | const:V | blur:SIGMA | uniform:LO,HI[:K] |\n"
@@ -127,7 +129,7 @@ static void list_methods(void)
 	for (size_t i = 0; (m = esg_method_at(i)); i++) {
 		printf("%-24s %s%s%s\n", m->name, m->summary,
 		       m->baseline == 2 ? " (baseline distribution)" : m->baseline ? " (baseline)" : "",
-		       esg_method_layer(m) ? " (--layer)" : "");
+		       !esg_method_layer(m) ? "" : esg_method_layer_optional(m) ? " (--layer, optional)" : " (--layer)");
 		print_params(m->params);
 		if (m->params && m->params[0].key && !strcmp(m->params[0].key, "base"))
 			printf("    %-28s plus the parameters of the base method\n", "...");
@@ -562,7 +564,12 @@ int main(int argc, char **argv)
 		cli_usage("--method: %s", esg_error());
 	if (esg_params_resolve(R.method, R.alias, o.params, o.n_params, &R.params))
 		cli_usage("--method %s: %s", o.method, esg_error());
-	if (esg_method_layer(R.method)) {
+	if (esg_method_layer(R.method) && !o.layer && esg_method_layer_optional(R.method)) {
+		if (o.layer_call >= 0 || o.upsample || o.channel_mode)
+			cli_usage("%s: method %s without --layer gives a map on the input grid",
+				  o.layer_call >= 0 ? "--layer-call" : o.upsample ? "--upsample" : "--channel",
+				  R.method->name);
+	} else if (esg_method_layer(R.method)) {
 		if (!o.layer)
 			cli_usage("--method %s needs --layer NAME (esg-attr -m MODEL --list-layers shows them)",
 				  R.method->name);

@@ -132,7 +132,7 @@ expect_fail "layer_guided_backprop: --upsample does not apply" 1 "does not apply
 no_file "no output after an option that does not apply" e6.st.zst
 expect_fail "noise_tunnel can't wrap a layer method" 2 "not a method noise_tunnel can wrap" \
 	$A -m lm/net2d_script.pt --method noise_tunnel --param base=layer_gradcam net2d.st.zst
-expect_fail "excitation backprop is planned, not implemented" 2 "not implemented yet" \
-	$A -m lm/net2d_script.pt --method excitation_backprop --layer b1.bn net2d.st.zst
+expect_fail "a planned method (deep_dream) is not implemented yet" 2 "not implemented yet" \
+	$A -m lm/net2d_script.pt --method deep_dream --layer b1.bn net2d.st.zst
 
 done_testing

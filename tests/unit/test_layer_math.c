@@ -123,6 +123,22 @@ static void test_maps(void)
 	esg_linear_approx_map(ACT, GRAD, 2, 4, m);
 	ok(all_near(m, la, 4, 1e-6), "linear approximation: sum_c A g");
 
+	/* excitation maps from P [2, 4]: channel sum, mean, one channel, clamped */
+	double es[4] = { -35, -17, 37, 55 }, em[4] = { -17.5, -8.5, 18.5, 27.5 }, e1c[4] = { -30, -21, 6, 15 };
+	double ec[4] = { 0, 0, 37, 55 };
+	esg_excitation_map(ACT, 2, 4, 0, 0, 0, m);
+	ok(all_near(m, es, 4, 1e-6), "excitation map: P summed over channels");
+	esg_excitation_map(ACT, 2, 4, 1, 0, 0, m);
+	ok(all_near(m, em, 4, 1e-6), "excitation map: channel mean");
+	esg_excitation_map(ACT, 2, 4, 2, 1, 0, m);
+	ok(all_near(m, e1c, 4, 1e-6), "excitation map: one channel");
+	esg_excitation_map(ACT, 2, 4, 0, 0, 1, m);
+	ok(all_near(m, ec, 4, 1e-6), "contrastive excitation map: the sum clamped at 0");
+	float inplace[8];
+	memcpy(inplace, ACT, sizeof inplace);
+	esg_excitation_map(inplace, 2, 4, 0, 0, 0, inplace);
+	ok(all_near(inplace, es, 4, 1e-6), "excitation map in place (map = P's first values)");
+
 	float v[3] = { 2, 4, 6 }, c[3] = { 5, 5, 5 };
 	double mm[3] = { 0, 0.5, 1 }, cc[3] = { 5, 5, 5 };
 	ok(esg_minmax(v, 3) == 0 && all_near(v, mm, 3, 0), "min-max normalisation");
