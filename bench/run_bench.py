@@ -1,12 +1,12 @@
 #!/usr/bin/env python3
 """make bench: cost of every esg-attr method on the shipped models.
 
-Per (model, input, method): model evaluations the method used, the time of
-one forward+backward pass of one item measured in plain PyTorch with the
-same thread count (bench/pass_time.py), the method's own compute time
-(esg.seconds: after the model is loaded, excluding process start-up), the
-overhead ratio total / (evaluations x pass), the process wall time and its
-peak RSS (GNU time).  Forward-only methods are compared with forward passes.
+Per (model, input, method): model evaluations the method used, the model
+calls esg-attr made (esg.model_calls: autograd or not, batch size, count),
+the time of those same calls in plain PyTorch with the same thread count
+(bench/pass_time.py), the method's own time (esg.seconds: after the model is
+loaded, excluding process start-up), the overhead ratio total / PyTorch, the
+process wall time and its peak RSS (GNU time).
 Writes bench/results.md and prints it.
 
 Usage: bench/run_bench.py [--quick] [--only SUBSTRING] [--threads N]
@@ -27,8 +27,9 @@ BIN = os.path.join(ROOT, BUILD, "bin")
 PY = os.environ.get("PYTHON", "/usr/bin/python3")
 WORK = os.path.join(ROOT, BUILD, "bench")
 
-# (method, extra arguments, kind): kind "grad" is compared with forward+backward
-# passes, "fwd" with forward passes.  LAYER is replaced by the case's layer.
+# (method, extra arguments, kind): kind is the passes that dominate (grad:
+# forward+backward, fwd: forward only), for reading the table; the ratio uses
+# the calls esg-attr recorded.  LAYER is replaced by the case's layer.
 GRADIENT = [
     ("saliency", [], "grad"),
     ("input_x_gradient", [], "grad"),
@@ -113,10 +114,21 @@ def prepare(quick):
     return cases
 
 
-def pass_time(model, shape, threads, batch):
-    out = subprocess.run([PY, os.path.join(ROOT, "bench/pass_time.py"), model, shape, str(threads), str(batch)],
-                         capture_output=True, text=True, check=True).stdout.split()
-    return float(out[0]), float(out[1])
+class PassTimes:
+    """Plain-PyTorch time of each (autograd?, batch) call, measured once per model."""
+
+    def __init__(self, model, shape, threads):
+        self.model, self.shape, self.threads, self.t = model, shape, threads, {}
+
+    def get(self, calls):
+        want = sorted({("g" if c["grad"] else "f") + str(c["batch"]) for c in calls} - set(self.t))
+        if want:
+            out = subprocess.run([PY, os.path.join(ROOT, "bench/pass_time.py"), self.model, self.shape,
+                                  str(self.threads)] + want, capture_output=True, text=True, check=True).stdout
+            for line in out.splitlines():
+                k, v = line.split()
+                self.t[k] = float(v)
+        return sum(c["count"] * self.t[("g" if c["grad"] else "f") + str(c["batch"])] for c in calls)
 
 
 def measure(model, st, method, extra, target, threads):
@@ -131,6 +143,7 @@ def measure(model, st, method, extra, target, threads):
     wall, rss_kb = p.stderr.strip().splitlines()[-1].split()
     meta = safetensors_ref.read_stream(out)[0][0]
     return {"evaluations": int(meta.get("esg.evaluations", meta.get("esg.passes", "0"))),
+            "model_calls": json.loads(meta.get("esg.model_calls", "[]")),
             "calls": int(meta.get("esg.passes", "0")),
             "seconds": float(meta["esg.seconds"]), "wall": float(wall), "rss_mb": int(rss_kb) / 1024}, None
 
@@ -147,26 +160,28 @@ def main():
     passes = []
     t_start = time.time()
     for name, size, model, st, shape, target, layer, methods in cases:
-        fb1, fwd1 = pass_time(model, shape, args.threads, 1)
-        fb, fwd = pass_time(model, shape, args.threads, 8)
-        passes.append((name, size, fb1, fwd1, fb, fwd))
-        print("# %s %s: one item's pass (PyTorch) fwd+bwd %.3f s (batch 1) %.3f s (batch 8), fwd %.3f s / %.3f s"
-              % (name, size, fb1, fb, fwd1, fwd), flush=True)
+        times = PassTimes(model, shape, args.threads)
+        times.get([{"grad": g, "batch": b, "count": 1} for g in (True, False) for b in (1, 8)])
+        passes.append((name, size, times.t["g1"], times.t["g8"] / 8, times.t["f1"], times.t["f8"] / 8))
+        print("# %s %s: PyTorch fwd+bwd %.3f s (batch 1) %.3f s/item (batch 8), fwd %.3f s / %.3f s/item"
+              % passes[-1], flush=True)
         for method, extra, kind in methods:
             if method not in have or args.only not in method:
                 continue
             extra = [layer if a == "LAYER" else a for a in extra]
             res, err = measure(model, st, method, extra, target, args.threads)
             if res is None:
-                rows.append((name, size, method, " ".join(extra), kind, "-", "-", "-", "-", "-", "-", "error: " + err))
+                rows.append((name, size, method, " ".join(extra), "-", "-", "-", "-", "-", "-", "error: " + err))
                 continue
-            unit = fb if kind == "grad" else fwd
-            ratio = res["seconds"] / (res["evaluations"] * unit) if res["evaluations"] else float("nan")
-            rows.append((name, size, method, " ".join(extra), kind, res["evaluations"], res["calls"],
-                         "%.3f" % unit, "%.2f" % res["seconds"], "%.2f" % ratio, "%.2f" % res["wall"],
+            ref = times.get(res["model_calls"])
+            ratio = res["seconds"] / ref if ref else float("nan")
+            batches = " ".join("%s%dx%d" % ("g" if c["grad"] else "f", c["batch"], c["count"])
+                               for c in res["model_calls"])
+            rows.append((name, size, method, " ".join(extra), res["evaluations"], batches,
+                         "%.2f" % ref, "%.2f" % res["seconds"], "%.2f" % ratio, "%.2f" % res["wall"],
                          "%.0f" % res["rss_mb"]))
-            print("  %-22s evals %4d  total %7.2f s  ratio %.2f  rss %5.0f MB" % (
-                method, res["evaluations"], res["seconds"], ratio, res["rss_mb"]), flush=True)
+            print("  %-22s evals %4d  calls %-14s pytorch %7.2f s  total %7.2f s  ratio %.2f  rss %5.0f MB" % (
+                method, res["evaluations"], batches, ref, res["seconds"], ratio, res["rss_mb"]), flush=True)
     # Memory is bounded by --internal-batch, not by n_steps.
     mem = []
     name, size, model, st, shape, target = cases[0][:6]
@@ -177,20 +192,20 @@ def main():
     with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
         f.write("# esg-attr benchmark\n\n`make bench` on %s, %d threads, %s.\n\n" % (
             os.uname().nodename, args.threads, time.strftime("%Y-%m-%d")))
-        f.write("One item's pass in plain PyTorch (bench/pass_time.py), seconds:\n\n"
+        f.write("One call in plain PyTorch (bench/pass_time.py, warm), seconds:\n\n"
                 "| model | input | fwd+bwd, batch 1 | fwd+bwd per item, batch 8 | fwd, batch 1 | fwd per item, batch 8 |\n"
                 "|---|---|---|---|---|---|\n")
         for p in passes:
             f.write("| %s | %s | %.3f | %.3f | %.3f | %.3f |\n" % p)
-        f.write("\npass = one forward+backward of one item in plain PyTorch at batch 8 (esg-attr's default "
-                "--internal-batch); "
-                "total = the method's compute time inside esg-attr (esg.seconds, model loaded); "
-                "ratio = total / (evaluations x pass), where pass is forward+backward (grad) or forward only (fwd) "
-                "and the few forward-only evaluations of gradient methods (f(x), f(baseline) for the delta) are "
-                "counted as full passes; wall = whole process incl. start-up and model load; "
-                "RSS = peak resident memory of the process.\n\n")
-        f.write("| model | input | method | params | pass kind | evaluations | model calls | pass s | total s | ratio | wall s | peak RSS MB |\n")
-        f.write("|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+        f.write("\nevaluations = items the model evaluated; calls = the model calls esg-attr made "
+                "(esg.model_calls: g = forward+backward, f = forward only, BATCHxCOUNT); "
+                "pytorch = the same calls timed in plain PyTorch (warm, same threads); "
+                "total = the method's time inside esg-attr (esg.seconds: model loaded, everything else "
+                "included: building inputs, rule-rewritten graphs, accumulation, the first calls' "
+                "executor warm-up); ratio = total / pytorch; wall = whole process incl. start-up and "
+                "model load; RSS = peak resident memory.\n\n")
+        f.write("| model | input | method | params | evaluations | calls | pytorch s | total s | ratio | wall s | peak RSS MB |\n")
+        f.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
             f.write("| " + " | ".join(str(c) for c in r) + " |\n")
         f.write("\nPeak RSS of integrated_gradients on %s %s at --internal-batch 8: %s\n" % (

@@ -21,6 +21,11 @@ typedef struct esg_model esg_model;
 
 /* Threads for intra-op parallelism; n <= 0 means all cores. */
 int esg_torch_set_threads(int n);
+/* The model calls made since the last reset, as a JSON array of
+ * {"grad": bool, "batch": B, "count": n} (new string): what a method cost,
+ * recorded by esg-attr as esg.model_calls for the benchmark. */
+char *esg_torch_calls_json(void);
+void esg_torch_calls_reset(void);
 /* Seed libtorch's generator (used by nothing in the shim itself today). */
 void esg_torch_seed(uint64_t seed);
 

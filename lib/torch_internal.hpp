@@ -11,5 +11,7 @@ extern "C" {
 
 /* The TorchScript module inside a model handle (borrowed). */
 torch::jit::Module *esg_model_module_(esg_model *m);
+/* Count one model call (with or without autograd) of `batch` items. */
+void esg_torch_log_call_(bool grad, int64_t batch);
 
 #endif

@@ -169,6 +169,7 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 		for (size_t i = 2; i < args.size(); i++)
 			if (args[i].default_value())
 				st.push_back(*args[i].default_value());
+		esg_torch_log_call_(true, xi.size(0));
 		it->second->run(st);
 		auto tup = st.back().toTuple();
 		at::Tensor a = tup->elements()[1].toTensor();

@@ -65,6 +65,7 @@ extern "C" {
 #include "esg.h"
 }
 #include "esg_torch.h"
+#include "torch_internal.hpp"
 
 using torch::jit::Block;
 using torch::jit::Graph;
@@ -943,6 +944,15 @@ void list_calls(const std::shared_ptr<Graph> &g, const std::string &prefix,
 
 /* ---- the C API ---------------------------------------------------------- */
 
+/* Model calls of this process by (autograd?, batch size): what a method
+ * really cost, for the benchmark to replay in plain PyTorch. */
+static std::map<std::pair<bool, int64_t>, int64_t> g_calls;
+
+void esg_torch_log_call_(bool grad, int64_t batch)
+{
+	g_calls[{grad, batch}]++;
+}
+
 extern "C" {
 
 void esg_torch_tensor_free(esg_tensor *t)
@@ -962,6 +972,30 @@ int esg_torch_set_threads(int n)
 		return 0;
 	}
 	SHIM_CATCH(-1)
+}
+
+void esg_torch_calls_reset(void)
+{
+	g_calls.clear();
+}
+
+char *esg_torch_calls_json(void)
+{
+	try {
+		std::ostringstream js;
+		js << "[";
+		bool first = true;
+		for (const auto &c : g_calls) {
+			js << (first ? "" : ",") << "{\"grad\":" << (c.first.first ? "true" : "false")
+			   << ",\"batch\":" << c.first.second << ",\"count\":" << c.second << "}";
+			first = false;
+		}
+		js << "]";
+		return strdup(js.str().c_str());
+	} catch (...) {
+		esg_set_error("out of memory");
+		return nullptr;
+	}
 }
 
 void esg_torch_seed(uint64_t seed)
@@ -1065,6 +1099,7 @@ int esg_model_forward(esg_model *m, const float *x, int ndim, const int64_t *sha
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		auto st = make_stack(m, xi);
 		st.erase(st.begin());
+		esg_torch_log_call_(false, xi.size(0));
 		at::Tensor o = as_tensor(m->mod.forward(st), "model output");
 		*out = to_esg("output", o);
 		return 0;
@@ -1084,6 +1119,7 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		int64_t B = shape[0];
 		/* the model sees a copy: in-place ops on its input must not hit the leaf */
 		at::Tensor xm = xi.clone();
+		esg_torch_log_call_(true, xi.size(0));
 		c10::IValue ov;
 		if (rule == ESG_RULE_PLAIN) {
 			auto st = make_stack(m, xm);
@@ -1164,6 +1200,7 @@ int esg_model_forward_capture(esg_model *m, esg_layer_ref layer, const float *x,
 		torch::NoGradGuard ng;
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		auto fn = edited(m, EDIT_CAPTURE, &layer, ESG_RULE_PLAIN);
+		esg_torch_log_call_(false, xi.size(0));
 		auto tup = run_fn(m, *fn, make_stack(m, xi)).toTuple();
 		at::Tensor o = as_tensor(tup->elements()[0], "model output");
 		at::Tensor a = as_tensor(tup->elements()[1], "layer output");
@@ -1198,6 +1235,7 @@ int esg_model_layer_grad(esg_model *m, esg_layer_ref layer, esg_backward_rule ru
 		at::Tensor xi = rule_input(m, rule, x, ref, ndim, shape).requires_grad_(true);
 		int64_t B = shape[0];
 		auto fn = edited(m, EDIT_CAPTURE, &layer, rule);
+		esg_torch_log_call_(true, xi.size(0));
 		auto tup = run_fn(m, *fn, make_stack(m, xi.clone())).toTuple();
 		at::Tensor o = as_tensor(tup->elements()[0], "model output");
 		at::Tensor a = as_tensor(tup->elements()[1], "layer output");
@@ -1244,6 +1282,7 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer, const float *x,
 		auto fn = edited(m, EDIT_REPLACE, &layer, ESG_RULE_PLAIN);
 		auto st = make_stack(m, xi);
 		st.push_back(a);
+		esg_torch_log_call_(want_grad, xi.size(0));
 		at::Tensor o = as_tensor(run_fn(m, *fn, st), "model output");
 		if (want_grad) {
 			at::Tensor s = scores(o, target, o.dim() ? o.size(0) : 1,

@@ -411,6 +411,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 {
 	const opts *o = R->o;
 	double t0 = now();
+	esg_torch_calls_reset();
 	esg_tensor *img = esg_record_get(r, "image");
 	if (!img)
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
@@ -509,6 +510,11 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	esg_meta_set(r, "esg.model", o->model);
 	esg_meta_set(r, "esg.model_sha256", R->sha);
 	esg_meta_setf(r, "esg.passes", "%lld", (long long)passes);
+	char *calls = esg_torch_calls_json();
+	if (!calls)
+		cli_die_lib();
+	esg_meta_set(r, "esg.model_calls", calls);
+	free(calls);
 	esg_meta_setf(r, "esg.evaluations", "%lld", (long long)(job.evaluations + evals));
 	esg_meta_setf(r, "esg.seed", "%llu", (unsigned long long)o->seed);
 	esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
