@@ -57,6 +57,8 @@ LAYER = [
                              "--baseline", "blur:2"], "grad"),
     ("linear_approx", ["--layer", "LAYER"], "grad"),
     ("layer_guided_backprop", ["--layer", "LAYER"], "grad"),
+    ("excitation_backprop", ["--layer", "LAYER"], "grad"),
+    ("contrastive_excitation_backprop", ["--layer", "LAYER"], "grad"),
 ]
 PERTURB_3D = [
     ("occlusion", ["--param", "sliding_window_shapes=1,8,8,8", "--param", "strides=1,8,8,8"], "fwd"),
@@ -153,6 +155,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="64^3 only")
     ap.add_argument("--only", default="", help="methods containing this")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
+    ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"), help="the results table")
     args = ap.parse_args()
     have = methods_available()
     cases = prepare(args.quick)
@@ -189,7 +192,7 @@ def main():
         res, err = measure(model, st, "integrated_gradients", ["--param", "n_steps=%d" % steps,
                                                                "--internal-batch", "8"], target, args.threads)
         mem.append((steps, res["rss_mb"] if res else err))
-    with open(os.path.join(ROOT, "bench", "results.md"), "w") as f:
+    with open(args.out, "w") as f:
         f.write("# esg-attr benchmark\n\n`make bench` on %s, %d threads, %s.\n\n" % (
             os.uname().nodename, args.threads, time.strftime("%Y-%m-%d")))
         f.write("One call in plain PyTorch (bench/pass_time.py, warm), seconds:\n\n"
@@ -212,7 +215,7 @@ def main():
             name, size, ", ".join("n_steps=%d: %s MB" % (s, "%.0f" % m if isinstance(m, float) else m)
                                   for s, m in mem)))
         f.write("\nBench wall time: %.0f s\n" % (time.time() - t_start))
-    print(open(os.path.join(ROOT, "bench", "results.md")).read())
+    print(open(args.out).read())
 
 
 if __name__ == "__main__":
