@@ -292,39 +292,7 @@ def ig_steps(method, n):
     raise ValueError(method)
 
 
-M64 = (1 << 64) - 1
-
-
-class Rng:
-    def __init__(self, seed, record, stream):
-        k = (seed ^ ((record * 0xD1B54A32D192ED03) & M64) ^ ((stream * 0x8CB92BA72F3D8DD7) & M64)) & M64
-        self.s = []
-        for _ in range(4):
-            k = (k + 0x9E3779B97F4A7C15) & M64
-            z = k
-            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-            self.s.append(z ^ (z >> 31))
-
-    def next(self):
-        s = self.s
-        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M64
-        out = (rotl((s[1] * 5) & M64, 7) * 9) & M64
-        t = (s[1] << 17) & M64
-        s[2] ^= s[0]
-        s[3] ^= s[1]
-        s[1] ^= s[2]
-        s[0] ^= s[3]
-        s[2] ^= t
-        s[3] = rotl(s[3], 45)
-        return out
-
-    def uniform(self):
-        return (self.next() >> 11) * 2.0 ** -53
-
-    def normal(self):
-        u1, u2 = self.uniform(), self.uniform()
-        return math.sqrt(-2.0 * math.log(1.0 - u1)) * math.cos(2.0 * math.pi * u2)
+from esg_rng import Rng  # noqa: E402
 
 
 # ---- the methods ----------------------------------------------------------------------

@@ -348,47 +348,12 @@ def shapley(model, inp, out, block, tol='1e-5'):
 
 # ---- replays: the same random draws as esg-attr (the recipe of lib/attr.h),
 # everything else re-derived here with numpy -------------------------------
-M64 = (1 << 64) - 1
+from esg_rng import Rng as _Rng  # noqa: E402
 
 
-class Rng:
-    """xoshiro256** seeded by splitmix64 from (seed, record, stream)."""
-
-    def __init__(self, seed, record, stream=3):
-        k = (seed ^ (record * 0xD1B54A32D192ED03) ^ (stream * 0x8CB92BA72F3D8DD7)) & M64
-        self.s = []
-        for _ in range(4):
-            k = (k + 0x9E3779B97F4A7C15) & M64
-            z = k
-            z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & M64
-            z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & M64
-            self.s.append(z ^ (z >> 31))
-
-    def next(self):
-        s = self.s
-        rotl = lambda x, k: ((x << k) | (x >> (64 - k))) & M64
-        out = (rotl((s[1] * 5) & M64, 7) * 9) & M64
-        t = (s[1] << 17) & M64
-        s[2] ^= s[0]
-        s[3] ^= s[1]
-        s[1] ^= s[2]
-        s[0] ^= s[3]
-        s[2] ^= t
-        s[3] = rotl(s[3], 45)
-        return out
-
-    def uniform(self):
-        return (self.next() >> 11) * 2.0 ** -53
-
-    def below(self, n):
-        return min(int(self.uniform() * n), n - 1)
-
-    def perm(self, n):
-        p = list(range(n))
-        for i in range(n - 1, 0, -1):
-            j = self.below(i + 1)
-            p[i], p[j] = p[j], p[i]
-        return p
+def Rng(seed, record, stream=3):
+    """The perturbation methods' stream (ESG_STREAM_PERTURB = 3)."""
+    return _Rng(seed, record, stream)
 
 
 def wls(Z, y, w, ridge=0.0):
