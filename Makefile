@@ -26,7 +26,7 @@ V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
 
 # Tools that reach libtorch; all others must not link it (start-up cost).
-TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric
+TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric esg-config
 
 LIB_SRC := $(wildcard lib/*.c)
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)

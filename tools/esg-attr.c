@@ -43,6 +43,8 @@ static const char USAGE[] =
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
 	"      --seed S            seed of every random draw (default 0)\n"
+	"      --label TEXT        the method's name in reports (esg.label; e.g. the\n"
+	"                          config's name of a method run with its own parameters)\n"
 	"  -o, --output FILE       write here atomically instead of stdout\n"
 	"      --list-methods      list the methods, their parameters and defaults\n"
 	"      --list-layers       list the model's layers (name, type, call sites; with the\n"
@@ -53,7 +55,7 @@ static const char USAGE[] =
 
 enum { OPT_METHOD = 256, OPT_TARGET, OPT_LAYER, OPT_PARAM, OPT_BASELINE, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_SEED, OPT_LIST_METHODS, OPT_LIST_LAYERS, OPT_VERSION,
-       OPT_LAYER_CALL, OPT_UPSAMPLE, OPT_NO_UPSAMPLE, OPT_CHANNEL, OPT_SHAPE };
+       OPT_LAYER_CALL, OPT_UPSAMPLE, OPT_NO_UPSAMPLE, OPT_CHANNEL, OPT_SHAPE, OPT_LABEL };
 
 static const struct option LONGOPTS[] = {
 	{ "model", required_argument, NULL, 'm' },
@@ -66,6 +68,7 @@ static const struct option LONGOPTS[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "output", required_argument, NULL, 'o' },
 	{ "list-methods", no_argument, NULL, OPT_LIST_METHODS },
 	{ "list-layers", no_argument, NULL, OPT_LIST_LAYERS },
@@ -82,7 +85,7 @@ static const struct option LONGOPTS[] = {
 #define MAX_LIST 64
 
 typedef struct opts {
-	const char *model, *method, *layer, *device, *out, *in;
+	const char *model, *method, *layer, *device, *out, *in, *label;
 	long target;          /* -1: argmax */
 	char *params[MAX_LIST];
 	int n_params;
@@ -273,6 +276,11 @@ static void parse(int argc, char **argv, opts *o)
 			o->seed = s;
 			break;
 		}
+		case OPT_LABEL:
+			if (!optarg[0])
+				cli_usage("--label: must not be empty");
+			o->label = optarg;
+			break;
 		case OPT_LIST_METHODS: o->list_methods = 1; break;
 		case OPT_LIST_LAYERS: o->list_layers = 1; break;
 		case 'h': cli_help(USAGE);
@@ -505,6 +513,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	else
 		esg_meta_remove(r, "esg.method_alias");
 	esg_meta_set(r, "esg.params", R->params_json);
+	if (o->label)
+		esg_meta_set(r, "esg.label", o->label);
+	else
+		esg_meta_remove(r, "esg.label");
 	set_target_meta(r, target, N);
 	esg_meta_set(r, "esg.target_source", o->target >= 0 ? "option" : "argmax");
 	esg_meta_set(r, "esg.model", o->model);

@@ -1,0 +1,31 @@
+/* config.h - JSON run configs (doc/config.md) and the Make fragment a
+ * config becomes (pipelines/run.mk includes it).
+ *
+ * esg_config_load() reads and checks a whole config before anything runs:
+ * every error names the field ("methods[2].params.n_steps: ...") and the
+ * reason.  esg_config_write_make() writes the fragment: one explicit rule
+ * per job, each depending on a stamp file that holds the job's
+ * result-affecting arguments; stamps are rewritten only when their text
+ * changes, so editing one method's parameters reruns that method only.
+ */
+#ifndef ESG_CONFIG_H
+#define ESG_CONFIG_H
+
+#include <stdio.h>
+
+typedef struct esg_config esg_config;
+
+/* NULL with esg_error() set ("PATH: FIELD: reason") on any problem. */
+esg_config *esg_config_load(const char *path);
+void esg_config_free(esg_config *c);
+
+/* The output folder named by the config. */
+const char *esg_config_output(const esg_config *c);
+
+/* Write the Make fragment to `out`; stamps go under `stamp_dir` (created as
+ * needed; normally $(OUT)/.args; NULL: write no stamps).  Paths in the fragment are relative to
+ * the directory make runs in, as are the config's own paths.  Returns the
+ * number of jobs, -1 on error. */
+int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir);
+
+#endif

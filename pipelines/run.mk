@@ -1,0 +1,72 @@
+# run.mk - a JSON run config (doc/config.md) as Make jobs.
+#
+#   make -f pipelines/run.mk CONFIG=configs/demo.json [OUT=DIR] [-j N] [-k] [THREADS=T]
+#
+# esg-config turns the config into $(OUT)/pipeline.mk -- one rule per job,
+# each depending on its inputs, its tool and a stamp of its arguments -- and
+# Make runs what is missing or out of date.  Every job goes through run-job
+# (a log per job in $(OUT)/logs); the tools write outputs atomically, so a
+# failed, timed-out or killed job leaves nothing Make would take as done.
+# pipelines/run wraps this with -k, a report of what finished and a summary.
+SHELL := bash
+.SHELLFLAGS := -eu -o pipefail -c
+.DELETE_ON_ERROR:
+.SUFFIXES:
+.SECONDARY:
+.SECONDEXPANSION:
+MAKEFLAGS += --no-builtin-rules
+
+PIPELINES := $(patsubst %/,%,$(dir $(lastword $(MAKEFILE_LIST))))
+CONFIG ?= configs/demo.json
+BUILD ?= build
+BIN ?= $(BUILD)/bin
+ifeq ($(OUT),)
+OUT := $(shell $(BIN)/esg-config --get output $(CONFIG))
+endif
+ifeq ($(OUT),)
+$(error cannot read the output folder of $(CONFIG): is $(BIN)/esg-config built, the config valid?)
+endif
+
+ESG_LOAD := $(BIN)/esg-load
+ESG_WRAP := $(BIN)/esg-wrap
+ESG_ATTR := $(BIN)/esg-attr
+ESG_RANDOMISE := $(BIN)/esg-randomise
+ESG_METRIC := $(BIN)/esg-metric
+ESG_RENDER := $(BIN)/esg-render
+export ESG_RENDER
+COPY := $(PIPELINES)/copy-into-place
+JOB = @$(PIPELINES)/run-job $(OUT) $@ --
+
+all: jobs $(if $(ESG_REPORT),report)
+.PHONY: all jobs report tables summary
+
+include $(OUT)/pipeline.mk
+
+# The fragment is remade when the config or esg-config changes; the stamps
+# it writes change only for jobs whose arguments changed.
+$(OUT)/pipeline.mk: $(CONFIG) $(BIN)/esg-config
+	@mkdir -p $(@D)
+	$(BIN)/esg-config --make $@ --output $(OUT) $(CONFIG)
+
+# PARTIAL=1: tables and report from the jobs that finished (after a -k run
+# with failures); otherwise they need every job.
+have = $(if $(PARTIAL),$(wildcard $(1)),$(1))
+TABLE_PARTS_ground_truth := $(call have,$(ESG_GT_TABLES))
+TABLE_PARTS_fidelity := $(call have,$(ESG_FIDELITY_TABLES))
+TABLE_PARTS_randomisation := $(call have,$(ESG_RANDOM_TABLES))
+TABLES := $(foreach t,ground_truth fidelity randomisation,$(if $(TABLE_PARTS_$(t)),$(OUT)/tables/$(t).tsv))
+
+$(OUT)/tables/%.tsv: $$(TABLE_PARTS_$$*) $(PIPELINES)/cat-tables
+	$(JOB) $(PIPELINES)/cat-tables $@ $(TABLE_PARTS_$*)
+
+jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(TABLES)
+tables: $(TABLES)
+
+REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS))
+report: $(if $(ESG_REPORT),$(OUT)/report.html)
+$(OUT)/report.html: $(REPORT_STREAMS) $(call have,$(ESG_MAPS)) $(TABLES) $(OUT)/.args/report.html.args $(ESG_RENDER)
+	$(JOB) $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) \
+		--link 'maps/{input}/{model}/{method}.nii.gz' $(REPORT_STREAMS)
+
+summary:
+	@$(PIPELINES)/summary $(OUT)
