@@ -126,20 +126,28 @@ deps:
 		echo "deps: run as root: apt-get update && apt-get install -y --no-install-recommends" $$missing; exit 1; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
-## demo: run the demo pipeline on shipped data and print where the results are
+## demo: the whole experiment on the shipped data (configs/demo.json): maps of a
+##   dozen methods on two phantoms and two models, randomisation, metrics, HTML report
+DEMO_CONFIG ?= configs/demo.json
+DEMO_ARGS ?= -j2 THREADS=1
 demo: all
-	$(Q)$(MAKE) --no-print-directory -f pipelines/demo.mk BUILD=$(BUILD) PYTHON=$(PYTHON)
+	$(Q)pipelines/run $(DEMO_CONFIG) BUILD=$(BUILD) $(DEMO_ARGS)
 
 ## bench: time every method on the shipped models (results in bench/)
 bench: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
 
-## install: install tools, man pages and share/ under PREFIX
+## install: install tools, man pages, share/ and the pipelines under PREFIX
+##   (run one with BIN=PREFIX/bin)
 install: all
 	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/share/man/man1 $(DESTDIR)$(PREFIX)/share/esegeta
 	install -m 755 $(TOOLS) $(DESTDIR)$(PREFIX)/bin/
 	install -m 644 $(wildcard man/*.1) $(DESTDIR)$(PREFIX)/share/man/man1/
 	cp -R share/. $(DESTDIR)$(PREFIX)/share/esegeta/
+	install -d $(DESTDIR)$(PREFIX)/share/esegeta/pipelines
+	install -m 755 pipelines/run pipelines/run-job pipelines/summary pipelines/cat-tables \
+		pipelines/copy-into-place $(DESTDIR)$(PREFIX)/share/esegeta/pipelines/
+	install -m 644 pipelines/run.mk $(DESTDIR)$(PREFIX)/share/esegeta/pipelines/
 
 ## clean: remove build outputs
 clean:
