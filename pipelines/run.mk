@@ -37,10 +37,11 @@ export ESG_RENDER
 COPY := $(PIPELINES)/copy-into-place
 JOB = @$(PIPELINES)/run-job $(OUT) $@ --
 
-all: jobs $(if $(ESG_REPORT),report)
+all: jobs
 .PHONY: all jobs report tables summary
 
 include $(OUT)/pipeline.mk
+all: $(if $(ESG_REPORT),report)
 
 # The fragment is remade when the config or esg-config changes; the stamps
 # it writes change only for jobs whose arguments changed.

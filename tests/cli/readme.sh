@@ -6,6 +6,7 @@ grep -E '^    \$ ' "$ESG_ROOT/README.md" | sed 's/^    \$ //' >"$T/examples"
 [ -s "$T/examples" ] || not_ok "README has examples"
 # The examples name shipped files relative to the repository root.
 ln -s "$ESG_ROOT/share" "$T/share"
+ln -s "$ESG_ROOT/configs" "$T/configs"
 while IFS= read -r cmd; do
 	check "README: $cmd" bash -c "cd '$T' && $cmd"
 done <"$T/examples"
