@@ -67,6 +67,7 @@ REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS))
 report: $(if $(ESG_REPORT),$(OUT)/report.html)
 $(OUT)/report.html: $(REPORT_STREAMS) $(call have,$(ESG_MAPS)) $(TABLES) $(OUT)/.args/report.html.args $(ESG_RENDER)
 	$(JOB) $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) \
+		$(if $(PARTIAL),--title 'Partial report: some jobs failed (see summary.tsv and logs/)') \
 		--link 'maps/{input}/{model}/{method}.nii.gz' $(REPORT_STREAMS)
 
 summary:
