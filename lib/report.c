@@ -105,6 +105,7 @@ struct pic {
 /* One record's map. */
 struct entry {
 	char *input, *model, *label, *sha, *caption, *title;
+	char *source;    /* esg.source as given ("" if none) */
 	char *dir;       /* randomisation steps: the models' folder; else NULL */
 	char *step_name; /* "NN NAME" */
 	long step;
@@ -162,7 +163,7 @@ void esg_report_free(esg_report *rp)
 		free(rp->pics[i].png);
 	for (size_t i = 0; i < rp->n_ents; i++) {
 		struct entry *e = &rp->ents[i];
-		free(e->input), free(e->model), free(e->label), free(e->sha);
+		free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
 		free(e->caption), free(e->title), free(e->dir), free(e->step_name);
 	}
 	for (size_t i = 0; i < rp->n_mans; i++)
@@ -506,7 +507,8 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	e->model = model && *model ? base_name(model, model_suffixes) : xstrdup("(no esg.model)");
 	e->label = xstrdup(label && *label ? label : "(no esg.method)");
 	e->sha = xstrdup(esg_meta_get(r, "esg.model_sha256"));
-	if (!e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
+	e->source = xstrdup(source ? source : "");
+	if (!e->source || !e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
 		goto out;
 	if (model && step_model(model, &e->dir, &e->step, &e->step_name) < 0)
 		goto out;
@@ -553,11 +555,21 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 						 "the report shows this record", where, e->input, e->model, e->label));
 			}
 		}
+	/* inputs are named by file name: say so when two files share one */
+	size_t same = 0, other = rp->n_ents;
+	for (size_t i = 0; i < rp->n_ents; i++) {
+		same += !strcmp(rp->ents[i].source, e->source);
+		if (other == rp->n_ents && !strcmp(rp->ents[i].input, e->input) && strcmp(rp->ents[i].source, e->source))
+			other = i;
+	}
+	if (!same && other < rp->n_ents)
+		warn(rp, xprintf("%s: inputs '%s' and '%s' share the name '%s' and one section", where,
+				 rp->ents[other].source, e->source, e->input));
 	rp->n_ents++;
 	rp->records++;
 	return 0;
 out:
-	free(e->input), free(e->model), free(e->label), free(e->sha);
+	free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
 	free(e->caption), free(e->title), free(e->dir), free(e->step_name);
 	return esg_prefix_error("%s", where);
 }

@@ -291,7 +291,13 @@ meta["esg.model"] = "broken/step-01-fc.pt"
 st.write_stream("broken.st.zst", [([(n, a) for n, _, _, a in ts], meta)])
 os.makedirs("broken", exist_ok=True)
 open("broken/manifest.json", "w").write("{not json")
+(meta, ts), = st.read_stream("one00.st.zst")
+meta["esg.source"] = "other/brain.nii.gz"
+st.write_stream("twin.st.zst", [([(n, a) for n, _, _, a in ts], meta)])
 PY
+check "warnings: two inputs of one name, a cell given twice" sh -c "esg-render --html w.html maps1.st.zst twin.st.zst 2>w.err &&
+	grep -q \"warning: twin.st.zst: record 0: inputs 'brain.nii.gz' and 'other/brain.nii.gz' share the name 'brain'\" w.err &&
+	grep -q \"model 'modelA', method 'saliency' given again\" w.err && test -s w.html"
 expect_fail "an unreadable manifest" 1 "broken.st.zst: record 0: broken/manifest.json: not JSON" esg-render --html x.html broken.st.zst
 no_file "no page after any failure" x.html
 check "output is one line per failure" sh -c "esg-render --html x.html maps1.st.zst brain.st.zst 2>&1 >/dev/null | wc -l | grep -qx 1"
