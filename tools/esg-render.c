@@ -228,9 +228,9 @@ static void parse_args(int argc, char **argv, struct opts *o)
 	if (o->html) {
 		if (o->info || o->nifti || o->png || o->strip || o->curve_plot)
 			cli_usage("--html makes its own page; give it without --info, --nifti, --png, --strip or --curve-plot");
-		if (o->mosaic || o->colorbar || o->record >= 0)
-			cli_usage("--mosaic, --colorbar and --record do not apply to --html (it shows every "
-				  "slice of every record, each caption giving its scale)");
+		/* (--colorbar is welcome: the page always shows its colour bar) */
+		if (o->mosaic || o->record >= 0)
+			cli_usage("--mosaic and --record do not apply to --html (it shows every slice of every record)");
 		o->ins = argv + optind;
 		o->n_in = argc - optind;
 		if (o->n_in < 1)
