@@ -94,6 +94,10 @@ static int encode(FILE *f, struct membuf *mem, const esg_png_image *im)
 	}
 	if (!f) /* the HTML report inlines every byte */
 		png_set_compression_level(png, 9);
+	/* palette indices here rise with the value (a colour map), so the
+	 * filters that predict from neighbours pay off as for gray */
+	if (im->type == ESG_PNG_PALETTE)
+		png_set_filter(png, 0, PNG_ALL_FILTERS);
 	png_write_info(png, info);
 	png_write_image(png, rows);
 	png_write_end(png, NULL);

@@ -1,5 +1,6 @@
 /* report.c - the HTML report of esg-render --html (see esg_report.h). */
 #include "esg_report.h"
+#include "upsample.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -408,8 +409,26 @@ static int map_pic(esg_report *rp, const esg_vol *map, const esg_geom *g, int64_
 	return id;
 }
 
+/* A layer map left at its layer's size: onto the image grid, trilinear
+ * (bilinear in 2D) as esg-attr upsamples layer maps. */
+static int resample(esg_vol *map, const int64_t dim[3])
+{
+	int64_t shape[5] = { 1, 1, map->dim[2], map->dim[1], map->dim[0] }, out[3] = { dim[2], dim[1], dim[0] };
+	float *d = malloc((size_t)(dim[0] * dim[1] * dim[2]) * sizeof *d);
+	if (!d)
+		return esg_set_error("out of memory");
+	if (esg_upsample(map->data, 5, shape, out, ESG_UP_LINEAR, d) < 0) {
+		free(d);
+		return -1;
+	}
+	free(map->data);
+	map->data = d;
+	memcpy(map->dim, dim, sizeof map->dim);
+	return 0;
+}
+
 /* Render a record's map and background into e (pics, sizes). */
-static int render_record(esg_report *rp, const esg_record *r, struct entry *e, double *vmax)
+static int render_record(esg_report *rp, const esg_record *r, struct entry *e, double *vmax, int *resampled)
 {
 	const esg_report_opts *o = &rp->o;
 	const esg_tensor *tm = esg_record_find(r, o->tensor), *tb = esg_record_find(r, o->background);
@@ -426,6 +445,13 @@ static int render_record(esg_report *rp, const esg_record *r, struct entry *e, d
 	if (esg_vol_from_tensor(tb, axes, &full) < 0 ||
 	    esg_vol_frame(&full, o->batch, o->channel >= 0 ? o->channel : ESG_CH_MEAN, &bg) < 0)
 		goto out;
+	*resampled = 0;
+	if (memcmp(bg.dim, map.dim, sizeof bg.dim) != 0 && map.spatial == bg.spatial &&
+	    (map.spatial == 3 || (map.axis_h == bg.axis_h && map.axis_w == bg.axis_w))) {
+		if (resample(&map, bg.dim) < 0)
+			goto out;
+		*resampled = 1;
+	}
 	if (memcmp(bg.dim, map.dim, sizeof bg.dim) != 0) {
 		esg_set_error("tensors '%s' and '%s' differ in spatial shape (%lldx%lldx%lld vs %lldx%lldx%lld)",
 			      o->tensor, o->background, (long long)map.dim[0], (long long)map.dim[1],
@@ -515,8 +541,12 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	if (e->dir && !manifest_for(rp, e->dir))
 		goto out;
 	double vmax = 1;
-	if (render_record(rp, r, e, &vmax) < 0)
+	int resampled = 0;
+	if (render_record(rp, r, e, &vmax, &resampled) < 0)
 		goto out;
+	if (resampled)
+		warn(rp, xprintf("%s: the map differs in size from the image (a layer's size?); shown resampled "
+				 "(linear) to the image's grid", where));
 
 	/* caption: the cost; title (hover): everything known */
 	const char *passes = esg_meta_get(r, "esg.passes"), *secs = esg_meta_get(r, "esg.seconds");

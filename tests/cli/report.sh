@@ -294,7 +294,15 @@ open("broken/manifest.json", "w").write("{not json")
 (meta, ts), = st.read_stream("one00.st.zst")
 meta["esg.source"] = "other/brain.nii.gz"
 st.write_stream("twin.st.zst", [([(n, a) for n, _, _, a in ts], meta)])
+(meta, ts), = st.read_stream("one00.st.zst")
+img = [a for n, _, _, a in ts if n == "image"][0]
+st.write_stream("layer.st.zst", [([("image", img), ("attribution", img[:, :, ::2, ::2, ::2].copy())], meta)])
+st.write_stream("flat.st.zst", [([("image", img), ("attribution", img[:, :, :, :, 0].copy())], meta)])
 PY
+check "a layer-sized map: resampled to the image, with a warning" sh -c "esg-render --html l.html layer.st.zst 2>l.err &&
+	grep -q 'layer.st.zst: record 0: the map differs in size from the image' l.err && grep -q 'data-n=\"10\"' l.html"
+expect_fail "a 2D map over a 3D image" 1 "flat.st.zst: record 0: tensors 'attribution' and 'image' differ in spatial shape" \
+	esg-render --html x.html flat.st.zst
 check "warnings: two inputs of one name, a cell given twice" sh -c "esg-render --html w.html maps1.st.zst twin.st.zst 2>w.err &&
 	grep -q \"warning: twin.st.zst: record 0: inputs 'brain.nii.gz' and 'other/brain.nii.gz' share the name 'brain'\" w.err &&
 	grep -q \"model 'modelA', method 'saliency' given again\" w.err && test -s w.html"
