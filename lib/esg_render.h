@@ -46,6 +46,10 @@ void esg_vol_free(esg_vol *v);
  * (ESG_CH_SUM) or mean (ESG_CH_MEAN) over channels.  New 1-frame volume. */
 enum { ESG_CH_SUM = -1, ESG_CH_MEAN = -2 };
 int esg_vol_frame(const esg_vol *v, int64_t item, int channel, esg_vol *out);
+/* The voxel -> world affine of a record's volume v: esg.affine (return 0);
+ * else esg.spacing on the diagonal (1); else the identity (2); -1 with an
+ * error if esg.affine is malformed. */
+int esg_vol_affine(const esg_record *r, const esg_vol *v, double aff[16]);
 /* Voxel sizes (column norms of the affine's 3x3). */
 void esg_affine_voxel_sizes(const double aff[16], double size[3]);
 
@@ -144,6 +148,20 @@ void esg_draw_text(esg_canvas *im, int64_t x, int64_t y, const char *s, const un
 
 /* 8-bit RGB PNG to an open stream (not closed). */
 int esg_png_write(FILE *f, const esg_canvas *im);
+
+/* An 8-bit image for esg_png_encode: pixels row-major, 1 byte a pixel
+ * (gray level or palette index) or 3 (RGB); palette: n_palette RGBA
+ * entries (alpha goes to the tRNS chunk). */
+typedef enum esg_png_type { ESG_PNG_GRAY, ESG_PNG_RGB, ESG_PNG_PALETTE } esg_png_type;
+typedef struct esg_png_image {
+	esg_png_type type;
+	int64_t w, h;
+	const unsigned char *pixels;
+	const unsigned char *palette;
+	int n_palette;
+} esg_png_image;
+/* Encode to memory (highest compression): *out is new (free()), *n its size. */
+int esg_png_encode(const esg_png_image *im, unsigned char **out, size_t *n);
 
 /* A NIfTI-1 file of float32 (gzip if path ends in ".gz"); name is the
  * file named in messages (NULL: path; for writing to a temporary).  aff: voxel->

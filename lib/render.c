@@ -132,6 +132,32 @@ int esg_vol_frame(const esg_vol *v, int64_t item, int channel, esg_vol *out)
 	return 0;
 }
 
+int esg_vol_affine(const esg_record *r, const esg_vol *v, double aff[16])
+{
+	int a = esg_meta_get_affine(r, aff);
+	if (a <= 0)
+		return a;
+	memset(aff, 0, 16 * sizeof *aff);
+	aff[0] = aff[5] = aff[10] = aff[15] = 1;
+	double sp[3];
+	int n = esg_meta_get_doubles(r, "esg.spacing", sp, 3);
+	if (n != v->spatial)
+		return 2;
+	/* spacing is in tensor order; put each on its voxel axis */
+	if (v->spatial == 2) {
+		aff[5 * v->axis_h] = sp[0];
+		aff[5 * v->axis_w] = sp[1];
+	} else {
+		const char *ax = esg_meta_get(r, "esg.axes");
+		for (int d = 0; d < 3; d++) {
+			int a2 = ax && strlen(ax) == 3 ? ax[d] - 'i' : d;
+			if (a2 >= 0 && a2 < 3 && sp[d] > 0)
+				aff[5 * a2] = sp[d];
+		}
+	}
+	return 1;
+}
+
 void esg_affine_voxel_sizes(const double aff[16], double size[3])
 {
 	for (int a = 0; a < 3; a++)

@@ -2,6 +2,7 @@
 #include "cli.h"
 #include "esg.h"
 #include "esg_render.h"
+#include "esg_report.h"
 
 #include <getopt.h>
 #include <math.h>
@@ -12,8 +13,11 @@ static const char usage_text[] =
 	"Usage: esg-render [--info | --nifti OUT.nii.gz | --png OUT.png] [options] [IN]\n"
 	"       esg-render --strip OUT.png [options] IN...\n"
 	"       esg-render --curve-plot OUT.png [CURVES.tsv]\n"
+	"       esg-render --html OUT.html [--title TEXT] [--table FILE.tsv]...\n"
+	"                  [--link TEMPLATE] [picture options] STREAM...\n"
 	"Show a tensor stream: statistics, a NIfTI volume with the record's affine,\n"
-	"or a PNG picture (slice, mosaic, projection; overlay on the image).\n"
+	"a PNG picture (slice, mosaic, projection; overlay on the image), or one\n"
+	"self-contained HTML page of many runs.\n"
 	"IN is a tensor stream (*.st.zst); none or '-' reads standard input.\n"
 	"\n"
 	"Outputs (--nifti and --png may be given together; default --info):\n"
@@ -24,7 +28,19 @@ static const char usage_text[] =
 	"                           from 0 (a randomisation strip: the original map first)\n"
 	"      --curve-plot FILE    plot esg-metric --curves output (normalised score against\n"
 	"                           the fraction; each curve numbered at its end)\n"
+	"      --html FILE          one page (works offline) of every record of the STREAMs:\n"
+	"                           per input a grid of methods x models of overlays, one\n"
+	"                           slice slider (3D), randomisation strips of the models\n"
+	"                           DIR/step-NN-NAME.pt, the --table files, sortable\n"
 	"  -o FILE                  --png or --nifti by FILE's extension\n"
+	"HTML page (also: --slice: the first slice shown; --mip: projections first;\n"
+	"--zoom: default about 160 pixels a picture; the picture options below):\n"
+	"      --title TEXT         the page's title (default: esegeta report)\n"
+	"      --table FILE         a TSV table with a header line (esg-metric output),\n"
+	"                           captioned with its file name (repeatable)\n"
+	"      --link TEMPLATE      link each cell to its map, a path relative to the page\n"
+	"                           with {input}, {model}, {method} replaced, e.g.\n"
+	"                           maps/{input}/{model}/{method}.nii.gz\n"
 	"What:\n"
 	"  -t, --tensor NAME        tensor (default: attribution if present, else image)\n"
 	"  -r, --record K           record, counting from 0 (default 0; --info: all)\n"
@@ -56,7 +72,8 @@ static const char usage_text[] =
 
 enum { O_INFO = 256, O_NIFTI, O_PNG, O_BATCH, O_CHANNEL, O_VIEW, O_SLICE, O_MOSAIC,
        O_MIP, O_RADIO, O_OVERLAY, O_BACKGROUND, O_SIGN, O_CMAP, O_CLIP, O_THRESH,
-       O_ALPHA, O_COLORBAR, O_ZOOM, O_NOASPECT, O_VERSION, O_STRIP, O_CURVE_PLOT };
+       O_ALPHA, O_COLORBAR, O_ZOOM, O_NOASPECT, O_VERSION, O_STRIP, O_CURVE_PLOT,
+       O_HTML, O_TITLE, O_TABLE, O_LINK };
 
 static const struct option long_opts[] = {
 	{ "info", no_argument, 0, O_INFO },
@@ -64,6 +81,10 @@ static const struct option long_opts[] = {
 	{ "png", required_argument, 0, O_PNG },
 	{ "strip", required_argument, 0, O_STRIP },
 	{ "curve-plot", required_argument, 0, O_CURVE_PLOT },
+	{ "html", required_argument, 0, O_HTML },
+	{ "title", required_argument, 0, O_TITLE },
+	{ "table", required_argument, 0, O_TABLE },
+	{ "link", required_argument, 0, O_LINK },
 	{ "tensor", required_argument, 0, 't' },
 	{ "record", required_argument, 0, 'r' },
 	{ "batch", required_argument, 0, O_BATCH },
@@ -92,7 +113,10 @@ struct opts {
 	int info;
 	const char *nifti, *png, *tensor, *background, *in;
 	const char *strip, *curve_plot;
-	char **ins;               /* --strip: every input */
+	const char *html, *title, *link;
+	char **tables;            /* --html: the --table files */
+	int n_tables;
+	char **ins;               /* --strip, --html: every input */
 	int n_in;
 	long record, batch;       /* record -1: all (--info); batch -1: default */
 	int channel, channel_set; /* ESG_CH_SUM / ESG_CH_MEAN / index */
@@ -103,6 +127,7 @@ struct opts {
 	const esg_cmap *cmap;
 	double clip, threshold, alpha;
 	long zoom;
+	int zoom_set, slice_set, mosaic_set;
 };
 
 static double unit_interval(const char *opt, const char *s)
@@ -137,6 +162,19 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_PNG: o->png = optarg; break;
 		case O_STRIP: o->strip = optarg; break;
 		case O_CURVE_PLOT: o->curve_plot = optarg; break;
+		case O_HTML: o->html = optarg; break;
+		case O_TITLE: o->title = optarg; break;
+		case O_LINK:
+			if (esg_report_check_link(optarg) < 0)
+				cli_usage("--link: %s", esg_error());
+			o->link = optarg;
+			break;
+		case O_TABLE: /* argv outlives the options */
+			o->tables = realloc(o->tables, (size_t)(o->n_tables + 1) * sizeof *o->tables);
+			if (!o->tables)
+				cli_die(EXIT_RUNTIME, "out of memory");
+			o->tables[o->n_tables++] = optarg;
+			break;
 		case 't': o->tensor = optarg; break;
 		case 'r': o->record = cli_long("--record", optarg, 0, 1L << 40); break;
 		case O_BATCH: o->batch = cli_long("--batch", optarg, 0, 1L << 40); break;
@@ -176,12 +214,28 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_THRESH: o->threshold = unit_interval("--threshold", optarg); break;
 		case O_ALPHA: o->alpha = unit_interval("--alpha", optarg); break;
 		case O_COLORBAR: o->colorbar = 1; break;
-		case O_ZOOM: o->zoom = cli_long("--zoom", optarg, 1, 16); break;
+		case O_ZOOM: o->zoom = cli_long("--zoom", optarg, 1, 16), o->zoom_set = 1; break;
 		case O_NOASPECT: o->aspect = 0; break;
 		case 'h': cli_help(usage_text);
 		case O_VERSION: cli_version();
 		default: cli_usage("unknown option (see the list of options)");
 		}
+	}
+	o->slice_set = slice_set;
+	o->mosaic_set = o->mosaic != 0;
+	if ((o->title || o->tables || o->link) && !o->html)
+		cli_usage("--title, --table and --link belong to --html");
+	if (o->html) {
+		if (o->info || o->nifti || o->png || o->strip || o->curve_plot)
+			cli_usage("--html makes its own page; give it without --info, --nifti, --png, --strip or --curve-plot");
+		/* (--colorbar is welcome: the page always shows its colour bar) */
+		if (o->mosaic || o->record >= 0)
+			cli_usage("--mosaic and --record do not apply to --html (it shows every slice of every record)");
+		o->ins = argv + optind;
+		o->n_in = argc - optind;
+		if (o->n_in < 1)
+			cli_usage("--html: give the streams to show ('-' for standard input)");
+		return;
 	}
 	if ((o->strip || o->curve_plot) && (o->info || o->nifti || o->png || (o->strip && o->curve_plot)))
 		cli_usage("--%s makes its own picture; give it without --info, --nifti, --png or --%s",
@@ -351,30 +405,10 @@ static void to_volume(const esg_record *r, const esg_tensor *t, esg_vol *v)
 /* Affine, else esg.spacing on the diagonal (return 1), else identity (2). */
 static int record_affine(const esg_record *r, const esg_vol *v, double aff[16])
 {
-	int a = esg_meta_get_affine(r, aff);
+	int a = esg_vol_affine(r, v, aff);
 	if (a < 0)
 		cli_die(EXIT_RUNTIME, "esg.affine: %s", esg_error());
-	if (a == 0)
-		return 0;
-	memset(aff, 0, 16 * sizeof *aff);
-	aff[0] = aff[5] = aff[10] = aff[15] = 1;
-	double sp[3];
-	int n = esg_meta_get_doubles(r, "esg.spacing", sp, 3);
-	if (n != v->spatial)
-		return 2;
-	/* spacing is in tensor order; put each on its voxel axis */
-	if (v->spatial == 2) {
-		aff[5 * v->axis_h] = sp[0];
-		aff[5 * v->axis_w] = sp[1];
-	} else {
-		const char *ax = esg_meta_get(r, "esg.axes");
-		for (int d = 0; d < 3; d++) {
-			int a2 = ax && strlen(ax) == 3 ? ax[d] - 'i' : d;
-			if (a2 >= 0 && a2 < 3 && sp[d] > 0)
-				aff[5 * a2] = sp[d];
-		}
-	}
-	return 1;
+	return a;
 }
 
 static void write_nifti(const esg_record *r, const struct opts *o)
@@ -786,11 +820,95 @@ static void write_curve_plot(const struct opts *o)
 #undef PY
 }
 
+/* ---- --html: the report of many streams -------------------------------- */
+
+/* A whole text file (a --table), NUL-terminated. */
+static char *slurp(const char *path, size_t *n)
+{
+	FILE *f = cli_open_in(path, 0);
+	size_t cap = 1 << 16, len = 0, got;
+	char *buf = malloc(cap);
+	while (buf && (got = fread(buf + len, 1, cap - len - 1, f)) > 0) {
+		len += got;
+		if (len + 1 == cap && !(buf = realloc(buf, cap *= 2)))
+			break;
+	}
+	if (!buf)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	if (ferror(f))
+		cli_die(EXIT_RUNTIME, "%s: read error", cli_in_name(path));
+	if (f != stdin)
+		fclose(f);
+	buf[len] = 0;
+	*n = len;
+	return buf;
+}
+
+static void write_html(const struct opts *o)
+{
+	esg_report_opts ro = {
+		.title = o->title, .link = o->link, .tensor = o->tensor, .background = o->background,
+		.view = o->view, .radiological = o->radiological, .aspect = o->aspect,
+		.zoom = o->zoom_set ? (int)o->zoom : 0, .mip = o->mip, .slice = o->slice_set ? o->slice : -1,
+		.batch = o->batch >= 0 ? o->batch : 0, .channel = o->channel_set ? o->channel : ESG_CH_SUM,
+		.sign = o->sign, .cmap = o->cmap, .clip = o->clip, .threshold = o->threshold,
+		.alpha = o->alpha,
+	};
+	esg_report *rp = esg_report_new(&ro);
+	if (!rp)
+		cli_die_lib();
+	for (int t = 0; t < o->n_tables; t++) {
+		size_t n;
+		char *txt = slurp(o->tables[t], &n);
+		const char *b = strrchr(o->tables[t], '/');
+		/* the caption is the base name */
+		if (esg_report_add_table(rp, b ? b + 1 : o->tables[t], txt, n) < 0)
+			cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(o->tables[t]), esg_error());
+		free(txt);
+	}
+	for (int k = 0; k < o->n_in; k++) {
+		const char *name = cli_in_name(o->ins[k]);
+		FILE *in = cli_open_in(o->ins[k], 1);
+		esg_reader *rd = esg_reader_open(in, name);
+		if (!rd)
+			cli_die_lib();
+		esg_record *r;
+		int rc;
+		size_t n = 0;
+		while ((rc = esg_reader_next(rd, &r)) == 1) {
+			char where[600];
+			snprintf(where, sizeof where, "%s: record %zu", name, n++);
+			if (esg_report_add_record(rp, r, where) < 0)
+				cli_die_lib();
+			esg_record_free(r);
+		}
+		if (rc < 0)
+			die_stream(name);
+		if (n == 0)
+			cli_die(EXIT_RUNTIME, "%s: no records (empty stream; did the upstream command fail?)", name);
+		esg_reader_free(rd);
+		if (in != stdin)
+			fclose(in);
+	}
+	for (size_t i = 0; i < esg_report_n_warnings(rp); i++)
+		cli_warn("%s", esg_report_warning(rp, i));
+	FILE *f = cli_open_out(o->html, 0);
+	if (esg_report_write(rp, f) < 0)
+		cli_die(EXIT_RUNTIME, "%s: %s", cli_in_name(o->html), esg_error());
+	cli_commit_out(f);
+	esg_report_free(rp);
+	free(o->tables);
+}
+
 int main(int argc, char **argv)
 {
 	cli_init("esg-render", argc, argv);
 	struct opts o;
 	parse_args(argc, argv, &o);
+	if (o.html) {
+		write_html(&o);
+		return 0;
+	}
 	if (o.strip) {
 		write_strip(&o);
 		return 0;
