@@ -16,13 +16,17 @@ A="esg-attr --threads 1"
 N3=fx/net3d.pt
 N2=fx/relu_functional_trace.pt
 
-# reference DESC MODEL ARGS... : esg-attr with ARGS, checked by ref_patch.py
+# reference DESC MODEL ARGS... : esg-attr with ARGS, checked later by
+# ref_patch.py (one Python process for all; SEG: a fixed-mask wrapper's model)
 n=0
+triples=()
+descs=()
 reference() {
 	local d=$1 model=$2; shift 2
 	n=$((n + 1))
 	if $A -m "$model" -o "p$n.st.zst" "$@" 2>"e$n"; then
-		check "$d" $R check "$model" "p$n.st.zst" ${SEG:+--seg "$SEG"}
+		triples+=("$model" "p$n.st.zst" "${SEG:--}")
+		descs+=("$d")
 	else
 		not_ok "$d (esg-attr: $(head -c 200 "e$n"))"
 	fi
@@ -33,7 +37,7 @@ same() {
 	n=$((n + 1))
 	if $A -m "$model" -o "w$n.st.zst" "$@" "$input" 2>"e$n" &&
 		$A -m "$model" -o "q$n.st.zst" --patch "$patch" "$@" "$input" 2>>"e$n"; then
-		check "$d" $R same "q$n.st.zst" "w$n.st.zst"
+		check "$d" esg-compare --quiet --rtol 1e-6 --tensor attribution "q$n.st.zst" "w$n.st.zst"
 	else
 		not_ok "$d ($(head -c 200 "e$n"))"
 	fi
@@ -66,6 +70,14 @@ if esg-wrap -m px/seg3d.pt --reduce fixed-mask --input px/s3d.st.zst -o wf.pt 2>
 else
 	not_ok "esg-wrap fixed-mask ($(head -c 200 err.wrap))"
 fi
+
+$R check "${triples[@]}" >ref.txt 2>ref.err
+i=0
+while IFS= read -r line; do
+	case $line in PASS*) ok "${descs[$i]}: $line" ;; *) not_ok "${descs[$i]}: $line" ;; esac
+	i=$((i + 1))
+done <ref.txt
+[ "$i" = ${#descs[@]} ] || not_ok "ref_patch.py checked $i of ${#descs[@]} ($(tail -c 300 ref.err))"
 
 # (d) esg-wrap --patch: the mask from sliding-window inference
 for args in "5,6,5 0.5 gaussian" "4,4,4 0.25 mean"; do

@@ -8,15 +8,15 @@ PyTorch autograd).
 
   ref_patch.py make OUTDIR
         a tiny 3D segmentation model (seg3d.pt, any size) and inputs
-  ref_patch.py check MODEL OUT [--seg SEG.pt]
+  ref_patch.py check MODEL OUT SEG [MODEL OUT SEG ...]
         recompute esg-attr --patch output OUT of MODEL from its metadata
         (esg.patch, esg.overlap, esg.blend, targets, method, params,
-        baselines): crop, attribute, blend.  --seg: MODEL is a fixed-mask
+        baselines): crop, attribute, blend; one line per pair.  SEG "-":
+        MODEL scores the patches itself; else MODEL is a fixed-mask
         wrapper of SEG.pt whose mask is the one-hot argmax of SEG on item 0
         of the whole input; the reference scores each patch over that mask
         cropped at the patch origin (and checks that the wrapper loaded in
         Python, with its origin set, scores the same).
-  ref_patch.py same A B          A's attribution equals B's (1e-6 relative)
   ref_patch.py window WRAPPED SEG INPUT PATCH OVERLAP BLEND
         the mask of an esg-wrap --patch model equals the argmax of SEG's
         outputs blended over the patches (one-hot), computed here
@@ -198,20 +198,6 @@ def check(model_path, out_path, seg_path=None):
         name, worst, worst_delta, len(origins))
 
 
-def same(a_path, b_path):
-    (_, a), (_, b) = ra.tensors(st.read_stream(a_path)[0]), ra.tensors(st.read_stream(b_path)[0])
-    a, b = a["attribution"], b["attribution"]
-    if a.shape != b.shape:
-        return "FAIL shapes %s and %s" % (a.shape, b.shape)
-    err = np.abs(a.astype(np.float64) - b)
-    bad = err > 1e-6 * np.abs(b) + 1e-12 * max(1e-30, float(np.abs(b).max()))
-    if bad.any():
-        return "FAIL %d elements differ by more than 1e-6 relative (worst %g)" % (
-            int(bad.sum()), float((err / np.maximum(np.abs(b), 1e-30)).max()))
-    return "PASS same within 1e-6 relative (worst %g)" % float(
-        (err / np.maximum(np.abs(b), 1e-30)).max())
-
-
 def sliding_window(wrapped, seg_path, input_path, patch, overlap, blend):
     torch.set_num_threads(1)
     seg = torch.jit.load(seg_path).eval()
@@ -249,15 +235,17 @@ def main(argv):
     if len(argv) == 2 and argv[0] == "make":
         make(argv[1])
         return 0
-    if len(argv) >= 3 and argv[0] == "check":
-        seg = argv[argv.index("--seg") + 1] if "--seg" in argv else None
-        try:
-            line = check(argv[1], argv[2], seg)
-        except Exception as e:  # report it as a failure line
-            line = "FAIL %s %s: %s" % (os.path.basename(argv[2]), type(e).__name__, e)
-    elif len(argv) == 3 and argv[0] == "same":
-        line = same(argv[1], argv[2])
-    elif len(argv) == 7 and argv[0] == "window":
+    if len(argv) >= 4 and argv[0] == "check" and len(argv) % 3 == 1:
+        fail = 0
+        for i in range(1, len(argv), 3):
+            try:
+                line = check(argv[i], argv[i + 1], None if argv[i + 2] == "-" else argv[i + 2])
+            except Exception as e:  # report it as a failure line
+                line = "FAIL %s %s: %s" % (os.path.basename(argv[i + 1]), type(e).__name__, e)
+            print(line, flush=True)
+            fail |= not line.startswith("PASS")
+        return fail
+    if len(argv) == 7 and argv[0] == "window":
         line = sliding_window(*argv[1:])
     else:
         print(__doc__, file=sys.stderr)
