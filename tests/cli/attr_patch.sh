@@ -130,4 +130,11 @@ expect_fail "esg-wrap --patch: wrong number of sizes" 2 '^esg-wrap: error: --pat
 expect_fail "esg-wrap --patch on a classifier" 1 "^esg-wrap: error: --patch: the model's output \[1, 2\] on a patch" \
 	esg-wrap -m $N3 --reduce fixed-mask --input px/v3d.st.zst --patch 4,4,4 -o bw.pt
 no_file "esg-wrap: no output after the failures" bw.pt
+
+# esg-metric on patched maps: similarity works; one target or none; no re-run
+check "esg-metric: similarity of two patched maps" esg-metric --metric spearman p4.st.zst p5.st.zst
+expect_fail "esg-metric: model metric on per-patch targets" 1 \
+	'^esg-metric: error: .*infidelity: record has a target per patch' esg-metric -m $N3 --metric infidelity p4.st.zst
+expect_fail "esg-metric: max_sensitivity of a patched map" 1 \
+	'^esg-metric: error: .*max_sensitivity: the map was made patch by patch' esg-metric -m $N3 --metric max_sensitivity p5.st.zst
 done_testing
