@@ -216,4 +216,27 @@ typedef struct esg_attr_job {
 #define ESG_DEFAULT_INTERNAL_BATCH 8
 int esg_attr_run(esg_attr_job *job);
 
+/* ---- patchwise attribution (attr_patch.c) ------------------------------
+ * job as for esg_attr_run, on the whole volume (x, baselines built on the
+ * whole input, attr x-shaped); each patch of the grid is cropped from x and
+ * from every baseline and run through job->method as a job of its own
+ * (random streams restart at every patch: each patch is the run the same
+ * options would give on that crop); the maps are blended into job->attr
+ * with the grid's weights.  A map with another channel count than x comes
+ * back as job->layer_attr [N, K, spatial...]; one off the patch's grid is
+ * an error.  job->delta gets max |delta| over the patches; passes and
+ * evaluations are summed.  Memory: one patch of x, of each baseline and of
+ * the map, plus the whole-volume weight sums. */
+struct esg_patch_grid;
+typedef struct esg_patch_run {
+	const struct esg_patch_grid *grid;
+	int blend;                   /* esg_blend (patch.h) */
+	int per_patch_target;        /* 1: each patch's target is the argmax of the
+	                              * model's scores on that patch (job->target
+	                              * is ignored) */
+	int64_t *patch_targets;      /* out, optional: grid->n * N targets, patch-major */
+	int origin_set;              /* out: 1 if the model took the patch origins */
+} esg_patch_run;
+int esg_attr_run_patches(esg_attr_job *job, esg_patch_run *p);
+
 #endif

@@ -129,6 +129,18 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer,
  * compiled from C++ has no module __call__, so self.model(x) fails. */
 esg_model *esg_model_wrap(esg_model *m, const char *source,
 			  const esg_tensor *buffers, size_t n_buffers);
+/* (A buffer named "mask" also registers the attribute origin: List[int],
+ * zeros, one per spatial axis of the mask: where an input smaller
+ * than the mask lies in it; share/wrappers/reduce_fixed_mask.py crops the
+ * mask there.) */
+
+/* Patches: place an input window of `size` at `origin` (nsp spatial axes)
+ * in the volume of a model that has the attribute "origin" (a fixed-mask
+ * wrapper).  Returns 1 if set, 0 if the model has no such attribute, -1 if
+ * its "mask" cannot match the patch (spatial axes differ, the window falls
+ * outside the mask, or a mask of another size and no origin). */
+int esg_model_set_origin(esg_model *m, const int64_t *origin,
+			 const int64_t *size, int nsp);
 
 
 /* ---- parameters (lib/torch_params.cpp; used by esg-randomise) --------- */

@@ -1312,6 +1312,12 @@ esg_model *esg_model_wrap(esg_model *m, const char *source, const esg_tensor *bu
 			if (!b->name || !*b->name)
 				fail("wrapper buffer " + std::to_string(i) + " has no name");
 			w.register_buffer(b->name, from_esg(b, m->dev, false));
+			/* a mask gets the window origin that lets the wrapper score
+			 * a patch of the volume (esg_model_set_origin) */
+			if (!strcmp(b->name, "mask"))
+				w.register_attribute("origin", c10::ListType::ofInts(),
+						     c10::List<int64_t>(std::vector<int64_t>(
+							     b->ndim > 2 ? (size_t)b->ndim - 2 : 0, 0)));
 		}
 		try {
 			w.define(source);
@@ -1334,6 +1340,48 @@ esg_model *esg_model_wrap(esg_model *m, const char *source, const esg_tensor *bu
 		return r.release();
 	}
 	SHIM_CATCH(nullptr)
+}
+
+int esg_model_set_origin(esg_model *m, const int64_t *origin, const int64_t *size, int nsp)
+{
+	try {
+		if (!m || !origin || !size || nsp < 1)
+			fail("esg_model_set_origin: bad argument");
+		auto &mod = m->mod;
+		bool has_origin = mod.hasattr("origin");
+		std::string at = "[", sz = "[";
+		for (int d = 0; d < nsp; d++) {
+			at += (d ? ", " : "") + std::to_string(origin[d]);
+			sz += (d ? ", " : "") + std::to_string(size[d]);
+		}
+		at += "]";
+		sz += "]";
+		c10::IValue mv = mod.hasattr("mask") ? mod.attr("mask") : c10::IValue();
+		if (mv.isTensor() && mv.toTensor().dim() >= 3) {
+			at::Tensor mask = mv.toTensor();
+			if (mask.dim() - 2 != nsp)
+				fail("the model's fixed mask " + shape_str(mask.sizes()) + " has " +
+				     std::to_string(mask.dim() - 2) + " spatial axes, the patch " + sz + " " +
+				     std::to_string(nsp));
+			bool same = true, fits = true;
+			for (int d = 0; d < nsp; d++) {
+				same = same && mask.size(2 + d) == size[d];
+				fits = fits && origin[d] >= 0 && origin[d] + size[d] <= mask.size(2 + d);
+			}
+			if (!has_origin && !same)
+				fail("the model's fixed mask is " + shape_str(mask.sizes()) + " and a patch " + sz +
+				     ", and the model has no 'origin' to place a patch in its mask "
+				     "(wrapped by an older esg-wrap? wrap it again)");
+			if (has_origin && !fits)
+				fail("the model's fixed mask " + shape_str(mask.sizes()) + " does not cover the patch " +
+				     sz + " at " + at + " (the mask must be the whole volume's)");
+		}
+		if (!has_origin)
+			return 0;
+		mod.setattr("origin", c10::List<int64_t>(std::vector<int64_t>(origin, origin + nsp)));
+		return 1;
+	}
+	SHIM_CATCH(-1)
 }
 
 } /* extern "C" */

@@ -3,6 +3,7 @@
 #include "cli.h"
 #include "esg.h"
 #include "esg_torch.h"
+#include "patch.h"
 #include "perturb.h"
 
 #include <getopt.h>
@@ -13,7 +14,8 @@
 static const char USAGE[] =
 	"Usage: esg-attr -m MODEL --method NAME [--target N] [--layer NAME] [--param KEY=VALUE]...\n"
 	"                [--baseline SPEC]... [--internal-batch N] [--threads N] [--device DEV]\n"
-	"                [--seed S] [-o OUT] [IN]\n"
+	"                [--seed S] [--patch D,H,W [--overlap F] [--blend mean|gaussian]]\n"
+	"                [-o OUT] [IN]\n"
 	"       esg-attr --list-methods\n"
 	"       esg-attr -m MODEL --list-layers\n"
 	"\n"
@@ -45,6 +47,12 @@ static const char USAGE[] =
 	"      --seed S            seed of every random draw (default 0)\n"
 	"      --label TEXT        the method's name in reports (esg.label; e.g. the\n"
 	"                          config's name of a method run with its own parameters)\n"
+	"      --patch D,H,W       attribute patch by patch (H,W for 2D; one size per spatial\n"
+	"                          axis, clamped to the volume) and blend the maps; the target\n"
+	"                          is --target or the argmax on each patch; memory is bounded\n"
+	"                          by the patch size\n"
+	"      --overlap F         overlap of neighbouring patches, 0 <= F < 1 (default 0.25)\n"
+	"      --blend B           gaussian (default; sigma 0.125 x patch size) or mean\n"
 	"  -o, --output FILE       write here atomically instead of stdout\n"
 	"      --list-methods      list the methods, their parameters and defaults\n"
 	"      --list-layers       list the model's layers (name, type, call sites; with the\n"
@@ -55,7 +63,8 @@ static const char USAGE[] =
 
 enum { OPT_METHOD = 256, OPT_TARGET, OPT_LAYER, OPT_PARAM, OPT_BASELINE, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_SEED, OPT_LIST_METHODS, OPT_LIST_LAYERS, OPT_VERSION,
-       OPT_LAYER_CALL, OPT_UPSAMPLE, OPT_NO_UPSAMPLE, OPT_CHANNEL, OPT_SHAPE, OPT_LABEL };
+       OPT_LAYER_CALL, OPT_UPSAMPLE, OPT_NO_UPSAMPLE, OPT_CHANNEL, OPT_SHAPE, OPT_LABEL,
+       OPT_PATCH, OPT_OVERLAP, OPT_BLEND };
 
 static const struct option LONGOPTS[] = {
 	{ "model", required_argument, NULL, 'm' },
@@ -77,6 +86,9 @@ static const struct option LONGOPTS[] = {
 	{ "no-upsample", no_argument, NULL, OPT_NO_UPSAMPLE },
 	{ "channel", required_argument, NULL, OPT_CHANNEL },
 	{ "shape", required_argument, NULL, OPT_SHAPE },
+	{ "patch", required_argument, NULL, OPT_PATCH },
+	{ "overlap", required_argument, NULL, OPT_OVERLAP },
+	{ "blend", required_argument, NULL, OPT_BLEND },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -101,6 +113,13 @@ typedef struct opts {
 	int channel_mode;     /* 0 all, 1 sum, 2 mean, 3 one */
 	int channel;
 	const char *shape;    /* --list-layers */
+	/* --patch: sizes (0 axes: whole volume), overlap, blend */
+	const char *patch;
+	int64_t patch_size[ESG_PATCH_AXES];
+	int patch_axes;
+	double overlap;       /* < 0: not given */
+	esg_blend blend;
+	const char *blend_name;
 } opts;
 
 static const char *kind_name(esg_param_kind k)
@@ -234,6 +253,8 @@ static void parse(int argc, char **argv, opts *o)
 	o->device = "cpu";
 	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
 	o->layer_call = -1;
+	o->overlap = -1;
+	o->blend = ESG_BLEND_GAUSSIAN;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
@@ -255,6 +276,21 @@ static void parse(int argc, char **argv, opts *o)
 			}
 			break;
 		case OPT_SHAPE: o->shape = optarg; break;
+		case OPT_PATCH:
+			o->patch = optarg;
+			if (esg_patch_parse(optarg, o->patch_size, &o->patch_axes))
+				cli_usage("--patch: %s", esg_error());
+			break;
+		case OPT_OVERLAP:
+			o->overlap = cli_double("--overlap", optarg);
+			if (!(o->overlap >= 0 && o->overlap < 1))
+				cli_usage("--overlap: %s is not in [0, 1)", optarg);
+			break;
+		case OPT_BLEND:
+			o->blend_name = optarg;
+			if (esg_blend_parse(optarg, &o->blend))
+				cli_usage("--blend: %s", esg_error());
+			break;
 		case OPT_PARAM:
 			if (o->n_params == MAX_LIST)
 				cli_usage("too many --param options");
@@ -293,6 +329,10 @@ static void parse(int argc, char **argv, opts *o)
 		o->in = argv[optind++];
 	if (optind < argc)
 		cli_usage("unexpected argument '%s' (one input at most)", argv[optind]);
+	if (!o->patch && (o->overlap >= 0 || o->blend_name))
+		cli_usage("%s only goes with --patch", o->overlap >= 0 ? "--overlap" : "--blend");
+	if (o->overlap < 0)
+		o->overlap = ESG_PATCH_DEFAULT_OVERLAP;
 }
 
 typedef struct run {
@@ -415,6 +455,66 @@ static void attr_progress(void *ctx, const char *what, int64_t done, int64_t tot
 	cli_progress(what, done, total);
 }
 
+/* ---- --patch: the grid of one record and what is recorded ---- */
+
+typedef struct patched {
+	esg_patch_grid grid;
+	esg_patch_run run;
+} patched;
+
+static void patch_setup(const opts *o, patched *pt, int ndim, const int64_t *shape,
+			const char *in_name, size_t index)
+{
+	if (o->patch_axes != ndim - 2)
+		cli_die(EXIT_USAGE, "--patch %s: %d size%s for the %d spatial axes of %s record %zu",
+			o->patch, o->patch_axes, o->patch_axes == 1 ? "" : "s", ndim - 2, in_name, index + 1);
+	if (esg_patch_grid_init(&pt->grid, ndim - 2, shape + 2, o->patch_size, o->overlap))
+		cli_die(EXIT_RUNTIME, "--patch: %s", esg_error());
+	pt->run.grid = &pt->grid;
+	pt->run.blend = o->blend;
+	pt->run.per_patch_target = o->target < 0;
+	pt->run.patch_targets = malloc((size_t)(pt->grid.n * shape[0]) * sizeof *pt->run.patch_targets);
+	if (!pt->run.patch_targets)
+		cli_die(EXIT_RUNTIME, "out of memory");
+}
+
+/* esg.patch (the effective, clamped size), esg.overlap, esg.blend,
+ * esg.patches; per-patch targets: esg.target "per-patch" and
+ * esg.patch_targets (patch-major, then item).  pt NULL: none of them. */
+static void patch_meta(const opts *o, esg_record *r, patched *pt, int64_t N)
+{
+	static const char *const keys[] = { "esg.patch", "esg.overlap", "esg.blend", "esg.patches",
+					    "esg.patch_targets", NULL };
+	if (!pt) {
+		for (int i = 0; keys[i]; i++)
+			esg_meta_remove(r, keys[i]);
+		return;
+	}
+	const esg_patch_grid *g = &pt->grid;
+	double v[ESG_PATCH_AXES];
+	for (int d = 0; d < g->nsp; d++)
+		v[d] = (double)g->size[d];
+	esg_meta_set_doubles(r, "esg.patch", v, g->nsp);
+	esg_meta_setf(r, "esg.overlap", "%.9g", o->overlap);
+	esg_meta_set(r, "esg.blend", esg_blend_name(o->blend));
+	esg_meta_setf(r, "esg.patches", "%lld", (long long)g->n);
+	if (pt->run.per_patch_target) {
+		int64_t n = g->n * N;
+		double *t = malloc((size_t)n * sizeof *t);
+		if (!t)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		for (int64_t i = 0; i < n; i++)
+			t[i] = (double)pt->run.patch_targets[i];
+		esg_meta_set(r, "esg.target", "per-patch");
+		esg_meta_set(r, "esg.target_source", "argmax per patch");
+		esg_meta_set_doubles(r, "esg.patch_targets", t, (int)n);
+		free(t);
+	} else {
+		esg_meta_remove(r, "esg.patch_targets");
+	}
+	free(pt->run.patch_targets);
+}
+
 static void process(run *R, esg_record *r, size_t index, const char *in_name, int argc, char **argv)
 {
 	const opts *o = R->o;
@@ -442,7 +542,9 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	int64_t passes = 0, evals = 0;
 	/* With --target the method itself checks the range (every score read is
 	 * checked), so no extra forward pass is spent on learning the class count. */
-	if (o->target < 0) {
+	if (o->target < 0 && o->patch) {
+		memset(target, 0, (size_t)N * sizeof *target);  /* per patch, below */
+	} else if (o->target < 0) {
 		if (predict(R, x, ndim, shape, target, &passes, &evals))
 			cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
 	}
@@ -479,7 +581,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	job.upsample = o->upsample;
 	job.channel_mode = o->channel_mode;
 	job.channel = o->channel;
-	if (esg_attr_run(&job))
+	patched pt = { 0 };
+	if (o->patch)
+		patch_setup(o, &pt, ndim, shape, in_name, index);
+	if (o->patch ? esg_attr_run_patches(&job, &pt.run) : esg_attr_run(&job))
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->method->name, esg_error());
 	passes += job.passes;
 
@@ -549,6 +654,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	} else {
 		esg_meta_remove(r, "esg.delta");
 	}
+	patch_meta(o, r, o->patch ? &pt : NULL, N);
 	esg_meta_stamp(r, "esg-attr", argc, argv);
 	esg_meta_setf(r, "esg.seconds", "%.6f", now() - t0);
 	for (int i = 0; i < n_bl; i++)
@@ -607,6 +713,12 @@ int main(int argc, char **argv)
 		cli_usage("%s: method %s takes no layer", o.layer ? "--layer" : o.layer_call >= 0 ? "--layer-call" :
 			  o.upsample ? "--upsample" : "--channel", R.method->name);
 	}
+	/* patches blend on the input grid: a layer's own grid can't be stitched */
+	int lk = esg_method_layer(R.method);
+	if (o.patch && o.layer && ((lk == ESG_LAYER_MAP && o.upsample != 1) ||
+				   (lk == ESG_LAYER_CAM && o.upsample == 2)))
+		cli_usage("--patch: method %s gives maps on the layer's grid; patches are blended on "
+			  "the input grid: add --upsample", R.method->name);
 	const esg_method *need = R.params.base ? R.params.base : R.method;
 	if (o.n_baselines && !need->baseline)
 		cli_usage("--baseline: method %s takes no baseline", need->name);

@@ -345,6 +345,7 @@ typedef struct rec {
 	int64_t shape[ESG_MAX_DIMS], ashape[ESG_MAX_DIMS];
 	int64_t N, numel, anumel;
 	int64_t *target;         /* N, or NULL if the record has no esg.target */
+	int per_patch;           /* esg-attr --patch without --target: no one target */
 } rec;
 
 noreturn static void die_rec(const rec *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
@@ -388,7 +389,8 @@ static void rec_open(rec *R, esg_record *r, const char *src, size_t index, int n
 		die_rec(R, "record has no tensor 'image'");
 	}
 	const char *t = esg_meta_get(r, "esg.target");
-	if (t) {
+	R->per_patch = t && !strcmp(t, "per-patch");
+	if (t && !R->per_patch) {
 		R->target = malloc((size_t)R->N * sizeof *R->target);
 		cJSON *j = cJSON_Parse(t);
 		int okj = j && (cJSON_IsNumber(j) || (cJSON_IsArray(j) && cJSON_GetArraySize(j) == R->N));
@@ -418,7 +420,9 @@ static void need_input_shaped(const rec *R, const char *metric)
 	if (!R->x)
 		die_rec(R, "%s: record has no tensor 'image'", metric);
 	if (!R->target)
-		die_rec(R, "%s: record has no esg.target", metric);
+		die_rec(R, "%s: record has %s", metric, R->per_patch ?
+			"a target per patch (esg-attr --patch without --target), not one to score" :
+			"no esg.target");
 	char s1[128], s2[128];
 	esg_shape_str(R->ndim, R->shape, s1, sizeof s1);
 	esg_shape_str(R->andim, R->ashape, s2, sizeof s2);
@@ -739,7 +743,13 @@ static void max_sensitivity(ctx *C, const rec *R, const rowctx *rc)
 	if (!R->x)
 		die_rec(R, "max_sensitivity: record has no tensor 'image'");
 	if (!R->target)
-		die_rec(R, "max_sensitivity: record has no esg.target");
+		die_rec(R, "max_sensitivity: record has %s", R->per_patch ?
+			"a target per patch (esg-attr --patch without --target), not one to score" :
+			"no esg.target");
+	/* the re-run knows no patches: it would explain another map */
+	if (esg_meta_get(R->r, "esg.patch"))
+		die_rec(R, "max_sensitivity: the map was made patch by patch (esg.patch); "
+			"re-running it is not supported");
 	rerun U;
 	rerun_setup(R, &U);
 	int64_t S = n_samples(C, R, "max_sensitivity"), N = R->N, aitem = R->anumel / N;

@@ -4,6 +4,7 @@
 #include "esg.h"
 #include "esg_load.h"
 #include "esg_torch.h"
+#include "patch.h"
 
 #include <errno.h>
 #include <getopt.h>
@@ -14,6 +15,7 @@
 
 static const char USAGE[] =
 	"Usage: esg-wrap -m MODEL --reduce argmax|otsu|fixed-mask [--mask FILE] [--input STREAM]\n"
+	"                [--patch D,H,W [--overlap F] [--blend mean|gaussian]]\n"
 	"                [--activation none|softmax|sigmoid] -o OUT.pt\n"
 	"\n"
 	"Wrap a segmentation model (output [N, C, spatial...]) into a TorchScript model\n"
@@ -31,6 +33,10 @@ static const char USAGE[] =
 	"                            stream with tensor 'mask' or 'image'); nonzero = inside\n"
 	"      --input STREAM        fixed-mask: the mask is the argmax of the model's output\n"
 	"                            on the first item of the first record (one-hot, per class)\n"
+	"      --patch D,H,W         --input: sliding-window inference (H,W for 2D): the model\n"
+	"                            runs patch by patch, its outputs are blended, then argmax\n"
+	"      --overlap F           overlap of neighbouring patches, 0 <= F < 1 (default 0.25)\n"
+	"      --blend B             gaussian (default; sigma 0.125 x patch size) or mean\n"
 	"      --activation A        none (default), softmax (over channels) or sigmoid,\n"
 	"                            applied to the output before the reduction\n"
 	"      --wrappers DIR        where the wrapper sources are (default: $ESG_SHARE/wrappers,\n"
@@ -40,7 +46,8 @@ static const char USAGE[] =
 	"  -h, --help                show this help\n"
 	"      --version             show the version\n";
 
-enum { OPT_REDUCE = 256, OPT_MASK, OPT_INPUT, OPT_ACT, OPT_WRAPPERS, OPT_THREADS, OPT_VERSION };
+enum { OPT_REDUCE = 256, OPT_MASK, OPT_INPUT, OPT_ACT, OPT_WRAPPERS, OPT_THREADS, OPT_VERSION,
+       OPT_PATCH, OPT_OVERLAP, OPT_BLEND };
 
 static const struct option LONGOPTS[] = {
 	{ "model", required_argument, NULL, 'm' },
@@ -50,6 +57,9 @@ static const struct option LONGOPTS[] = {
 	{ "activation", required_argument, NULL, OPT_ACT },
 	{ "wrappers", required_argument, NULL, OPT_WRAPPERS },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "patch", required_argument, NULL, OPT_PATCH },
+	{ "overlap", required_argument, NULL, OPT_OVERLAP },
+	{ "blend", required_argument, NULL, OPT_BLEND },
 	{ "output", required_argument, NULL, 'o' },
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
@@ -59,6 +69,11 @@ static const struct option LONGOPTS[] = {
 typedef struct opts {
 	const char *model, *reduce, *mask, *input, *act, *wrappers, *out;
 	long threads;
+	const char *patch, *blend_name;   /* --patch: sliding-window --input */
+	int64_t patch_size[ESG_PATCH_AXES];
+	int patch_axes;
+	double overlap;                   /* < 0: not given */
+	esg_blend blend;
 } opts;
 
 static int one_of(const char *v, const char *const *list)
@@ -73,6 +88,8 @@ static void parse(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->act = "none";
+	o->overlap = -1;
+	o->blend = ESG_BLEND_GAUSSIAN;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
@@ -85,6 +102,21 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_ACT: o->act = optarg; break;
 		case OPT_WRAPPERS: o->wrappers = optarg; break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
+		case OPT_PATCH:
+			o->patch = optarg;
+			if (esg_patch_parse(optarg, o->patch_size, &o->patch_axes))
+				cli_usage("--patch: %s", esg_error());
+			break;
+		case OPT_OVERLAP:
+			o->overlap = cli_double("--overlap", optarg);
+			if (!(o->overlap >= 0 && o->overlap < 1))
+				cli_usage("--overlap: %s is not in [0, 1)", optarg);
+			break;
+		case OPT_BLEND:
+			o->blend_name = optarg;
+			if (esg_blend_parse(optarg, &o->blend))
+				cli_usage("--blend: %s", esg_error());
+			break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -110,6 +142,12 @@ static void parse(int argc, char **argv, opts *o)
 		cli_usage("--reduce fixed-mask needs --mask FILE or --input STREAM");
 	if (!fixed && o->mask)
 		cli_usage("--mask only goes with --reduce fixed-mask");
+	if (o->patch && (!fixed || !o->input || o->mask))
+		cli_usage("--patch goes with --reduce fixed-mask --input STREAM (the predicted mask)");
+	if (!o->patch && (o->overlap >= 0 || o->blend_name))
+		cli_usage("%s only goes with --patch", o->overlap >= 0 ? "--overlap" : "--blend");
+	if (o->overlap < 0)
+		o->overlap = ESG_PATCH_DEFAULT_OVERLAP;
 }
 
 /* ---- wrapper sources ---------------------------------------------------- */
@@ -247,8 +285,72 @@ static esg_tensor *load_mask(const char *path)
 	return t;
 }
 
+/* Sliding-window inference on item 0 of x: the model's outputs on the
+ * patches, blended with the grid's weights, as one [1, K, spatial...]
+ * output (new) -- memory of one patch plus the whole-volume output. */
+static esg_tensor *predict_patches(esg_model *m, const opts *o, const float *x, int ndim,
+				   const int64_t *shape, const char *name)
+{
+	if (o->patch_axes != ndim - 2)
+		cli_die(EXIT_USAGE, "--patch %s: %d size%s for the %d spatial axes of --input %s",
+			o->patch, o->patch_axes, o->patch_axes == 1 ? "" : "s", ndim - 2, name);
+	esg_patch_grid g;
+	if (esg_patch_grid_init(&g, ndim - 2, shape + 2, o->patch_size, o->overlap))
+		cli_die(EXIT_RUNTIME, "--patch: %s", esg_error());
+	int64_t C = shape[1], K = 0, psh[ESG_MAX_DIMS];
+	memcpy(psh, shape, sizeof psh);
+	psh[0] = 1;
+	for (int d = 0; d < g.nsp; d++)
+		psh[2 + d] = g.size[d];
+	float *w = esg_patch_weights(&g, o->blend);
+	float *xs = malloc((size_t)C * g.patch_voxels * sizeof *xs);
+	float *wsum = calloc(g.vol_voxels, sizeof *wsum);
+	if (!w || !xs || !wsum)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	esg_tensor *acc = NULL;
+	for (int64_t i = 0; i < g.n; i++) {
+		int64_t origin[ESG_PATCH_AXES];
+		esg_patch_origin(&g, i, origin);
+		esg_patch_crop(&g, origin, x, C, xs);
+		esg_tensor *y = NULL;
+		if (esg_model_forward(m, xs, ndim, psh, &y))
+			cli_die(EXIT_RUNTIME, "--input %s: patch %lld: %s", name, (long long)i + 1, esg_error());
+		int grid = y->ndim == ndim && y->shape[0] == 1 && (!acc || y->shape[1] == K);
+		for (int d = 2; grid && d < ndim; d++)
+			grid = y->shape[d] == psh[d];
+		if (!grid) {
+			char ys[128], ps[128];
+			esg_shape_str(y->ndim, y->shape, ys, sizeof ys);
+			esg_shape_str(ndim, psh, ps, sizeof ps);
+			cli_die(EXIT_RUNTIME, "--patch: the model's output %s on a patch %s is not on the "
+				"patch's grid: sliding-window inference needs a same-size segmentation",
+				ys, ps);
+		}
+		if (!acc) {
+			K = y->shape[1];
+			acc = calloc(1, sizeof *acc);
+			if (!acc || !(acc->name = strdup("output")) ||
+			    !(acc->data = calloc((size_t)K * g.vol_voxels, sizeof(float))))
+				cli_die(EXIT_RUNTIME, "out of memory for the whole-volume output");
+			acc->dtype = ESG_F32;
+			acc->ndim = ndim;
+			memcpy(acc->shape, shape, sizeof acc->shape);
+			acc->shape[0] = 1;
+			acc->shape[1] = K;
+		}
+		esg_patch_accumulate(&g, origin, y->data, K, w, acc->data, wsum);
+		esg_torch_tensor_free(y);
+		cli_progress("patches", i + 1, g.n);
+	}
+	esg_patch_normalise(&g, acc->data, K, wsum);
+	free(w);
+	free(xs);
+	free(wsum);
+	return acc;
+}
+
 /* Forward the first record's image: the output (new). */
-static esg_tensor *predict(esg_model *m, const char *path)
+static esg_tensor *predict(esg_model *m, const char *path, const opts *o)
 {
 	FILE *f = cli_open_in(path, 1);
 	esg_reader *rd = esg_reader_open(f, cli_in_name(path));
@@ -261,7 +363,9 @@ static esg_tensor *predict(esg_model *m, const char *path)
 		cli_die(EXIT_RUNTIME, "--input %s: %s", cli_in_name(path), esg_error());
 	float *x = esg_tensor_to_f32(img);
 	esg_tensor *out = NULL;
-	if (!x || esg_model_forward(m, x, img->ndim, img->shape, &out))
+	if (x && o->patch)
+		out = predict_patches(m, o, x, img->ndim, img->shape, cli_in_name(path));
+	else if (!x || esg_model_forward(m, x, img->ndim, img->shape, &out))
 		cli_die(EXIT_RUNTIME, "--input %s: %s", cli_in_name(path), esg_error());
 	free(x);
 	esg_record_free(r);
@@ -321,7 +425,7 @@ int main(int argc, char **argv)
 
 	esg_tensor *mask = NULL, *out = NULL;
 	if (o.input) {
-		out = predict(m, o.input);
+		out = predict(m, o.input, &o);
 		char s[128];
 		esg_shape_str(out->ndim, out->shape, s, sizeof s);
 		if (out->ndim == 2) {

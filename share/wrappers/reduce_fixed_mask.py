@@ -3,9 +3,15 @@
 # "mask", [1 or N, 1 or C, spatial...]: the one-hot argmax of the model's
 # prediction on an input, or a user ROI shared by all classes).  The objective
 # is then smooth in the input: the recommended target for attribution.
+# A patch of the volume (esg-attr --patch) is scored over the mask's window
+# at self.origin (set per patch through the shim; zeros by default).
 # A model returning [N, C] passes through.
 def forward(self, x: Tensor) -> Tensor:
     y = self.activation(self.model.forward(x))
     if y.dim() == 2:
         return y
-    return (y * self.mask).flatten(2).sum(2)
+    m = self.mask
+    if m.shape[2:] != y.shape[2:]:
+        for d in range(2, y.dim()):
+            m = m.narrow(d, self.origin[d - 2], y.size(d))
+    return (y * m).flatten(2).sum(2)
