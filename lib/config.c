@@ -1374,7 +1374,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 		snprintf(input, sizeof input, "$(OUT)/inputs/%s.st.zst", N);
 		fprintf(out, "# ---- input %s: %s\n", N, in->image);
 		b.n = 0;
-		sb_add(&b, "$(ESG_LOAD)%s %s -o $@", c->load_args, in->image);
+		sb_add(&b, "$(ESG_LOAD)%s --name %s %s -o $@", c->load_args, N, in->image);
 		snprintf(target, sizeof target, "inputs/%s.st.zst", N);
 		snprintf(pre, sizeof pre, "%s $(ESG_LOAD)", in->image);
 		if (b.oom || job(&g, target, pre, b.s, NULL))

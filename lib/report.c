@@ -529,7 +529,10 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 		label = esg_meta_get(r, "esg.method_alias");
 	if (!label || !*label)
 		label = esg_meta_get(r, "esg.method");
-	e->input = source && *source ? base_name(source, in_suffixes) : xstrdup("(no esg.source)");
+	/* the input's name: esg-load --name (a pipeline's), else the file's */
+	const char *name = esg_meta_get(r, "esg.name");
+	e->input = name && *name ? xstrdup(name)
+				 : source && *source ? base_name(source, in_suffixes) : xstrdup("(no esg.source)");
 	e->model = model && *model ? base_name(model, model_suffixes) : xstrdup("(no esg.model)");
 	e->label = xstrdup(label && *label ? label : "(no esg.method)");
 	e->sha = xstrdup(esg_meta_get(r, "esg.model_sha256"));

@@ -33,6 +33,8 @@ static const char usage_text[] =
 	"      --align MODE         centre (default) or end: where voxels are added/removed\n"
 	"      --pad-value V        value of padded voxels, after normalisation (default 0)\n"
 	"      --tensor NAME        name of the tensor (default image)\n"
+	"      --name NAME          the input's name in reports (esg.name; default: its\n"
+	"                           file name without extension)\n"
 	"      --level N            zstd compression level (1-19, default 3)\n"
 	"  -h, --help               show this help and exit\n"
 	"      --version            show the version and exit\n"
@@ -41,7 +43,7 @@ static const char usage_text[] =
 	"(per channel), crop/pad.  See esg-load(1).\n";
 
 struct opts {
-	const char *out, *tensor, *layout;
+	const char *out, *tensor, *layout, *name;
 	long group, level;
 	int volumes_as_records, reverse, nonzero, crop, at_end;
 	esg_chan chan;
@@ -98,7 +100,7 @@ static void parse_multiple(struct opts *o, const char *arg)
 static void parse_args(int argc, char **argv, struct opts *o)
 {
 	enum { O_VOLUMES = 256, O_AXES, O_LAYOUT, O_CHANNELS, O_SLICE, O_NORM, O_PCT, O_NONZERO,
-	       O_MULT, O_FIT, O_ALIGN, O_PAD, O_TENSOR, O_LEVEL, O_VERSION };
+	       O_MULT, O_FIT, O_ALIGN, O_PAD, O_TENSOR, O_LEVEL, O_VERSION, O_NAME };
 	static const struct option lo[] = {
 		{ "output", required_argument, 0, 'o' }, { "group", required_argument, 0, 'g' },
 		{ "volumes", required_argument, 0, O_VOLUMES }, { "axes", required_argument, 0, O_AXES },
@@ -110,6 +112,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "multiple", required_argument, 0, O_MULT }, { "fit", required_argument, 0, O_FIT },
 		{ "align", required_argument, 0, O_ALIGN }, { "pad-value", required_argument, 0, O_PAD },
 		{ "tensor", required_argument, 0, O_TENSOR }, { "level", required_argument, 0, O_LEVEL },
+		{ "name", required_argument, 0, O_NAME },
 		{ "help", no_argument, 0, 'h' }, { "version", no_argument, 0, O_VERSION },
 		{ 0, 0, 0, 0 }
 	};
@@ -146,6 +149,11 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_ALIGN: o->at_end = pick("--align", optarg, align_n, align_v); break;
 		case O_PAD: o->pad_value = (float)cli_double("--pad-value", optarg); break;
 		case O_TENSOR: o->tensor = optarg; break;
+		case O_NAME:
+			if (!*optarg)
+				cli_usage("--name: must not be empty");
+			o->name = optarg;
+			break;
 		case O_LEVEL: o->level = cli_long("--level", optarg, 1, 19); break;
 		case 'h': cli_help(usage_text);
 		case O_VERSION: cli_version();
@@ -280,6 +288,7 @@ static int put_record(esg_writer *w, esg_image *im, const struct opts *o, char *
 	double sp[ESG_MAX_SPATIAL];
 	memcpy(sp, im->spacing, sizeof sp);
 	if (esg_meta_set(r, "esg.source", files[0]) < 0 || esg_meta_set_affine(r, im->affine) < 0 ||
+	    (o->name && esg_meta_set(r, "esg.name", o->name) < 0) ||
 	    esg_meta_set_doubles(r, "esg.spacing", sp, im->nsp) < 0 ||
 	    esg_meta_set(r, "esg.axes", im->axes) < 0 || esg_meta_stamp(r, "esg-load", argc, argv) < 0)
 		goto out;

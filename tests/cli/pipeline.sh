@@ -28,7 +28,7 @@ config() {
   "randomisation": {"layers": ["model.head"], "inputs": ["vol1"], "methods": ["saliency"]},
   "metrics": {"ground_truth": ["mass_in_mask", "auroc"]},
   "jobs": {"threads": 1},
-  "report": false
+  "report": {"view": "axial", "zoom": 2}
 }
 EOF
 }
@@ -80,7 +80,7 @@ rc=$?
 for f in inputs/vol1.st.zst inputs/vol2.st.zst models/vol1/unet.pt models/vol2/unet.pt \
 	attr/vol1/unet/saliency.st.zst attr/vol2/unet/ig.st.zst maps/vol1/unet/ig.nii.gz maps/vol1/image.nii.gz \
 	random/vol1/unet/manifest.json random/vol1/unet/saliency/step-01.st.zst tables/ground_truth.tsv \
-	tables/randomisation.tsv summary.tsv logs/attr/vol1/unet/ig.st.zst.log; do
+	tables/randomisation.tsv summary.tsv logs/attr/vol1/unet/ig.st.zst.log report.html; do
 	[ -s "out/$f" ] || { not_ok "the run made out/$f"; continue; }
 done
 ok "the run made the inputs, wrapped models, maps, NIfTI files, randomisation, tables, logs"
@@ -96,6 +96,47 @@ check "the summary is printed with the job kinds" grep -q '^summary: [0-9]* jobs
 # ground truth: 2 inputs x 2 metrics x 2 methods; randomisation: 3 similarity metrics x 1 step
 check "the ground-truth table joins every input's rows" test "$(tail -n +2 out/tables/ground_truth.tsv | wc -l)" = 8
 check "the randomisation table has a row per metric and step" test "$(tail -n +2 out/tables/randomisation.tsv | wc -l)" = 3
+# the report, as headless Chromium shows it (tests/cli/report.sh checks the page itself)
+if $PYTHON -c "import sys; sys.path.insert(0, '$ESG_ROOT/tests/py'); import webdriver; sys.exit(not webdriver.available())"; then
+	$PYTHON - >browser.out 2>browser.err <<'PY'
+import json, os, sys, time, urllib.parse
+sys.path.insert(0, os.environ["ESG_ROOT"] + "/tests/py")
+import webdriver
+b = webdriver.Browser()
+try:
+    b.offline()
+    b.get("file://" + os.path.abspath("out/report.html"))
+    for _ in range(200):
+        if b.js("return document.readyState=='complete'&&document.body.dataset.ready||''") == "1":
+            break
+        time.sleep(0.05)
+    print(json.dumps(b.js("""return Array.from(document.querySelectorAll('section.input')).map(function(s){
+        var g=s.querySelector('table.grid');
+        return {input:s.dataset.input,
+          cols:Array.from(g.tHead.rows[0].cells).slice(1).map(function(c){return c.textContent;}),
+          rows:Array.from(g.tBodies[0].rows).map(function(r){return r.cells[0].textContent;}),
+          strips:s.querySelectorAll('.strip canvas.view').length,
+          links:Array.from(g.querySelectorAll('a[href]')).map(function(a){return a.getAttribute('href');})};});""")))
+    print(json.dumps(b.js("return Array.from(document.querySelectorAll('table.data caption, table.sortable caption')).map(function(c){return c.textContent;})")))
+finally:
+    b.quit()
+PY
+	sections=$(sed -n 1p browser.out)
+	echo "# report: $(head -c 600 browser.out)"
+	check "the report: a section per input, columns input + unet, rows saliency and ig" $PYTHON -c "
+import json, sys; s = json.loads(sys.argv[1])
+ok = [x['input'] for x in s] == ['vol1', 'vol2'] and all(x['cols'] == ['input', 'unet'] and x['rows'] == ['saliency', 'ig'] for x in s)
+sys.exit(not ok)" "$sections"
+	check "the report: vol1 has the randomisation strip (original + 1 step)" $PYTHON -c "
+import json, sys; s = json.loads(sys.argv[1]); sys.exit(not (s[0]['strips'] == 2 and s[1]['strips'] == 0))" "$sections"
+	check "the report links every map to its NIfTI file, and the files exist" $PYTHON -c "
+import json, os, sys, urllib.parse; s = json.loads(sys.argv[1])
+links = [l for x in s for l in x['links']]
+sys.exit(not (len(links) == 4 and all(os.path.isfile(os.path.join('out', urllib.parse.unquote(l))) for l in links)))" "$sections"
+	check "the report has the two tables" bash -c "sed -n 2p browser.out | grep -q ground_truth.tsv && sed -n 2p browser.out | grep -q randomisation.tsv"
+else
+	skip "the report in a browser: chromium and chromedriver not installed"
+fi
 "${MK[@]}" CONFIG=run.json -q all
 rc=$?
 [ $rc = 0 ] && ok "make -q: everything is up to date after the run" || not_ok "make -q after the run: exit $rc"
@@ -115,7 +156,7 @@ check "dry run: saliency is not" bash -c "! grep -q 'run-job out out/attr/vol[12
 rc=$?
 [ $rc = 0 ] && ok "rerun after the change: exit 0" || not_ok "rerun after the change: exit $rc"
 redone=$(grep -E '^ok ' run3.out | awk '{print $NF}' | sort | tr '\n' ' ')
-want="attr/vol1/unet/ig.st.zst attr/vol2/unet/ig.st.zst maps/vol1/unet/ig.nii.gz maps/vol2/unet/ig.nii.gz metrics/vol1/unet/ground_truth.tsv metrics/vol2/unet/ground_truth.tsv tables/ground_truth.tsv "
+want="attr/vol1/unet/ig.st.zst attr/vol2/unet/ig.st.zst maps/vol1/unet/ig.nii.gz maps/vol2/unet/ig.nii.gz metrics/vol1/unet/ground_truth.tsv metrics/vol2/unet/ground_truth.tsv report.html tables/ground_truth.tsv "
 [ "$redone" = "$want" ] && ok "only ig's jobs and the tables that include it reran" ||
 	not_ok "reran: '$redone', want '$want'"
 check "saliency's map kept its time" test ! out/attr/vol1/unet/saliency.st.zst -nt ref.time
