@@ -48,8 +48,11 @@ static const char USAGE[] =
 	"      --list-layers       list the model's layers (name, type, call sites; with the\n"
 	"                          output shapes when --shape or IN gives an input)\n"
 	"      --shape N,C,...     --list-layers: run a zero input of this shape\n"
+	CLI_TIMEOUT_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
-	"      --version           show the version\n";
+	"      --version           show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_METHOD = 256, OPT_TARGET, OPT_LAYER, OPT_PARAM, OPT_BASELINE, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_SEED, OPT_LIST_METHODS, OPT_LIST_LAYERS, OPT_VERSION,
@@ -74,6 +77,7 @@ static const struct option LONGOPTS[] = {
 	{ "no-upsample", no_argument, NULL, OPT_NO_UPSAMPLE },
 	{ "channel", required_argument, NULL, OPT_CHANNEL },
 	{ "shape", required_argument, NULL, OPT_SHAPE },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -275,6 +279,7 @@ static void parse(int argc, char **argv, opts *o)
 		}
 		case OPT_LIST_METHODS: o->list_methods = 1; break;
 		case OPT_LIST_LAYERS: o->list_layers = 1; break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);

@@ -70,8 +70,11 @@ static const char USAGE[] =
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
 	"  -o, --output FILE       write the table here atomically instead of stdout\n"
+	CLI_TIMEOUT_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
-	"      --version           show the version\n";
+	"      --version           show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_METRIC = 256, OPT_MASK, OPT_PARAM, OPT_FORMAT, OPT_CURVES, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_VERSION };
@@ -87,6 +90,7 @@ static const struct option LONGOPTS[] = {
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "output", required_argument, NULL, 'o' },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -239,6 +243,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);

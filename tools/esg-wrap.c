@@ -37,8 +37,11 @@ static const char USAGE[] =
 	"                            else found from the executable's location)\n"
 	"      --threads N           libtorch threads (default 0: all cores)\n"
 	"  -o, --output FILE         the wrapped model (written atomically)\n"
+	CLI_TIMEOUT_HELP("     ", "                            ")
 	"  -h, --help                show this help\n"
-	"      --version             show the version\n";
+	"      --version             show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_REDUCE = 256, OPT_MASK, OPT_INPUT, OPT_ACT, OPT_WRAPPERS, OPT_THREADS, OPT_VERSION };
 
@@ -51,6 +54,7 @@ static const struct option LONGOPTS[] = {
 	{ "wrappers", required_argument, NULL, OPT_WRAPPERS },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "output", required_argument, NULL, 'o' },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -85,6 +89,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_ACT: o->act = optarg; break;
 		case OPT_WRAPPERS: o->wrappers = optarg; break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
