@@ -10,6 +10,8 @@
 #include <string.h>
 #include <time.h>
 
+enum { OPT_AMP = 0x7e10, OPT_AMP_DTYPE }; /* mixed precision (--amp) */
+
 static const char USAGE[] =
 	"Usage: esg-attr -m MODEL --method NAME [--target N] [--layer NAME] [--param KEY=VALUE]...\n"
 	"                [--baseline SPEC]... [--internal-batch N] [--threads N] [--device DEV]\n"
@@ -42,6 +44,10 @@ static const char USAGE[] =
 	"      --internal-batch N  at most N inputs per forward/backward call (default 8)\n"
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
+	"      --amp               mixed precision: forward passes under autocast (bf16 on the\n"
+	"                          CPU, fp16 on CUDA); inputs, gradients, scores and sums stay\n"
+	"                          float32; not with the DeepLift / excitation backprop rules\n"
+	"      --amp-dtype D       bf16 or fp16 (CUDA only); implies --amp\n"
 	"      --seed S            seed of every random draw (default 0)\n"
 	"  -o, --output FILE       write here atomically instead of stdout\n"
 	"      --list-methods      list the methods, their parameters and defaults\n"
@@ -68,6 +74,8 @@ static const struct option LONGOPTS[] = {
 	{ "internal-batch", required_argument, NULL, OPT_IBATCH },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "amp", no_argument, NULL, OPT_AMP },
+	{ "amp-dtype", required_argument, NULL, OPT_AMP_DTYPE },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "output", required_argument, NULL, 'o' },
 	{ "list-methods", no_argument, NULL, OPT_LIST_METHODS },
@@ -94,6 +102,7 @@ typedef struct opts {
 	int n_baselines;
 	long ibatch, threads;
 	uint64_t seed;
+	esg_amp amp;          /* --amp, --amp-dtype */
 	int list_methods, list_layers;
 	/* layer methods */
 	char layer_name[256];
@@ -269,6 +278,13 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
+		case OPT_AMP: if (!o->amp) o->amp = ESG_AMP_AUTO; break;
+		case OPT_AMP_DTYPE:
+			if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp16"))
+				o->amp = optarg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
+			else
+				cli_usage("--amp-dtype: '%s' is not bf16 or fp16", optarg);
+			break;
 		case OPT_SEED: {
 			char *end;
 			unsigned long long s = strtoull(optarg, &end, 10);
@@ -523,6 +539,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	esg_meta_setf(r, "esg.evaluations", "%lld", (long long)(job.evaluations + evals));
 	esg_meta_setf(r, "esg.seed", "%llu", (unsigned long long)o->seed);
 	esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
+	if (o->amp)
+		esg_meta_set(r, "esg.amp", esg_amp_name(esg_model_amp(R->model)));
+	else
+		esg_meta_remove(r, "esg.amp");
 	const esg_method *need = R->params.base ? R->params.base : R->method;
 	if (need->baseline) {
 		char *bj = baselines_json(R);
@@ -632,6 +652,8 @@ int main(int argc, char **argv)
 	R.model = esg_model_load(o.model, o.device);
 	if (!R.model)
 		cli_die_lib();
+	if (o.amp && esg_model_set_amp(R.model, o.amp))
+		cli_usage("--amp: %s", esg_error());
 
 	FILE *in = cli_open_in(o.in, 1);
 	esg_reader *rd = esg_reader_open(in, cli_in_name(o.in));
