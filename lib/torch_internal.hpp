@@ -15,6 +15,10 @@ torch::jit::Module *esg_model_module_(esg_model *m);
 /* The model's mixed-precision dtype (at::kFloat when off) and device. */
 at::ScalarType esg_model_amp_(esg_model *m);
 c10::Device esg_model_device_(esg_model *m);
+/* Under amp, rewrite an inlined graph so that autocast runs it correctly
+ * (aten::_convolution -> conv / conv_transpose); nothing without amp.
+ * Throws on what it can't rewrite. */
+void esg_amp_rewrite_(esg_model *m, std::shared_ptr<torch::jit::Graph> &g);
 
 /* Scope of one forward pass: under autocast for the model's device in its
  * amp dtype (nothing when amp is off), as Python's torch.autocast does it;

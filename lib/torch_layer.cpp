@@ -150,11 +150,15 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 		if (!mod || !x || !shape || !grad || !layer.name || ndim < 1 || ndim > ESG_MAX_DIMS)
 			throw LayerError("esg_model_layer_input_grad: bad argument");
 		std::string name = layer.name;
-		auto key = std::make_tuple((void *)m, name, layer.call, (int)rule);
+		bool amp = esg_model_amp_(m) != at::kFloat;
+		auto key = std::make_tuple((void *)m, name, layer.call, (int)rule + (amp ? 100 : 0));
 		auto it = g_cache.find(key);
-		if (it == g_cache.end())
+		if (it == g_cache.end()) {
+			auto g = capture_graph(*mod, name, layer.call, rule);
+			esg_amp_rewrite_(m, g); /* under amp: convolutions autocast can run */
 			it = g_cache.emplace(key, std::make_shared<GraphFunction>(
-				"esg_layer_input_grad", capture_graph(*mod, name, layer.call, rule), nullptr)).first;
+				"esg_layer_input_grad", g, nullptr)).first;
+		}
 		c10::Device dev(c10::kCPU);
 		for (const auto &p : mod->parameters()) {
 			dev = p.device();

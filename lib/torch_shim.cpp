@@ -46,6 +46,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/graph_rewrite_helper.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -852,8 +853,9 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 {
 	std::string lname = layer ? (layer->name ? layer->name : "") : "";
 	int call = layer ? layer->call : 0;
+	bool amp = m->amp != at::kFloat;
 	std::string key = std::to_string((int)edit) + "|" + rule_name(rule) + "|" + lname + "|" +
-			  std::to_string(call);
+			  std::to_string(call) + (amp ? "|amp" : "");
 	auto it = m->cache.find(key);
 	if (it != m->cache.end())
 		return it->second;
@@ -874,10 +876,11 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 			t->destroy();
 		}
 	}
-	if (rule != ESG_RULE_PLAIN) {
+	if (rule != ESG_RULE_PLAIN || amp) {
 		torch::jit::Inline(*g);
 		apply_rule(*g, rule);
 	}
+	esg_amp_rewrite_(m, g);
 	torch::jit::EliminateDeadCode(g);
 	auto fn = std::make_shared<GraphFunction>("esg_edited_forward", g, nullptr);
 	m->cache[key] = fn;
@@ -1125,7 +1128,11 @@ int esg_model_forward(esg_model *m, const float *x, int ndim, const int64_t *sha
 		c10::IValue ov;
 		{
 			EsgAmpGuard amp(m);
-			ov = m->mod.forward(st);
+			if (m->amp == at::kFloat)
+				ov = m->mod.forward(st);
+			else /* the graph rewritten for autocast (esg_amp_rewrite_) */
+				ov = run_fn(m, *edited(m, EDIT_RULE, nullptr, ESG_RULE_PLAIN),
+					    make_stack(m, xi));
 		}
 		*out = to_esg("output", out_f32(ov));
 		return 0;
@@ -1150,7 +1157,7 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		c10::IValue ov;
 		{
 			EsgAmpGuard amp(m);
-			if (rule == ESG_RULE_PLAIN) {
+			if (rule == ESG_RULE_PLAIN && m->amp == at::kFloat) {
 				auto st = make_stack(m, xm);
 				st.erase(st.begin());
 				ov = m->mod.forward(st);
@@ -1427,6 +1434,28 @@ esg_model *esg_model_wrap(esg_model *m, const char *source, const esg_tensor *bu
 torch::jit::Module *esg_model_module_(esg_model *m)
 {
 	return m ? &m->mod : nullptr;
+}
+
+/* libtorch 1.13's CPU autocast kernel for the 12-argument
+ * aten::_convolution (what a traced ConvTranspose becomes on the way through
+ * the JIT) runs a transposed convolution as a plain one and fails ("expected
+ * input ... to have 16 channels").  Under amp the inlined graph therefore
+ * has its _convolution calls replaced by conv1d/2d/3d and
+ * conv_transpose1d/2d/3d (libtorch's own rewrite, which autocast handles
+ * correctly); one left over is refused rather than run wrong. */
+void esg_amp_rewrite_(esg_model *m, std::shared_ptr<Graph> &g)
+{
+	if (!m || m->amp == at::kFloat)
+		return;
+	torch::jit::graph_rewrite_helper::replaceConvolutionWithAtenConv(g);
+	std::vector<Node *> nodes;
+	all_nodes(g->block(), nodes);
+	static const c10::Symbol conv = c10::Symbol::fromQualString("aten::_convolution");
+	for (Node *n : nodes)
+		if (n->kind() == conv)
+			fail("mixed precision (--amp): the model has a convolution that libtorch's "
+			     "autocast can't run (aten::_convolution with non-constant arguments); "
+			     "run without --amp");
 }
 
 at::ScalarType esg_model_amp_(esg_model *m)
