@@ -23,8 +23,8 @@
 /* PAD: spaces after "--timeout SECONDS" up to the help column; COL: that
  * column's indentation (the tools align their help differently). */
 #define CLI_TIMEOUT_HELP(PAD, COL) \
-	"      --timeout SECONDS" PAD "give up after SECONDS of wall-clock time\n" \
-	COL "(decimal, 0: never): no output, an older one is kept, exit 124\n"
+	"      --timeout SECONDS" PAD "stop after SECONDS (decimal; 0: never) of wall time:\n" \
+	COL "no output is left (an older one is kept), exit 124\n"
 #define CLI_EXIT_STATUS_HELP \
 	"Exit status: 0 success, 1 runtime failure, 2 usage error, 124 timed out (--timeout).\n"
 
