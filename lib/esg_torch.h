@@ -39,6 +39,29 @@ void esg_torch_tensor_free(esg_tensor *t);
 /* Save (used by esg-wrap / esg-randomise).  Atomicity is the caller's. */
 int esg_model_save(esg_model *m, const char *path);
 
+/* Mixed precision (automatic mixed precision, "amp").  When on, every
+ * later forward pass of m runs under libtorch's autocast in the given
+ * dtype (convolutions, linear layers and matrix products in bf16 / fp16,
+ * the ops autocast keeps in float32 in float32); inputs, gradients with
+ * respect to inputs and to replaced layer activations, and the model's
+ * output stay / become float32 before any score is taken.  Captured layer
+ * activations and their gradients come at the layer's precision, as float32
+ * arrays.  ESG_AMP_AUTO: bf16 on the CPU, fp16 on CUDA.  CPU autocast in
+ * libtorch 1.13 knows bf16 only: fp16 on the CPU is refused.  The
+ * DeepLift and excitation backprop rules (ratios of small differences) are
+ * refused under amp by esg_model_grad / esg_model_layer_grad. */
+typedef enum esg_amp {
+	ESG_AMP_OFF,
+	ESG_AMP_AUTO,
+	ESG_AMP_BF16,
+	ESG_AMP_FP16
+} esg_amp;
+int esg_model_set_amp(esg_model *m, esg_amp amp);
+/* The dtype in force (never ESG_AMP_AUTO) and its name: "off", "bf16",
+ * "fp16" (static string). */
+esg_amp esg_model_amp(const esg_model *m);
+const char *esg_amp_name(esg_amp amp);
+
 /* Forward pass without autograd.  x: [B, ...].  *out: new F32 tensor named
  * "output" with the model's output shape. */
 int esg_model_forward(esg_model *m, const float *x, int ndim,

@@ -4,6 +4,7 @@
 #define ESG_TORCH_INTERNAL_HPP
 
 #include <torch/script.h>
+#include <ATen/autocast_mode.h>
 extern "C" {
 #include "esg.h"
 }
@@ -11,6 +12,62 @@ extern "C" {
 
 /* The TorchScript module inside a model handle (borrowed). */
 torch::jit::Module *esg_model_module_(esg_model *m);
+/* The model's mixed-precision dtype (at::kFloat when off) and device. */
+at::ScalarType esg_model_amp_(esg_model *m);
+c10::Device esg_model_device_(esg_model *m);
+/* Under amp, rewrite an inlined graph so that autocast runs it correctly
+ * (aten::_convolution -> conv / conv_transpose); nothing without amp.
+ * Throws on what it can't rewrite. */
+void esg_amp_rewrite_(esg_model *m, std::shared_ptr<torch::jit::Graph> &g);
+
+/* Scope of one forward pass: under autocast for the model's device in its
+ * amp dtype (nothing when amp is off), as Python's torch.autocast does it;
+ * the destructor restores the previous state and clears autocast's cache
+ * of cast weights (and of cast inputs that require grad). */
+class EsgAmpGuard {
+public:
+	explicit EsgAmpGuard(esg_model *m)
+		: dt_(esg_model_amp_(m)), cuda_(esg_model_device_(m).is_cuda())
+	{
+		if (dt_ == at::kFloat)
+			return;
+		if (cuda_) {
+			prev_on_ = at::autocast::is_enabled();
+			prev_dt_ = at::autocast::get_autocast_gpu_dtype();
+			at::autocast::set_autocast_gpu_dtype(dt_);
+			at::autocast::set_enabled(true);
+		} else {
+			prev_on_ = at::autocast::is_cpu_enabled();
+			prev_dt_ = at::autocast::get_autocast_cpu_dtype();
+			at::autocast::set_autocast_cpu_dtype(dt_);
+			at::autocast::set_cpu_enabled(true);
+		}
+		at::autocast::increment_nesting();
+	}
+	~EsgAmpGuard()
+	{
+		if (dt_ == at::kFloat)
+			return;
+		if (at::autocast::decrement_nesting() == 0)
+			at::autocast::clear_cache();
+		if (cuda_) {
+			at::autocast::set_enabled(prev_on_);
+			at::autocast::set_autocast_gpu_dtype(prev_dt_);
+		} else {
+			at::autocast::set_cpu_enabled(prev_on_);
+			at::autocast::set_autocast_cpu_dtype(prev_dt_);
+		}
+	}
+	EsgAmpGuard(const EsgAmpGuard &) = delete;
+	EsgAmpGuard &operator=(const EsgAmpGuard &) = delete;
+
+private:
+	at::ScalarType dt_;
+	bool cuda_;
+	bool prev_on_ = false;
+	at::ScalarType prev_dt_ = at::kFloat;
+};
+
 /* Count one model call (with or without autograd) of `batch` items. */
 void esg_torch_log_call_(bool grad, int64_t batch);
 

@@ -150,16 +150,24 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 		if (!mod || !x || !shape || !grad || !layer.name || ndim < 1 || ndim > ESG_MAX_DIMS)
 			throw LayerError("esg_model_layer_input_grad: bad argument");
 		std::string name = layer.name;
-		auto key = std::make_tuple((void *)m, name, layer.call, (int)rule);
+		bool amp = esg_model_amp_(m) != at::kFloat;
+		auto key = std::make_tuple((void *)m, name, layer.call, (int)rule + (amp ? 100 : 0));
 		auto it = g_cache.find(key);
-		if (it == g_cache.end())
+		if (it == g_cache.end()) {
+			auto g = capture_graph(*mod, name, layer.call, rule);
+			esg_amp_rewrite_(m, g); /* under amp: convolutions autocast can run */
 			it = g_cache.emplace(key, std::make_shared<GraphFunction>(
-				"esg_layer_input_grad", capture_graph(*mod, name, layer.call, rule), nullptr)).first;
+				"esg_layer_input_grad", g, nullptr)).first;
+		}
 		c10::Device dev(c10::kCPU);
 		for (const auto &p : mod->parameters()) {
 			dev = p.device();
 			break;
 		}
+		if (esg_model_amp_(m) != at::kFloat && rule != ESG_RULE_PLAIN && rule != ESG_RULE_GUIDED &&
+		    rule != ESG_RULE_DECONV)
+			throw LayerError("mixed precision (--amp) supports the plain, guided and deconvolution "
+					 "backward rules only; run without --amp");
 		torch::AutoGradMode gm(true);
 		at::Tensor xi = torch::from_blob(const_cast<float *>(x), at::IntArrayRef(shape, ndim), at::kFloat)
 					.to(dev, at::kFloat, false, true)
@@ -170,9 +178,13 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 			if (args[i].default_value())
 				st.push_back(*args[i].default_value());
 		esg_torch_log_call_(true, xi.size(0));
-		it->second->run(st);
+		{
+			EsgAmpGuard amp(m);
+			it->second->run(st);
+		}
 		auto tup = st.back().toTuple();
-		at::Tensor a = tup->elements()[1].toTensor();
+		/* float32 before the sum (a no-op without amp) */
+		at::Tensor a = tup->elements()[1].toTensor().to(at::kFloat);
 		if (!a.requires_grad())
 			throw LayerError("layer '" + name + "' output does not depend on the input");
 		if (channel >= 0 && (a.dim() < 2 || channel >= a.size(1)))

@@ -46,6 +46,7 @@
 #include <torch/csrc/jit/ir/ir.h>
 #include <torch/csrc/jit/passes/inliner.h>
 #include <torch/csrc/jit/passes/dead_code_elimination.h>
+#include <torch/csrc/jit/passes/graph_rewrite_helper.h>
 #include <ATen/Parallel.h>
 
 #include <algorithm>
@@ -346,6 +347,8 @@ struct esg_model {
 	/* forward's arguments after self and x, with their defaults */
 	std::vector<c10::IValue> extra_args;
 	std::map<std::string, std::shared_ptr<GraphFunction>> cache;
+	/* mixed precision: autocast dtype of forward passes (kFloat: off) */
+	at::ScalarType amp = at::kFloat;
 };
 
 namespace {
@@ -850,8 +853,9 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 {
 	std::string lname = layer ? (layer->name ? layer->name : "") : "";
 	int call = layer ? layer->call : 0;
+	bool amp = m->amp != at::kFloat;
 	std::string key = std::to_string((int)edit) + "|" + rule_name(rule) + "|" + lname + "|" +
-			  std::to_string(call);
+			  std::to_string(call) + (amp ? "|amp" : "");
 	auto it = m->cache.find(key);
 	if (it != m->cache.end())
 		return it->second;
@@ -872,10 +876,11 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 			t->destroy();
 		}
 	}
-	if (rule != ESG_RULE_PLAIN) {
+	if (rule != ESG_RULE_PLAIN || amp) {
 		torch::jit::Inline(*g);
 		apply_rule(*g, rule);
 	}
+	esg_amp_rewrite_(m, g);
 	torch::jit::EliminateDeadCode(g);
 	auto fn = std::make_shared<GraphFunction>("esg_edited_forward", g, nullptr);
 	m->cache[key] = fn;
@@ -894,6 +899,26 @@ at::Tensor rule_input(esg_model *m, esg_backward_rule rule, const float *x, cons
 		xi = at::cat({xi, from_f32(ref, ndim, shape, m->dev)}, 0);
 	}
 	return xi;
+}
+
+/* Rules whose backward divides small differences of activations (DeepLift's
+ * delta_out / delta_in, excitation backprop's P / f+(x)): reduced precision
+ * turns them into noise, so they are refused under amp rather than run. */
+void check_amp_rule(esg_model *m, esg_backward_rule rule)
+{
+	if (m->amp == at::kFloat || rule == ESG_RULE_PLAIN || rule == ESG_RULE_GUIDED ||
+	    rule == ESG_RULE_DECONV)
+		return;
+	fail(std::string("mixed precision (--amp) is not supported with the ") + rule_name(rule) +
+	     " backward rule (its ratios of small differences are not meaningful in " +
+	     (m->amp == at::kHalf ? "fp16" : "bf16") + "); run it without --amp");
+}
+
+/* The model's output as float32 (a no-op without amp): scores, sums and
+ * everything downstream are computed in float32. */
+at::Tensor out_f32(const c10::IValue &v)
+{
+	return as_tensor(v, "model output").to(at::kFloat);
 }
 
 /* ---- layer listing ---------------------------------------------------- */
@@ -1100,8 +1125,16 @@ int esg_model_forward(esg_model *m, const float *x, int ndim, const int64_t *sha
 		auto st = make_stack(m, xi);
 		st.erase(st.begin());
 		esg_torch_log_call_(false, xi.size(0));
-		at::Tensor o = as_tensor(m->mod.forward(st), "model output");
-		*out = to_esg("output", o);
+		c10::IValue ov;
+		{
+			EsgAmpGuard amp(m);
+			if (m->amp == at::kFloat)
+				ov = m->mod.forward(st);
+			else /* the graph rewritten for autocast (esg_amp_rewrite_) */
+				ov = run_fn(m, *edited(m, EDIT_RULE, nullptr, ESG_RULE_PLAIN),
+					    make_stack(m, xi));
+		}
+		*out = to_esg("output", out_f32(ov));
 		return 0;
 	}
 	SHIM_CATCH(-1)
@@ -1114,6 +1147,7 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 	try {
 		if (!m || !grad)
 			fail("esg_model_grad: NULL argument");
+		check_amp_rule(m, rule);
 		torch::AutoGradMode gm(true);
 		at::Tensor xi = rule_input(m, rule, x, ref, ndim, shape).requires_grad_(true);
 		int64_t B = shape[0];
@@ -1121,14 +1155,17 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		at::Tensor xm = xi.clone();
 		esg_torch_log_call_(true, xi.size(0));
 		c10::IValue ov;
-		if (rule == ESG_RULE_PLAIN) {
-			auto st = make_stack(m, xm);
-			st.erase(st.begin());
-			ov = m->mod.forward(st);
-		} else {
-			ov = run_fn(m, *edited(m, EDIT_RULE, nullptr, rule), make_stack(m, xm));
+		{
+			EsgAmpGuard amp(m);
+			if (rule == ESG_RULE_PLAIN && m->amp == at::kFloat) {
+				auto st = make_stack(m, xm);
+				st.erase(st.begin());
+				ov = m->mod.forward(st);
+			} else {
+				ov = run_fn(m, *edited(m, EDIT_RULE, nullptr, rule), make_stack(m, xm));
+			}
 		}
-		at::Tensor o = as_tensor(ov, "model output");
+		at::Tensor o = out_f32(ov);
 		at::Tensor s = scores(o, target, B, xi.size(0));
 		auto g = torch::autograd::grad({s.sum()}, {xi}, {}, false, false, true);
 		at::Tensor gx = g[0].defined() ? g[0] : at::zeros_like(xi);
@@ -1138,6 +1175,47 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		return 0;
 	}
 	SHIM_CATCH(-1)
+}
+
+int esg_model_set_amp(esg_model *m, esg_amp amp)
+{
+	try {
+		if (!m)
+			fail("esg_model_set_amp: NULL model");
+		if (amp == ESG_AMP_AUTO)
+			amp = m->dev.is_cuda() ? ESG_AMP_FP16 : ESG_AMP_BF16;
+		switch (amp) {
+		case ESG_AMP_OFF: m->amp = at::kFloat; break;
+		case ESG_AMP_BF16: m->amp = at::kBFloat16; break;
+		case ESG_AMP_FP16:
+			if (!m->dev.is_cuda())
+				fail("mixed precision in fp16 needs a CUDA device: libtorch's CPU autocast "
+				     "knows bf16 only (use bf16 on the CPU)");
+			m->amp = at::kHalf;
+			break;
+		default: fail("esg_model_set_amp: unknown mode " + std::to_string((int)amp));
+		}
+		return 0;
+	}
+	SHIM_CATCH(-1)
+}
+
+esg_amp esg_model_amp(const esg_model *m)
+{
+	if (!m || m->amp == at::kFloat)
+		return ESG_AMP_OFF;
+	return m->amp == at::kHalf ? ESG_AMP_FP16 : ESG_AMP_BF16;
+}
+
+const char *esg_amp_name(esg_amp amp)
+{
+	switch (amp) {
+	case ESG_AMP_OFF: return "off";
+	case ESG_AMP_AUTO: return "auto";
+	case ESG_AMP_BF16: return "bf16";
+	case ESG_AMP_FP16: return "fp16";
+	}
+	return "?";
 }
 
 esg_layer_info *esg_model_layers(esg_model *m, size_t *n)
@@ -1201,8 +1279,12 @@ int esg_model_forward_capture(esg_model *m, esg_layer_ref layer, const float *x,
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		auto fn = edited(m, EDIT_CAPTURE, &layer, ESG_RULE_PLAIN);
 		esg_torch_log_call_(false, xi.size(0));
-		auto tup = run_fn(m, *fn, make_stack(m, xi)).toTuple();
-		at::Tensor o = as_tensor(tup->elements()[0], "model output");
+		c10::intrusive_ptr<c10::ivalue::Tuple> tup;
+		{
+			EsgAmpGuard amp(m);
+			tup = run_fn(m, *fn, make_stack(m, xi)).toTuple();
+		}
+		at::Tensor o = out_f32(tup->elements()[0]);
 		at::Tensor a = as_tensor(tup->elements()[1], "layer output");
 		esg_tensor *ea = act ? to_esg("activation", a) : nullptr;
 		esg_tensor *eo = nullptr;
@@ -1231,13 +1313,18 @@ int esg_model_layer_grad(esg_model *m, esg_layer_ref layer, esg_backward_rule ru
 		if (!m || !act || !grad_act)
 			fail("esg_model_layer_grad: NULL argument");
 		*act = *grad_act = nullptr;
+		check_amp_rule(m, rule);
 		torch::AutoGradMode gm(true);
 		at::Tensor xi = rule_input(m, rule, x, ref, ndim, shape).requires_grad_(true);
 		int64_t B = shape[0];
 		auto fn = edited(m, EDIT_CAPTURE, &layer, rule);
 		esg_torch_log_call_(true, xi.size(0));
-		auto tup = run_fn(m, *fn, make_stack(m, xi.clone())).toTuple();
-		at::Tensor o = as_tensor(tup->elements()[0], "model output");
+		c10::intrusive_ptr<c10::ivalue::Tuple> tup;
+		{
+			EsgAmpGuard amp(m);
+			tup = run_fn(m, *fn, make_stack(m, xi.clone())).toTuple();
+		}
+		at::Tensor o = out_f32(tup->elements()[0]);
 		at::Tensor a = as_tensor(tup->elements()[1], "layer output");
 		at::Tensor s = scores(o, target, B, xi.size(0));
 		if (!a.requires_grad())
@@ -1283,7 +1370,12 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer, const float *x,
 		auto st = make_stack(m, xi);
 		st.push_back(a);
 		esg_torch_log_call_(want_grad, xi.size(0));
-		at::Tensor o = as_tensor(run_fn(m, *fn, st), "model output");
+		c10::IValue ov;
+		{
+			EsgAmpGuard amp(m);
+			ov = run_fn(m, *fn, st);
+		}
+		at::Tensor o = out_f32(ov);
 		if (want_grad) {
 			at::Tensor s = scores(o, target, o.dim() ? o.size(0) : 1,
 					      o.dim() ? o.size(0) : 1);
@@ -1390,4 +1482,36 @@ int esg_model_set_origin(esg_model *m, const int64_t *origin, const int64_t *siz
 torch::jit::Module *esg_model_module_(esg_model *m)
 {
 	return m ? &m->mod : nullptr;
+}
+
+/* libtorch 1.13's CPU autocast kernel for the 12-argument
+ * aten::_convolution (what a traced ConvTranspose becomes on the way through
+ * the JIT) runs a transposed convolution as a plain one and fails ("expected
+ * input ... to have 16 channels").  Under amp the inlined graph therefore
+ * has its _convolution calls replaced by conv1d/2d/3d and
+ * conv_transpose1d/2d/3d (libtorch's own rewrite, which autocast handles
+ * correctly); one left over is refused rather than run wrong. */
+void esg_amp_rewrite_(esg_model *m, std::shared_ptr<Graph> &g)
+{
+	if (!m || m->amp == at::kFloat)
+		return;
+	torch::jit::graph_rewrite_helper::replaceConvolutionWithAtenConv(g);
+	std::vector<Node *> nodes;
+	all_nodes(g->block(), nodes);
+	static const c10::Symbol conv = c10::Symbol::fromQualString("aten::_convolution");
+	for (Node *n : nodes)
+		if (n->kind() == conv)
+			fail("mixed precision (--amp): the model has a convolution that libtorch's "
+			     "autocast can't run (aten::_convolution with non-constant arguments); "
+			     "run without --amp");
+}
+
+at::ScalarType esg_model_amp_(esg_model *m)
+{
+	return m ? m->amp : at::kFloat;
+}
+
+c10::Device esg_model_device_(esg_model *m)
+{
+	return m ? m->dev : c10::Device(c10::kCPU);
 }

@@ -8,18 +8,24 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/time.h>
 #include <unistd.h>
 
-#define MAX_PENDING 16
+/* esg-randomise holds every step file pending until its manifest is done */
+#define MAX_PENDING 1024
+#define MAX_DIRS 4
 
 static const char *prog = "esg";
 /* Temporary outputs not yet renamed into place; removed on any failure. */
 static char *pending_tmp[MAX_PENDING];
 static char *pending_dst[MAX_PENDING];
 static FILE *pending_file[MAX_PENDING];
+/* Directories this run created: removed (when empty) on failure. */
+static char *created_dirs[MAX_DIRS];
 
 const char *cli_prog(void) { return prog; }
 
@@ -28,6 +34,100 @@ static void remove_pending(void)
 	for (int i = 0; i < MAX_PENDING; i++)
 		if (pending_tmp[i])
 			unlink(pending_tmp[i]); /* async-signal-safe */
+	for (int i = 0; i < MAX_DIRS; i++)
+		if (created_dirs[i])
+			rmdir(created_dirs[i]); /* fails, harmlessly, unless empty */
+}
+
+/* ---- --timeout ----------------------------------------------------------
+ * A process-wide SIGALRM (setitimer) may land in any thread, libtorch's
+ * workers included.  The handler and the main thread agree through one
+ * atomic state: the handler acts only if it moves ARMED -> FIRED, and a
+ * disarm (before a commit, an error exit) only if it moves ARMED ->
+ * DISARMED; a main thread that finds FIRED waits for the handler's _exit.
+ * So a run either commits its outputs and exits as usual, or leaves none
+ * and exits 124 -- never both. */
+enum { TO_OFF, TO_ARMED, TO_FIRED, TO_DISARMED };
+static atomic_int timeout_state = TO_OFF;
+static char timeout_msg[256];
+static size_t timeout_len;
+
+static void on_timeout(int sig)
+{
+	(void)sig;
+	int expect = TO_ARMED;
+	if (!atomic_compare_exchange_strong(&timeout_state, &expect, TO_FIRED))
+		return;
+	remove_pending();
+	ssize_t w = write(STDERR_FILENO, timeout_msg, timeout_len);
+	(void)w;
+	_exit(EXIT_TIMEOUT);
+}
+
+static void timeout_disarm(void)
+{
+	int expect = TO_ARMED;
+	if (atomic_compare_exchange_strong(&timeout_state, &expect, TO_DISARMED)) {
+		struct itimerval zero = { { 0, 0 }, { 0, 0 } };
+		setitimer(ITIMER_REAL, &zero, NULL);
+	} else if (expect == TO_FIRED) {
+		for (;;) /* the handler, in another thread, is about to _exit */
+			pause();
+	}
+}
+
+void cli_set_timeout(double seconds)
+{
+	timeout_disarm();
+	atomic_store(&timeout_state, TO_OFF);
+	if (!(seconds > 0))
+		return;
+	int n = snprintf(timeout_msg, sizeof timeout_msg,
+			 "%s: error: timed out after %g s (--timeout)\n", prog, seconds);
+	timeout_len = n < 0 ? 0 : (size_t)n < sizeof timeout_msg ? (size_t)n : sizeof timeout_msg - 1;
+	struct sigaction sa;
+	memset(&sa, 0, sizeof sa);
+	sa.sa_handler = on_timeout;
+	sigfillset(&sa.sa_mask); /* no other signal handler runs inside it */
+	sa.sa_flags = SA_RESTART;
+	if (sigaction(SIGALRM, &sa, NULL) != 0)
+		cli_die(EXIT_RUNTIME, "--timeout: cannot install the handler: %s", strerror(errno));
+	struct itimerval it = { { 0, 0 }, { 0, 0 } };
+	it.it_value.tv_sec = (time_t)seconds;
+	it.it_value.tv_usec = (suseconds_t)((seconds - (double)it.it_value.tv_sec) * 1e6);
+	if (it.it_value.tv_sec == 0 && it.it_value.tv_usec == 0)
+		it.it_value.tv_usec = 1;
+	atomic_store(&timeout_state, TO_ARMED);
+	if (setitimer(ITIMER_REAL, &it, NULL) != 0)
+		cli_die(EXIT_RUNTIME, "--timeout: cannot start the timer: %s", strerror(errno));
+}
+
+void cli_timeout_option(const char *arg)
+{
+	char *end;
+	errno = 0;
+	double v = strtod(arg, &end);
+	if (errno || end == arg || *end || !isfinite(v) || v < 0 || v > 1e9)
+		cli_usage("--timeout: '%s' is not a number of seconds in [0, 1e9] (0: no timeout)", arg);
+	cli_set_timeout(v);
+}
+
+void cli_created_dir(const char *dir)
+{
+	for (int i = 0; i < MAX_DIRS; i++)
+		if (!created_dirs[i]) {
+			created_dirs[i] = strdup(dir);
+			return;
+		}
+}
+
+void cli_keep_dirs(void)
+{
+	for (int i = 0; i < MAX_DIRS; i++) {
+		char *d = created_dirs[i];
+		created_dirs[i] = NULL;
+		free(d);
+	}
 }
 
 static void on_signal(int sig)
@@ -57,6 +157,7 @@ static void vmessage(const char *kind, const char *fmt, va_list ap)
 
 noreturn void cli_die(int code, const char *fmt, ...)
 {
+	timeout_disarm();
 	va_list ap;
 	va_start(ap, fmt);
 	vmessage("error", fmt, ap);
@@ -67,6 +168,7 @@ noreturn void cli_die(int code, const char *fmt, ...)
 
 noreturn void cli_usage(const char *fmt, ...)
 {
+	timeout_disarm();
 	va_list ap;
 	va_start(ap, fmt);
 	vmessage("error", fmt, ap);
@@ -91,6 +193,7 @@ void cli_warn(const char *fmt, ...)
 
 void cli_finish_stdout(void)
 {
+	timeout_disarm();
 	if (fflush(stdout) != 0 || ferror(stdout) || fclose(stdout) != 0)
 		cli_die(EXIT_RUNTIME, "cannot write standard output: %s",
 			strerror(errno ? errno : EIO));
@@ -220,6 +323,7 @@ static FILE *open_unnamed(const char *path, int binary)
 
 void cli_commit_path(const char *tmp)
 {
+	timeout_disarm(); /* committing: from here on the run finishes */
 	for (int i = 0; i < MAX_PENDING; i++)
 		if (pending_tmp[i] && strcmp(pending_tmp[i], tmp) == 0) {
 			if (rename(pending_tmp[i], pending_dst[i]) != 0)
@@ -283,6 +387,7 @@ static void link_unnamed(int i)
 
 void cli_commit_out(FILE *f)
 {
+	timeout_disarm();
 	if (f == stdout) {
 		cli_finish_stdout();
 		return;

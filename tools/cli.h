@@ -1,7 +1,8 @@
 /* cli.h - what every esg-* tool shares: messages, exits, inputs and
  * atomic outputs.  Program code only (it prints and exits); lib/ never does.
  *
- * Exit statuses: 0 success, 1 runtime failure, 2 usage error.
+ * Exit statuses: 0 success, 1 runtime failure, 2 usage error, 124 timed out
+ * (--timeout; the status GNU timeout(1) uses).
  */
 #ifndef ESG_CLI_H
 #define ESG_CLI_H
@@ -12,6 +13,20 @@
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
+#define EXIT_TIMEOUT 124
+
+/* --timeout SECONDS, shared by every tool: put CLI_TIMEOUT_LONGOPT in the
+ * getopt_long table, CLI_TIMEOUT_HELP in the help text, and call
+ * cli_timeout_option(optarg) for CLI_OPT_TIMEOUT. */
+#define CLI_OPT_TIMEOUT 0x7e01
+#define CLI_TIMEOUT_LONGOPT { "timeout", required_argument, NULL, CLI_OPT_TIMEOUT }
+/* PAD: spaces after "--timeout SECONDS" up to the help column; COL: that
+ * column's indentation (the tools align their help differently). */
+#define CLI_TIMEOUT_HELP(PAD, COL) \
+	"      --timeout SECONDS" PAD "stop after SECONDS (decimal; 0: never) of wall time:\n" \
+	COL "no output is left (an older one is kept), exit 124\n"
+#define CLI_EXIT_STATUS_HELP \
+	"Exit status: 0 success, 1 runtime failure, 2 usage error, 124 timed out (--timeout).\n"
 
 /* Call first: remembers the program name and installs cleanup handlers. */
 void cli_init(const char *prog, int argc, char **argv);
@@ -29,6 +44,19 @@ void cli_warn(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
 noreturn void cli_version(void);
 /* Write help text to stdout, check the write, exit 0. */
 noreturn void cli_help(const char *text);
+
+/* Parse --timeout's value (decimal seconds >= 0, else a usage error) and
+ * arm the timer (0 disarms).  When it fires: pending outputs are removed,
+ * "PROG: error: timed out after S s (--timeout)" goes to stderr and the
+ * process _exit()s with EXIT_TIMEOUT, whatever thread it was in.  The timer
+ * is disarmed when the first output is committed (from then on the run
+ * finishes) and by cli_die / cli_usage. */
+void cli_timeout_option(const char *arg);
+void cli_set_timeout(double seconds);
+/* Register a directory this run created, removed (if empty) on failure,
+ * timeout or signal like a pending output; cli_keep_dirs() forgets them. */
+void cli_created_dir(const char *dir);
+void cli_keep_dirs(void);
 
 /* Numeric option parsing: whole string, range checked, or usage error
  * naming the option. */

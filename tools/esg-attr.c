@@ -11,6 +11,8 @@
 #include <string.h>
 #include <time.h>
 
+enum { OPT_AMP = 0x7e10, OPT_AMP_DTYPE }; /* mixed precision (--amp) */
+
 static const char USAGE[] =
 	"Usage: esg-attr -m MODEL --method NAME [--target N] [--layer NAME] [--param KEY=VALUE]...\n"
 	"                [--baseline SPEC]... [--internal-batch N] [--threads N] [--device DEV]\n"
@@ -44,6 +46,10 @@ static const char USAGE[] =
 	"      --internal-batch N  at most N inputs per forward/backward call (default 8)\n"
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
+	"      --amp               mixed precision: forward passes under autocast (bf16 on the\n"
+	"                          CPU, fp16 on CUDA); inputs, gradients, scores and sums stay\n"
+	"                          float32; not with the DeepLift / excitation backprop rules\n"
+	"      --amp-dtype D       bf16 or fp16 (CUDA only); implies --amp\n"
 	"      --seed S            seed of every random draw (default 0)\n"
 	"      --label TEXT        the method's name in reports (esg.label; e.g. the\n"
 	"                          config's name of a method run with its own parameters)\n"
@@ -58,8 +64,11 @@ static const char USAGE[] =
 	"      --list-layers       list the model's layers (name, type, call sites; with the\n"
 	"                          output shapes when --shape or IN gives an input)\n"
 	"      --shape N,C,...     --list-layers: run a zero input of this shape\n"
+	CLI_TIMEOUT_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
-	"      --version           show the version\n";
+	"      --version           show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_METHOD = 256, OPT_TARGET, OPT_LAYER, OPT_PARAM, OPT_BASELINE, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_SEED, OPT_LIST_METHODS, OPT_LIST_LAYERS, OPT_VERSION,
@@ -76,6 +85,8 @@ static const struct option LONGOPTS[] = {
 	{ "internal-batch", required_argument, NULL, OPT_IBATCH },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "amp", no_argument, NULL, OPT_AMP },
+	{ "amp-dtype", required_argument, NULL, OPT_AMP_DTYPE },
 	{ "seed", required_argument, NULL, OPT_SEED },
 	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "output", required_argument, NULL, 'o' },
@@ -89,6 +100,7 @@ static const struct option LONGOPTS[] = {
 	{ "patch", required_argument, NULL, OPT_PATCH },
 	{ "overlap", required_argument, NULL, OPT_OVERLAP },
 	{ "blend", required_argument, NULL, OPT_BLEND },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -105,6 +117,7 @@ typedef struct opts {
 	int n_baselines;
 	long ibatch, threads;
 	uint64_t seed;
+	esg_amp amp;          /* --amp, --amp-dtype */
 	int list_methods, list_layers;
 	/* layer methods */
 	char layer_name[256];
@@ -304,6 +317,13 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
+		case OPT_AMP: if (!o->amp) o->amp = ESG_AMP_AUTO; break;
+		case OPT_AMP_DTYPE:
+			if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp16"))
+				o->amp = optarg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
+			else
+				cli_usage("--amp-dtype: '%s' is not bf16 or fp16", optarg);
+			break;
 		case OPT_SEED: {
 			char *end;
 			unsigned long long s = strtoull(optarg, &end, 10);
@@ -319,6 +339,7 @@ static void parse(int argc, char **argv, opts *o)
 			break;
 		case OPT_LIST_METHODS: o->list_methods = 1; break;
 		case OPT_LIST_LAYERS: o->list_layers = 1; break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -635,6 +656,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	esg_meta_setf(r, "esg.evaluations", "%lld", (long long)(job.evaluations + evals));
 	esg_meta_setf(r, "esg.seed", "%llu", (unsigned long long)o->seed);
 	esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
+	if (o->amp)
+		esg_meta_set(r, "esg.amp", esg_amp_name(esg_model_amp(R->model)));
+	else
+		esg_meta_remove(r, "esg.amp");
 	const esg_method *need = R->params.base ? R->params.base : R->method;
 	if (need->baseline) {
 		char *bj = baselines_json(R);
@@ -751,6 +776,8 @@ int main(int argc, char **argv)
 	R.model = esg_model_load(o.model, o.device);
 	if (!R.model)
 		cli_die_lib();
+	if (o.amp && esg_model_set_amp(R.model, o.amp))
+		cli_usage("--amp: %s", esg_error());
 
 	FILE *in = cli_open_in(o.in, 1);
 	esg_reader *rd = esg_reader_open(in, cli_in_name(o.in));

@@ -22,10 +22,12 @@ static const char usage_text[] =
 	"                      tensor, and both records must have the same names)\n"
 	"  -q, --quiet         print nothing; only the exit status tells\n"
 	"  -v, --verbose       one line per tensor compared\n"
+	CLI_TIMEOUT_HELP("\n                      ", "                      ")
 	"  -h, --help          show this help and exit\n"
 	"      --version       show the version and exit\n"
 	"\n"
-	"Exit status: 0 same within tolerance, 1 different or an error, 2 usage error.\n"
+	"Exit status: 0 same within tolerance, 1 different or an error, 2 usage error,\n"
+	"124 timed out (--timeout).\n"
 	"See esg-compare(1).\n";
 
 struct opts {
@@ -202,6 +204,7 @@ static void parse_args(int argc, char **argv)
 		{ "tensor", required_argument, NULL, 't' },
 		{ "quiet", no_argument, NULL, 'q' },
 		{ "verbose", no_argument, NULL, 'v' },
+		CLI_TIMEOUT_LONGOPT,
 		{ "help", no_argument, NULL, 'h' },
 		{ "version", no_argument, NULL, 'V' },
 		{ NULL, 0, NULL, 0 },
@@ -232,6 +235,7 @@ static void parse_args(int argc, char **argv)
 		case 'v':
 			o.verbose = 1;
 			break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h':
 			cli_help(usage_text);
 		case 'V':

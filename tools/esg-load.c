@@ -36,11 +36,14 @@ static const char usage_text[] =
 	"      --name NAME          the input's name in reports (esg.name; default: its\n"
 	"                           file name without extension)\n"
 	"      --level N            zstd compression level (1-19, default 3)\n"
+	CLI_TIMEOUT_HELP("    ", "                           ")
 	"  -h, --help               show this help and exit\n"
 	"      --version            show the version and exit\n"
 	"\n"
 	"Steps, in order: load, channel conversion, stack channels, slice, normalise\n"
-	"(per channel), crop/pad.  See esg-load(1).\n";
+	"(per channel), crop/pad.  See esg-load(1).\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 struct opts {
 	const char *out, *tensor, *layout, *name;
@@ -113,6 +116,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		{ "align", required_argument, 0, O_ALIGN }, { "pad-value", required_argument, 0, O_PAD },
 		{ "tensor", required_argument, 0, O_TENSOR }, { "level", required_argument, 0, O_LEVEL },
 		{ "name", required_argument, 0, O_NAME },
+		CLI_TIMEOUT_LONGOPT,
 		{ "help", no_argument, 0, 'h' }, { "version", no_argument, 0, O_VERSION },
 		{ 0, 0, 0, 0 }
 	};
@@ -155,6 +159,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 			o->name = optarg;
 			break;
 		case O_LEVEL: o->level = cli_long("--level", optarg, 1, 19); break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(usage_text);
 		case O_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);

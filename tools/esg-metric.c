@@ -69,10 +69,18 @@ static const char USAGE[] =
 	"      --internal-batch N  at most N inputs per model call (default 8)\n"
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
+	"      --amp, --amp-dtype D\n"
+	"                          the model passes (and re-run methods) in mixed precision,\n"
+	"                          as esg-attr --amp (default: float32, even for maps made\n"
+	"                          with --amp: a warning says so); recorded in metric_params\n"
 	"  -o, --output FILE       write the table here atomically instead of stdout\n"
+	CLI_TIMEOUT_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
-	"      --version           show the version\n";
+	"      --version           show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
+enum { OPT_AMP = 0x7e10, OPT_AMP_DTYPE }; /* mixed precision (--amp) */
 enum { OPT_METRIC = 256, OPT_MASK, OPT_PARAM, OPT_FORMAT, OPT_CURVES, OPT_IBATCH, OPT_THREADS,
        OPT_DEVICE, OPT_VERSION };
 
@@ -86,7 +94,10 @@ static const struct option LONGOPTS[] = {
 	{ "internal-batch", required_argument, NULL, OPT_IBATCH },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
+	{ "amp", no_argument, NULL, OPT_AMP },
+	{ "amp-dtype", required_argument, NULL, OPT_AMP_DTYPE },
 	{ "output", required_argument, NULL, 'o' },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -129,6 +140,7 @@ typedef struct opts {
 	int order[M_COUNT], n_metrics;
 	int jsonl;
 	long ibatch, threads;
+	esg_amp amp;
 	char **in;
 	int n_in;
 	mparams p;
@@ -239,6 +251,14 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
+		case OPT_AMP: if (!o->amp) o->amp = ESG_AMP_AUTO; break;
+		case OPT_AMP_DTYPE:
+			if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp16"))
+				o->amp = optarg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
+			else
+				cli_usage("--amp-dtype: '%s' is not bf16 or fp16", optarg);
+			break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -254,6 +274,8 @@ static void parse(int argc, char **argv, opts *o)
 		model |= o->want[i] && NEEDS_MODEL(i);
 		sim |= o->want[i] && IS_SIMILARITY(i);
 	}
+	if (o->amp && !model)
+		cli_usage("--amp: none of the metrics runs the model");
 	if (model && !o->model)
 		cli_usage("metric %s needs the model: give -m MODEL",
 			  METRIC_NAMES[o->want[M_INFIDELITY] ? M_INFIDELITY : o->want[M_SENSITIVITY] ?
@@ -287,9 +309,21 @@ static void tsv_field(FILE *f, const char *s)
 		fputc(*s == '\t' || *s == '\n' ? ' ' : *s, f);
 }
 
+/* The model's precision under --amp ("bf16", "fp16"), NULL in float32: the
+ * model metrics record it in their metric_params. */
+static const char *g_amp;
+
 static void emit(out_ctx *oc, const rowctx *rc, int64_t item, long long target, const char *metric,
 		 double value, const char *mparams_json)
 {
+	char with_amp[1400];
+	if (g_amp && (!strcmp(metric, "infidelity") || !strcmp(metric, "max_sensitivity") ||
+		      !strcmp(metric, "deletion") || !strcmp(metric, "insertion")) &&
+	    mparams_json[0] == '{') {
+		snprintf(with_amp, sizeof with_amp, "{\"amp\":\"%s\"%s%s", g_amp,
+			 mparams_json[1] == '}' ? "" : ",", mparams_json + 1);
+		mparams_json = with_amp;
+	}
 	if (oc->jsonl) {
 		cJSON *o = cJSON_CreateObject();
 		cJSON_AddStringToObject(o, "source", rc->source);
@@ -438,6 +472,7 @@ typedef struct ctx {
 	esg_model *model;
 	char sha[65];                /* of -m, to warn about maps of another model */
 	int warned;
+	int warned_amp;              /* maps made with another precision */
 	out_ctx oc;
 	esg_tensor *pert;            /* --param perturbations: [S, N, C, ...] */
 	esg_tensor *mask_t;          /* stream mask (F32) */
@@ -1080,6 +1115,15 @@ static void process(ctx *C, rec *R, const rec *ref)
 			C->warned = 1;
 		}
 	}
+	const char *amp = esg_meta_get(R->r, "esg.amp");
+	const char *ours = C->model ? esg_amp_name(esg_model_amp(C->model)) : "off";
+	if (C->model && !C->warned_amp && strcmp(amp ? amp : "off", ours)) {
+		cli_warn("%s: record %zu was made %s%s%s; the model passes here run %s%s", R->src,
+			 R->index + 1, amp ? "with --amp (" : "in float32", amp ? amp : "",
+			 amp ? ")" : "", strcmp(ours, "off") ? "in " : "in float32",
+			 strcmp(ours, "off") ? ours : "");
+		C->warned_amp = 1;
+	}
 	for (int k = 0; k < C->o->n_metrics; k++) {
 		int m = C->o->order[k];
 		if (IS_SIMILARITY(m)) {
@@ -1114,6 +1158,9 @@ int main(int argc, char **argv)
 		C.model = esg_model_load(o.model, o.device);
 		if (!C.model)
 			cli_die_lib();
+		if (o.amp && esg_model_set_amp(C.model, o.amp))
+			cli_usage("--amp: %s", esg_error());
+		g_amp = o.amp ? esg_amp_name(esg_model_amp(C.model)) : NULL;
 		if (esg_sha256_file(o.model, C.sha))
 			cli_die(EXIT_RUNTIME, "model: %s", esg_error());
 	}

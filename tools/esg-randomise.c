@@ -45,8 +45,11 @@ static const char USAGE[] =
 	"                        module with parameters that forward calls)\n"
 	"      --device DEV      cpu (default) or cuda:N\n"
 	"  -o, --output DIR      output directory (created if missing)\n"
+	CLI_TIMEOUT_HELP(" ", "                        ")
 	"  -h, --help            show this help\n"
-	"      --version         show the version\n";
+	"      --version         show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_MODE = 256, OPT_SEED, OPT_INIT, OPT_LAYERS, OPT_DEVICE, OPT_VERSION };
 
@@ -58,6 +61,7 @@ static const struct option LONGOPTS[] = {
 	{ "layers", required_argument, NULL, OPT_LAYERS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "output", required_argument, NULL, 'o' },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -81,18 +85,12 @@ typedef struct layer {
 	size_t n;
 } layer;
 
-/* Step files written so far: removed if the run fails before the manifest. */
-static char **written;
+/* Step files written so far, as pending temporary files (tools/cli.c
+ * removes them on any failure, signal or --timeout); renamed into place
+ * only once the manifest is complete, so a failed run leaves the
+ * directory as it was. */
+static const char **written;
 static size_t n_written;
-static int finished;
-
-static void remove_written(void)
-{
-	if (finished)
-		return;
-	for (size_t i = 0; i < n_written; i++)
-		unlink(written[i]);
-}
 
 static void parse(int argc, char **argv, opts *o)
 {
@@ -133,6 +131,7 @@ static void parse(int argc, char **argv, opts *o)
 		}
 		case OPT_LAYERS: o->layers = optarg; break;
 		case OPT_DEVICE: o->device = optarg; break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -397,6 +396,7 @@ static void make_dir(const char *dir)
 	}
 	if (mkdir(dir, 0777) != 0)
 		cli_die(EXIT_RUNTIME, "cannot create directory '%s': %s", dir, strerror(errno));
+	cli_created_dir(dir); /* removed again if the run fails */
 }
 
 static char *path_join(const char *dir, const char *file)
@@ -409,18 +409,19 @@ static char *path_join(const char *dir, const char *file)
 	return p;
 }
 
-/* Save the model's current state as DIR/FILE atomically. */
+/* Save the model's current state as a temporary file for DIR/FILE,
+ * committed with the manifest. */
 static void save_step(esg_model *m, const char *dir, const char *file)
 {
 	char *path = path_join(dir, file);
 	const char *tmp = cli_temp_path(path);
 	if (esg_model_save(m, tmp))
 		cli_die(EXIT_RUNTIME, "cannot write '%s': %s", path, esg_error());
-	cli_commit_path(tmp);
+	free(path);
 	written = realloc(written, (n_written + 1) * sizeof *written);
 	if (!written)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	written[n_written++] = path;
+	written[n_written++] = tmp;
 }
 
 int main(int argc, char **argv)
@@ -428,7 +429,6 @@ int main(int argc, char **argv)
 	cli_init("esg-randomise", argc, argv);
 	opts o;
 	parse(argc, argv, &o);
-	atexit(remove_written);
 
 	char sha[65];
 	if (esg_sha256_file(o.model, sha))
@@ -510,8 +510,10 @@ int main(int argc, char **argv)
 	FILE *f = cli_open_out(mpath, 0);
 	fputs(txt, f);
 	fputc('\n', f);
+	for (size_t i = 0; i < n_written; i++) /* the steps, then the manifest */
+		cli_commit_path(written[i]);
 	cli_commit_out(f);
-	finished = 1;
+	cli_keep_dirs();
 
 	free(txt);
 	free(mpath);
@@ -526,8 +528,6 @@ int main(int argc, char **argv)
 		free(L[l].params);
 	}
 	free(L);
-	for (size_t i = 0; i < n_written; i++)
-		free(written[i]);
 	free(written);
 	esg_model_params_free(P, np);
 	esg_model_free(m);

@@ -66,9 +66,11 @@ static const char usage_text[] =
 	"      --colorbar           add a colour bar with its end values\n"
 	"      --zoom F             enlarge by F (1..16, default 1)\n"
 	"      --no-aspect          keep one pixel per voxel (default: square millimetres)\n"
+	CLI_TIMEOUT_HELP("    ", "                           ")
 	"  -h, --help               this help\n"
 	"      --version            the version\n"
-	"Exit status: 0 ok, 1 runtime failure, 2 usage error.  See esg-render(1).\n";
+	CLI_EXIT_STATUS_HELP
+	"See esg-render(1).\n";
 
 enum { O_INFO = 256, O_NIFTI, O_PNG, O_BATCH, O_CHANNEL, O_VIEW, O_SLICE, O_MOSAIC,
        O_MIP, O_RADIO, O_OVERLAY, O_BACKGROUND, O_SIGN, O_CMAP, O_CLIP, O_THRESH,
@@ -104,6 +106,7 @@ static const struct option long_opts[] = {
 	{ "colorbar", no_argument, 0, O_COLORBAR },
 	{ "zoom", required_argument, 0, O_ZOOM },
 	{ "no-aspect", no_argument, 0, O_NOASPECT },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, 0, 'h' },
 	{ "version", no_argument, 0, O_VERSION },
 	{ 0, 0, 0, 0 }
@@ -216,6 +219,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		case O_COLORBAR: o->colorbar = 1; break;
 		case O_ZOOM: o->zoom = cli_long("--zoom", optarg, 1, 16), o->zoom_set = 1; break;
 		case O_NOASPECT: o->aspect = 0; break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(usage_text);
 		case O_VERSION: cli_version();
 		default: cli_usage("unknown option (see the list of options)");

@@ -43,8 +43,11 @@ static const char USAGE[] =
 	"                            else found from the executable's location)\n"
 	"      --threads N           libtorch threads (default 0: all cores)\n"
 	"  -o, --output FILE         the wrapped model (written atomically)\n"
+	CLI_TIMEOUT_HELP("     ", "                            ")
 	"  -h, --help                show this help\n"
-	"      --version             show the version\n";
+	"      --version             show the version\n"
+	"\n"
+	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_REDUCE = 256, OPT_MASK, OPT_INPUT, OPT_ACT, OPT_WRAPPERS, OPT_THREADS, OPT_VERSION,
        OPT_PATCH, OPT_OVERLAP, OPT_BLEND };
@@ -61,6 +64,7 @@ static const struct option LONGOPTS[] = {
 	{ "overlap", required_argument, NULL, OPT_OVERLAP },
 	{ "blend", required_argument, NULL, OPT_BLEND },
 	{ "output", required_argument, NULL, 'o' },
+	CLI_TIMEOUT_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -117,6 +121,7 @@ static void parse(int argc, char **argv, opts *o)
 			if (esg_blend_parse(optarg, &o->blend))
 				cli_usage("--blend: %s", esg_error());
 			break;
+		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);

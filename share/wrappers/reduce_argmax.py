@@ -3,8 +3,10 @@
 # whose argmax over channels is c.  The argmax mask is recomputed at every
 # forward pass (it carries no gradient); the gradient flows through the sum.
 # A model that already returns [N, C] scores passes through unchanged.
+# .float(): under mixed precision (esg-attr --amp) the model may return bf16 /
+# fp16; activation and sums run in float32 (a no-op for a float32 output).
 def forward(self, x: Tensor) -> Tensor:
-    y = self.activation(self.model.forward(x))
+    y = self.activation(self.model.forward(x).float())
     if y.dim() == 2:
         return y
     idx = torch.argmax(y.detach(), dim=1, keepdim=True)

@@ -6,8 +6,10 @@
 # A patch of the volume (esg-attr --patch) is scored over the mask's window
 # at self.origin (set per patch through the shim; zeros by default).
 # A model returning [N, C] passes through.
+# .float(): under mixed precision (esg-attr --amp) the model may return bf16 /
+# fp16; activation and sums run in float32 (a no-op for a float32 output).
 def forward(self, x: Tensor) -> Tensor:
-    y = self.activation(self.model.forward(x))
+    y = self.activation(self.model.forward(x).float())
     if y.dim() == 2:
         return y
     m = self.mask

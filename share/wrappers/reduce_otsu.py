@@ -5,6 +5,8 @@
 # score[n, c] = sum of y[n, c] over the voxels with z > t.  One-channel
 # outputs give two scores: [sum over z <= t, sum over z > t].
 # Masks carry no gradient; a model returning [N, C] passes through.
+# .float(): under mixed precision (esg-attr --amp) the model may return bf16 /
+# fp16; activation and sums run in float32 (a no-op for a float32 output).
 def otsu(self, z: Tensor) -> float:
     nbins = 256
     hist = torch.histc(z, bins=nbins, min=0.0, max=1.0).double()
@@ -17,7 +19,7 @@ def otsu(self, z: Tensor) -> float:
     return float(centers[int(torch.argmax(var))])
 
 def forward(self, x: Tensor) -> Tensor:
-    y = self.activation(self.model.forward(x))
+    y = self.activation(self.model.forward(x).float())
     if y.dim() == 2:
         return y
     yf = y.flatten(2)
