@@ -422,3 +422,39 @@ void cli_progress(const char *what, int64_t done, int64_t total)
 	if (done >= total)
 		fputc('\n', stderr);
 }
+
+void cli_patch_option(cli_patch *p, const char *opt, const char *arg)
+{
+	if (!strcmp(opt, "--patch")) {
+		p->spec = arg;
+		if (esg_patch_parse(arg, p->size, &p->axes))
+			cli_usage("--patch: %s", esg_error());
+	} else if (!strcmp(opt, "--overlap")) {
+		p->overlap = cli_double("--overlap", arg);
+		if (!(p->overlap >= 0 && p->overlap < 1))
+			cli_usage("--overlap: %s is not in [0, 1)", arg);
+	} else {
+		p->blend_name = arg;
+		if (esg_blend_parse(arg, &p->blend))
+			cli_usage("--blend: %s", esg_error());
+	}
+}
+
+void cli_patch_done(cli_patch *p)
+{
+	if (!p->spec && (p->overlap >= 0 || p->blend_name))
+		cli_usage("%s only goes with --patch", p->overlap >= 0 ? "--overlap" : "--blend");
+	if (p->overlap < 0)
+		p->overlap = ESG_PATCH_DEFAULT_OVERLAP;
+}
+
+void cli_amp_option(esg_amp *amp, const char *arg)
+{
+	if (!arg) {
+		if (!*amp)
+			*amp = ESG_AMP_AUTO;
+	} else if (!strcmp(arg, "bf16") || !strcmp(arg, "fp16"))
+		*amp = arg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
+	else
+		cli_usage("--amp-dtype: '%s' is not bf16 or fp16", arg);
+}

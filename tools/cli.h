@@ -11,6 +11,9 @@
 #include <stdint.h>
 #include <stdnoreturn.h>
 
+#include "esg_torch.h"
+#include "patch.h"
+
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2
 #define EXIT_TIMEOUT 124
@@ -86,5 +89,24 @@ void cli_progress(const char *what, int64_t done, int64_t total);
 
 /* Check stdout at exit (for tools that printed text); dies with 1 on error. */
 void cli_finish_stdout(void);
+
+/* The sliding-window options of esg-attr and esg-wrap: --patch D,H,W,
+ * --overlap F, --blend mean|gaussian. */
+typedef struct cli_patch {
+	const char *spec, *blend_name;     /* as given; spec NULL: no --patch */
+	int64_t size[ESG_PATCH_AXES];
+	int axes;
+	double overlap;                    /* < 0 until given */
+	esg_blend blend;
+} cli_patch;
+#define CLI_PATCH_INIT { .overlap = -1, .blend = ESG_BLEND_GAUSSIAN }
+/* Take option `opt` ("--patch", "--overlap" or "--blend"); usage error if bad. */
+void cli_patch_option(cli_patch *p, const char *opt, const char *arg);
+/* After the options: --overlap or --blend need --patch; the default overlap. */
+void cli_patch_done(cli_patch *p);
+
+/* --amp (arg NULL: keep a dtype already chosen, else auto) and
+ * --amp-dtype bf16|fp16 (esg-attr, esg-metric). */
+void cli_amp_option(esg_amp *amp, const char *arg);
 
 #endif

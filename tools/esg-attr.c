@@ -126,13 +126,7 @@ typedef struct opts {
 	int channel_mode;     /* 0 all, 1 sum, 2 mean, 3 one */
 	int channel;
 	const char *shape;    /* --list-layers */
-	/* --patch: sizes (0 axes: whole volume), overlap, blend */
-	const char *patch;
-	int64_t patch_size[ESG_PATCH_AXES];
-	int patch_axes;
-	double overlap;       /* < 0: not given */
-	esg_blend blend;
-	const char *blend_name;
+	cli_patch win;        /* --patch, --overlap, --blend */
 } opts;
 
 static const char *kind_name(esg_param_kind k)
@@ -266,8 +260,7 @@ static void parse(int argc, char **argv, opts *o)
 	o->device = "cpu";
 	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
 	o->layer_call = -1;
-	o->overlap = -1;
-	o->blend = ESG_BLEND_GAUSSIAN;
+	o->win = (cli_patch)CLI_PATCH_INIT;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
@@ -289,21 +282,9 @@ static void parse(int argc, char **argv, opts *o)
 			}
 			break;
 		case OPT_SHAPE: o->shape = optarg; break;
-		case OPT_PATCH:
-			o->patch = optarg;
-			if (esg_patch_parse(optarg, o->patch_size, &o->patch_axes))
-				cli_usage("--patch: %s", esg_error());
-			break;
-		case OPT_OVERLAP:
-			o->overlap = cli_double("--overlap", optarg);
-			if (!(o->overlap >= 0 && o->overlap < 1))
-				cli_usage("--overlap: %s is not in [0, 1)", optarg);
-			break;
-		case OPT_BLEND:
-			o->blend_name = optarg;
-			if (esg_blend_parse(optarg, &o->blend))
-				cli_usage("--blend: %s", esg_error());
-			break;
+		case OPT_PATCH: cli_patch_option(&o->win, "--patch", optarg); break;
+		case OPT_OVERLAP: cli_patch_option(&o->win, "--overlap", optarg); break;
+		case OPT_BLEND: cli_patch_option(&o->win, "--blend", optarg); break;
 		case OPT_PARAM:
 			if (o->n_params == MAX_LIST)
 				cli_usage("too many --param options");
@@ -317,13 +298,8 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
-		case OPT_AMP: if (!o->amp) o->amp = ESG_AMP_AUTO; break;
-		case OPT_AMP_DTYPE:
-			if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp16"))
-				o->amp = optarg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
-			else
-				cli_usage("--amp-dtype: '%s' is not bf16 or fp16", optarg);
-			break;
+		case OPT_AMP: cli_amp_option(&o->amp, NULL); break;
+		case OPT_AMP_DTYPE: cli_amp_option(&o->amp, optarg); break;
 		case OPT_SEED: {
 			char *end;
 			unsigned long long s = strtoull(optarg, &end, 10);
@@ -350,10 +326,7 @@ static void parse(int argc, char **argv, opts *o)
 		o->in = argv[optind++];
 	if (optind < argc)
 		cli_usage("unexpected argument '%s' (one input at most)", argv[optind]);
-	if (!o->patch && (o->overlap >= 0 || o->blend_name))
-		cli_usage("%s only goes with --patch", o->overlap >= 0 ? "--overlap" : "--blend");
-	if (o->overlap < 0)
-		o->overlap = ESG_PATCH_DEFAULT_OVERLAP;
+	cli_patch_done(&o->win);
 }
 
 typedef struct run {
@@ -486,13 +459,13 @@ typedef struct patched {
 static void patch_setup(const opts *o, patched *pt, int ndim, const int64_t *shape,
 			const char *in_name, size_t index)
 {
-	if (o->patch_axes != ndim - 2)
+	if (o->win.axes != ndim - 2)
 		cli_die(EXIT_USAGE, "--patch %s: %d size%s for the %d spatial axes of %s record %zu",
-			o->patch, o->patch_axes, o->patch_axes == 1 ? "" : "s", ndim - 2, in_name, index + 1);
-	if (esg_patch_grid_init(&pt->grid, ndim - 2, shape + 2, o->patch_size, o->overlap))
+			o->win.spec, o->win.axes, o->win.axes == 1 ? "" : "s", ndim - 2, in_name, index + 1);
+	if (esg_patch_grid_init(&pt->grid, ndim - 2, shape + 2, o->win.size, o->win.overlap))
 		cli_die(EXIT_RUNTIME, "--patch: %s", esg_error());
 	pt->run.grid = &pt->grid;
-	pt->run.blend = o->blend;
+	pt->run.blend = o->win.blend;
 	pt->run.per_patch_target = o->target < 0;
 	pt->run.patch_targets = malloc((size_t)(pt->grid.n * shape[0]) * sizeof *pt->run.patch_targets);
 	if (!pt->run.patch_targets)
@@ -516,8 +489,8 @@ static void patch_meta(const opts *o, esg_record *r, patched *pt, int64_t N)
 	for (int d = 0; d < g->nsp; d++)
 		v[d] = (double)g->size[d];
 	esg_meta_set_doubles(r, "esg.patch", v, g->nsp);
-	esg_meta_setf(r, "esg.overlap", "%.9g", o->overlap);
-	esg_meta_set(r, "esg.blend", esg_blend_name(o->blend));
+	esg_meta_setf(r, "esg.overlap", "%.9g", o->win.overlap);
+	esg_meta_set(r, "esg.blend", esg_blend_name(o->win.blend));
 	esg_meta_setf(r, "esg.patches", "%lld", (long long)g->n);
 	if (pt->run.per_patch_target) {
 		int64_t n = g->n * N;
@@ -563,7 +536,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	int64_t passes = 0, evals = 0;
 	/* With --target the method itself checks the range (every score read is
 	 * checked), so no extra forward pass is spent on learning the class count. */
-	if (o->target < 0 && o->patch) {
+	if (o->target < 0 && o->win.spec) {
 		memset(target, 0, (size_t)N * sizeof *target);  /* per patch, below */
 	} else if (o->target < 0) {
 		if (predict(R, x, ndim, shape, target, &passes, &evals))
@@ -603,9 +576,9 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	job.channel_mode = o->channel_mode;
 	job.channel = o->channel;
 	patched pt = { 0 };
-	if (o->patch)
+	if (o->win.spec)
 		patch_setup(o, &pt, ndim, shape, in_name, index);
-	if (o->patch ? esg_attr_run_patches(&job, &pt.run) : esg_attr_run(&job))
+	if (o->win.spec ? esg_attr_run_patches(&job, &pt.run) : esg_attr_run(&job))
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->method->name, esg_error());
 	passes += job.passes;
 
@@ -679,7 +652,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	} else {
 		esg_meta_remove(r, "esg.delta");
 	}
-	patch_meta(o, r, o->patch ? &pt : NULL, N);
+	patch_meta(o, r, o->win.spec ? &pt : NULL, N);
 	esg_meta_stamp(r, "esg-attr", argc, argv);
 	esg_meta_setf(r, "esg.seconds", "%.6f", now() - t0);
 	for (int i = 0; i < n_bl; i++)
@@ -740,7 +713,7 @@ int main(int argc, char **argv)
 	}
 	/* patches blend on the input grid: a layer's own grid can't be stitched */
 	int lk = esg_method_layer(R.method);
-	if (o.patch && o.layer && ((lk == ESG_LAYER_MAP && o.upsample != 1) ||
+	if (o.win.spec && o.layer && ((lk == ESG_LAYER_MAP && o.upsample != 1) ||
 				   (lk == ESG_LAYER_CAM && o.upsample == 2)))
 		cli_usage("--patch: method %s gives maps on the layer's grid; patches are blended on "
 			  "the input grid: add --upsample", R.method->name);

@@ -251,13 +251,8 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
-		case OPT_AMP: if (!o->amp) o->amp = ESG_AMP_AUTO; break;
-		case OPT_AMP_DTYPE:
-			if (!strcmp(optarg, "bf16") || !strcmp(optarg, "fp16"))
-				o->amp = optarg[0] == 'b' ? ESG_AMP_BF16 : ESG_AMP_FP16;
-			else
-				cli_usage("--amp-dtype: '%s' is not bf16 or fp16", optarg);
-			break;
+		case OPT_AMP: cli_amp_option(&o->amp, NULL); break;
+		case OPT_AMP_DTYPE: cli_amp_option(&o->amp, optarg); break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();

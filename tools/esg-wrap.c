@@ -73,11 +73,7 @@ static const struct option LONGOPTS[] = {
 typedef struct opts {
 	const char *model, *reduce, *mask, *input, *act, *wrappers, *out;
 	long threads;
-	const char *patch, *blend_name;   /* --patch: sliding-window --input */
-	int64_t patch_size[ESG_PATCH_AXES];
-	int patch_axes;
-	double overlap;                   /* < 0: not given */
-	esg_blend blend;
+	cli_patch win;        /* --patch, --overlap, --blend */
 } opts;
 
 static int one_of(const char *v, const char *const *list)
@@ -92,8 +88,7 @@ static void parse(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->act = "none";
-	o->overlap = -1;
-	o->blend = ESG_BLEND_GAUSSIAN;
+	o->win = (cli_patch)CLI_PATCH_INIT;
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
@@ -106,21 +101,9 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_ACT: o->act = optarg; break;
 		case OPT_WRAPPERS: o->wrappers = optarg; break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
-		case OPT_PATCH:
-			o->patch = optarg;
-			if (esg_patch_parse(optarg, o->patch_size, &o->patch_axes))
-				cli_usage("--patch: %s", esg_error());
-			break;
-		case OPT_OVERLAP:
-			o->overlap = cli_double("--overlap", optarg);
-			if (!(o->overlap >= 0 && o->overlap < 1))
-				cli_usage("--overlap: %s is not in [0, 1)", optarg);
-			break;
-		case OPT_BLEND:
-			o->blend_name = optarg;
-			if (esg_blend_parse(optarg, &o->blend))
-				cli_usage("--blend: %s", esg_error());
-			break;
+		case OPT_PATCH: cli_patch_option(&o->win, "--patch", optarg); break;
+		case OPT_OVERLAP: cli_patch_option(&o->win, "--overlap", optarg); break;
+		case OPT_BLEND: cli_patch_option(&o->win, "--blend", optarg); break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
@@ -147,12 +130,9 @@ static void parse(int argc, char **argv, opts *o)
 		cli_usage("--reduce fixed-mask needs --mask FILE or --input STREAM");
 	if (!fixed && o->mask)
 		cli_usage("--mask only goes with --reduce fixed-mask");
-	if (o->patch && (!fixed || !o->input || o->mask))
+	if (o->win.spec && (!fixed || !o->input || o->mask))
 		cli_usage("--patch goes with --reduce fixed-mask --input STREAM (the predicted mask)");
-	if (!o->patch && (o->overlap >= 0 || o->blend_name))
-		cli_usage("%s only goes with --patch", o->overlap >= 0 ? "--overlap" : "--blend");
-	if (o->overlap < 0)
-		o->overlap = ESG_PATCH_DEFAULT_OVERLAP;
+	cli_patch_done(&o->win);
 }
 
 /* ---- wrapper sources ---------------------------------------------------- */
@@ -296,18 +276,18 @@ static esg_tensor *load_mask(const char *path)
 static esg_tensor *predict_patches(esg_model *m, const opts *o, const float *x, int ndim,
 				   const int64_t *shape, const char *name)
 {
-	if (o->patch_axes != ndim - 2)
+	if (o->win.axes != ndim - 2)
 		cli_die(EXIT_USAGE, "--patch %s: %d size%s for the %d spatial axes of --input %s",
-			o->patch, o->patch_axes, o->patch_axes == 1 ? "" : "s", ndim - 2, name);
+			o->win.spec, o->win.axes, o->win.axes == 1 ? "" : "s", ndim - 2, name);
 	esg_patch_grid g;
-	if (esg_patch_grid_init(&g, ndim - 2, shape + 2, o->patch_size, o->overlap))
+	if (esg_patch_grid_init(&g, ndim - 2, shape + 2, o->win.size, o->win.overlap))
 		cli_die(EXIT_RUNTIME, "--patch: %s", esg_error());
 	int64_t C = shape[1], K = 0, psh[ESG_MAX_DIMS];
 	memcpy(psh, shape, sizeof psh);
 	psh[0] = 1;
 	for (int d = 0; d < g.nsp; d++)
 		psh[2 + d] = g.size[d];
-	float *w = esg_patch_weights(&g, o->blend);
+	float *w = esg_patch_weights(&g, o->win.blend);
 	float *xs = malloc((size_t)C * g.patch_voxels * sizeof *xs);
 	float *wsum = calloc(g.vol_voxels, sizeof *wsum);
 	if (!w || !xs || !wsum)
@@ -368,7 +348,7 @@ static esg_tensor *predict(esg_model *m, const char *path, const opts *o)
 		cli_die(EXIT_RUNTIME, "--input %s: %s", cli_in_name(path), esg_error());
 	float *x = esg_tensor_to_f32(img);
 	esg_tensor *out = NULL;
-	if (x && o->patch)
+	if (x && o->win.spec)
 		out = predict_patches(m, o, x, img->ndim, img->shape, cli_in_name(path));
 	else if (!x || esg_model_forward(m, x, img->ndim, img->shape, &out))
 		cli_die(EXIT_RUNTIME, "--input %s: %s", cli_in_name(path), esg_error());

@@ -99,17 +99,12 @@ check "the randomisation table has a row per metric and step" test "$(tail -n +2
 # the report, as headless Chromium shows it (tests/cli/report.sh checks the page itself)
 if $PYTHON -c "import sys; sys.path.insert(0, '$ESG_ROOT/tests/py'); import webdriver; sys.exit(not webdriver.available())"; then
 	$PYTHON - >browser.out 2>browser.err <<'PY'
-import json, os, sys, time, urllib.parse
+import json, os, sys
 sys.path.insert(0, os.environ["ESG_ROOT"] + "/tests/py")
 import webdriver
 b = webdriver.Browser()
 try:
-    b.offline()
-    b.get("file://" + os.path.abspath("out/report.html"))
-    for _ in range(200):
-        if b.js("return document.readyState=='complete'&&document.body.dataset.ready||''") == "1":
-            break
-        time.sleep(0.05)
+    b.open_report("out/report.html")
     print(json.dumps(b.js("""return Array.from(document.querySelectorAll('section.input')).map(function(s){
         var g=s.querySelector('table.grid');
         return {input:s.dataset.input,

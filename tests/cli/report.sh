@@ -154,13 +154,7 @@ CELL = BRAIN + "td.map[data-model=modelA][data-method=saliency] canvas"
 
 b = webdriver.Browser()
 try:
-    b.offline()
-    b.get("file://" + os.path.abspath("out/report.html"))
-    for _ in range(200):
-        if b.js("return document.readyState=='complete'&&document.body.dataset.ready||''") == "1":
-            break
-        time.sleep(0.05)
-    out(b.js("return document.body.dataset.ready") == "1", "the page loads offline and its script runs")
+    out(b.open_report("out/report.html"), "the page loads offline and its script runs")
     log = b.log()
     out(log == [], "nothing on the console while loading", log)
     out(b.js("return document.querySelector('h1').textContent") == 'Maps <&> "all"',

@@ -88,6 +88,17 @@ class Browser:
         return self.cmd("POST", "/chromium/network_conditions", {"network_conditions": {
             "offline": True, "latency": 0, "download_throughput": 0, "upload_throughput": 0}})
 
+    def open_report(self, path):
+        """Load an esg-render --html page with the network cut off; wait until
+        its script has drawn it (body data-ready="1"); True if it did."""
+        self.offline()
+        self.get("file://" + os.path.abspath(path))
+        for _ in range(200):
+            if self.js("return document.readyState=='complete'&&document.body.dataset.ready||''") == "1":
+                return True
+            time.sleep(0.05)
+        return False
+
     def screenshot(self, path):
         with open(path, "wb") as f:
             f.write(base64.b64decode(self.cmd("GET", "/screenshot")))
