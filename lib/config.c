@@ -884,8 +884,8 @@ static int parse_randomisation(esg_config *c, const cJSON *o)
 	if (nl <= 0) {
 		free(layers);
 		free(b.s);
-		return bad("randomisation.layers", "%s", nl < 0 ? "missing (required: the layers to randomise, from the "
-					"output backwards, e.g. [\"model.dec1\", \"model.enc1\"])" : "must not be empty");
+		return bad("randomisation.layers", "%s", nl < 0 ? "missing (required: the layers to randomise, "
+					"e.g. [\"model.dec1\", \"model.enc1\"]; see esg-randomise)" : "must not be empty");
 	}
 	sb_add(&b, " --layers ");
 	for (int i = 0; i < nl; i++)
