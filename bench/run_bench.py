@@ -141,7 +141,9 @@ def measure(model, st, method, extra, target, threads):
         cmd += ["--target", str(target)]
     p = subprocess.run(cmd, capture_output=True, text=True)
     if p.returncode != 0:
-        return None, p.stderr.strip().splitlines()[-1] if p.stderr.strip() else "exit %d" % p.returncode
+        # the tool's one-line error (GNU time's own line comes after it)
+        errs = [l for l in p.stderr.splitlines() if ": error: " in l]
+        return None, errs[0].split(": error: ", 1)[1] if errs else "exit %d" % p.returncode
     wall, rss_kb = p.stderr.strip().splitlines()[-1].split()
     meta = safetensors_ref.read_stream(out)[0][0]
     return {"evaluations": int(meta.get("esg.evaluations", meta.get("esg.passes", "0"))),
