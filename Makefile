@@ -152,7 +152,7 @@ install: all
 
 ## clean: remove build outputs
 clean:
-	rm -rf build demo-out
+	rm -rf build demo-out angio2d-out
 
 ## list: print the targets with one line each
 list:

@@ -7,6 +7,7 @@ grep -E '^    \$ ' "$ESG_ROOT/README.md" | sed 's/^    \$ //' >"$T/examples"
 # The examples name shipped files relative to the repository root.
 ln -s "$ESG_ROOT/share" "$T/share"
 ln -s "$ESG_ROOT/configs" "$T/configs"
+ln -s "$ESG_ROOT/pipelines" "$T/pipelines"
 while IFS= read -r cmd; do
 	check "README: $cmd" bash -c "cd '$T' && $cmd"
 done <"$T/examples"
