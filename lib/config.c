@@ -848,8 +848,9 @@ static int select_methods(esg_config *c, const cJSON *o, const char *key, const 
 		if (i < 0) {
 			char fi[160];
 			snprintf(fi, sizeof fi, "%s[%d]", f, k);
+			int rc = bad(fi, "no method is named '%s' in \"methods\"", v[k]);
 			free(v);
-			return bad(fi, "no method is named '%s' in \"methods\"", v[k]);
+			return rc;
 		}
 		*(fid ? &c->meth[i].fidelity : &c->meth[i].randomise) = 1;
 	}
@@ -919,8 +920,9 @@ static int parse_randomisation(esg_config *c, const cJSON *o)
 		if (!found) {
 			char fi[64];
 			snprintf(fi, sizeof fi, "randomisation.inputs[%d]", k);
+			int rc = bad(fi, "no input is named '%s'", ins[k]);
 			free(ins);
-			return bad(fi, "no input is named '%s'", ins[k]);
+			return rc;
 		}
 	}
 	free(ins);
@@ -965,8 +967,9 @@ static int parse_metrics(esg_config *c, const cJSON *o)
 		if (i < 0) {
 			char fi[64];
 			snprintf(fi, sizeof fi, "metrics.models[%d]", k);
+			int rc = bad(fi, "no model is named '%s'", v[k]);
 			free(v);
-			return bad(fi, "no model is named '%s'", v[k]);
+			return rc;
 		}
 		c->fid_model[i] = 1;
 	}

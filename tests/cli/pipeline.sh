@@ -66,6 +66,10 @@ bad "ground truth without masks" 'metrics\.ground_truth: input .* has no "mask"'
 bad "randomisation without layers" 'randomisation\.layers: missing' "{$B, \"methods\": [{\"name\": \"saliency\"}], \"randomisation\": {}}"
 bad "a shell metacharacter" "methods\[0\]\.layer: .*can't be passed" \
 	"{$B, \"methods\": [{\"name\": \"layer_gradcam\", \"layer\": \"enc1;rm\"}]}"
+bad "randomisation naming an unknown method" "randomisation\.methods\[0\]: no method is named 'nope'" \
+	"{$B, \"methods\": [{\"name\": \"saliency\"}], \"randomisation\": {\"layers\": [\"head\"], \"methods\": [\"nope\"]}}"
+bad "metrics naming an unknown model" "metrics\.models\[0\]: no model is named 'zz'" \
+	"{$B, \"methods\": [{\"name\": \"saliency\"}], \"metrics\": {\"models\": [\"zz\"]}}"
 bad "invalid JSON" 'not valid JSON \(error at line' "{$B,"
 bad "a missing required field" 'methods: must be a non-empty list' "{$B}"
 check "esg-config accepts a valid config" bash -c "$(printf '%q' "$(config "$SAL")") >/dev/null; true"
