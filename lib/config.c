@@ -36,6 +36,7 @@ static void sb_add(sbuf *b, const char *fmt, ...)
 		char *s = realloc(b->s, cap);
 		if (!s) {
 			b->oom = 1;
+			esg_set_error("out of memory");
 			return;
 		}
 		b->s = s;
@@ -84,7 +85,7 @@ typedef struct {
 } cfg_method;
 
 struct esg_config {
-	char *path, *output, *title;
+	char *path, *output;
 	cfg_input *in;
 	int n_in;
 	cfg_model *model;
@@ -113,7 +114,7 @@ struct esg_config {
 
 /* ---- checking helpers -------------------------------------------------- */
 
-static const char *cfg_path; /* for messages */
+static _Thread_local const char *cfg_path; /* for messages */
 
 static int bad(const char *field, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 static int bad(const char *field, const char *fmt, ...)
@@ -135,6 +136,16 @@ static void field_key(char *out, size_t n, const char *parent, const char *key)
 		snprintf(out, n, "%s", key);
 }
 
+/* "a, b, c" from a NULL-terminated list, truncated to fit. */
+static void join_names(const char *const *names, char *out, size_t n)
+{
+	out[0] = 0;
+	for (size_t i = 0; names[i]; i++) {
+		strncat(out, i ? ", " : "", n - strlen(out) - 1);
+		strncat(out, names[i], n - strlen(out) - 1);
+	}
+}
+
 static int check_keys(const cJSON *obj, const char *field, const char *const *known)
 {
 	if (!cJSON_IsObject(obj))
@@ -144,11 +155,8 @@ static int check_keys(const cJSON *obj, const char *field, const char *const *kn
 		for (size_t i = 0; known[i] && !ok; i++)
 			ok = !strcmp(it->string, known[i]);
 		if (!ok) {
-			char list[512] = "";
-			for (size_t i = 0; known[i]; i++) {
-				strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-				strncat(list, known[i], sizeof list - strlen(list) - 1);
-			}
+			char list[512];
+			join_names(known, list, sizeof list);
 			char f[256];
 			field_key(f, sizeof f, field, it->string);
 			return bad(f, "unknown field (known here: %s)", list);
@@ -260,11 +268,8 @@ static int one_of(const char *field, const char *v, const char *const *known)
 	for (size_t i = 0; known[i]; i++)
 		if (!strcmp(v, known[i]))
 			return 0;
-	char list[256] = "";
-	for (size_t i = 0; known[i]; i++) {
-		strncat(list, i ? ", " : "", sizeof list - strlen(list) - 1);
-		strncat(list, known[i], sizeof list - strlen(list) - 1);
-	}
+	char list[256];
+	join_names(known, list, sizeof list);
 	return bad(field, "unknown value '%s' (known: %s)", v, list);
 }
 
@@ -1202,7 +1207,6 @@ void esg_config_free(esg_config *c)
 	free(c->meth);
 	free(c->path);
 	free(c->output);
-	free(c->title);
 	free(c->load_args);
 	free(c->rand_args);
 	free(c->rand_metrics);
@@ -1242,17 +1246,17 @@ static int mkdirs(const char *path)
 	return 0;
 }
 
-/* Write `text` to path unless it already holds exactly that: an unchanged
- * stamp keeps its time, so Make leaves its job alone. */
+/* Write `text` and a newline to path unless it already holds exactly that:
+ * an unchanged stamp keeps its time, so Make leaves its job alone. */
 static int write_stamp(const char *path, const char *text)
 {
 	size_t n = strlen(text);
 	FILE *f = fopen(path, "rb");
 	if (f) {
 		char *old = malloc(n + 2);
-		size_t k = old ? fread(old, 1, n + 1, f) : 0;
+		size_t k = old ? fread(old, 1, n + 2, f) : 0;
 		fclose(f);
-		int same = old && k == n && !memcmp(old, text, n);
+		int same = old && k == n + 1 && !memcmp(old, text, n) && old[n] == '\n';
 		free(old);
 		if (same)
 			return 0;
@@ -1270,7 +1274,7 @@ static int write_stamp(const char *path, const char *text)
 	f = fopen(tmp, "wb");
 	if (!f)
 		return esg_set_error("cannot write '%s': %s", tmp, strerror(errno));
-	int bad_write = fwrite(text, 1, n, f) != n;
+	int bad_write = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
 	bad_write |= fclose(f) != 0;
 	if (bad_write || rename(tmp, path)) {
 		unlink(tmp);
@@ -1279,41 +1283,32 @@ static int write_stamp(const char *path, const char *text)
 	return 0;
 }
 
-/* The options a libtorch job gets: threads, its device (round robin over
- * the config's devices), the timeout -- as far as the tool has them. */
-enum { OPT_THREADS = 1, OPT_DEVICE = 2 };
-static void run_opts(gen *g, sbuf *b, int which, double timeout)
-{
-	if (which & OPT_THREADS)
-		sb_add(b, " --threads $(THREADS)");
-	if (which & OPT_DEVICE)
-		sb_add(b, " --device %s", g->c->device[g->next_device++ % g->c->n_device]);
-	if (timeout > 0) {
-		char t[32];
-		num_text(t, sizeof t, timeout);
-		sb_add(b, " --timeout %s", t);
-	}
-}
+/* Run options of a job, as far as its tool has them: threads, its device
+ * (round robin over the config's devices), the timeout. */
+enum { RUN_THREADS = 1, RUN_DEVICE = 2 };
 
-/* One job: "$(OUT)/target: prereqs stamp" and its recipe `cmd` + `run`.
- * The stamp holds cmd (what decides the result), not run (threads,
- * device, timeout), so changing how a job runs doesn't redo it. */
-static int job(gen *g, const char *target, const char *prereqs, const char *cmd, const char *run)
+/* One job: "$(OUT)/target: prereqs stamp" and its recipe, `cmd` and the run
+ * options.  The stamp holds cmd (what decides the result), not the run
+ * options, so changing how a job runs doesn't redo it. */
+static int job(gen *g, const char *target, const char *prereqs, const char *cmd, int run, double timeout)
 {
 	if (g->stamps) {
 		char stamp[4096];
 		snprintf(stamp, sizeof stamp, "%s/%s.args", g->stamps, target);
-		sbuf text = { 0 };
-		sb_add(&text, "%s\n", cmd);
-		char *t = sb_take(&text);
-		if (!t || write_stamp(stamp, t)) {
-			free(t);
+		if (write_stamp(stamp, cmd))
 			return -1;
-		}
-		free(t);
 	}
-	fprintf(g->out, "$(OUT)/%s: %s $(OUT)/.args/%s.args\n\t$(JOB) %s%s\n\n", target, prereqs, target, cmd,
-		run ? run : "");
+	fprintf(g->out, "$(OUT)/%s: %s $(OUT)/.args/%s.args\n\t$(JOB) %s", target, prereqs, target, cmd);
+	if (run & RUN_THREADS)
+		fprintf(g->out, " --threads $(THREADS)");
+	if (run & RUN_DEVICE)
+		fprintf(g->out, " --device %s", g->c->device[g->next_device++ % g->c->n_device]);
+	if (run && timeout > 0) {
+		char t[32];
+		num_text(t, sizeof t, timeout);
+		fprintf(g->out, " --timeout %s", t);
+	}
+	fprintf(g->out, "\n\n");
 	g->jobs++;
 	return 0;
 }
@@ -1337,16 +1332,21 @@ static int shows(const esg_config *c, int i, int m)
 	return !c->model[m].randomised || c->rand_input[i];
 }
 
-static void var_add(sbuf *v, const char *fmt, const char *a, const char *b, const char *d)
+/* The file lists the fragment defines for run.mk. */
+enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_COUNT };
+static const char *const LIST_NAMES[L_COUNT] = { "ESG_ATTRS", "ESG_RANDOM_ATTRS", "ESG_MAPS", "ESG_GT_TABLES",
+						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES" };
+
+/* Append `prefix``path` to a list, one file per continued line. */
+static void list_add(sbuf *v, const char *prefix, const char *path)
 {
-	sb_add(v, " \\\n\t");
-	sb_add(v, fmt, a, b, d);
+	sb_add(v, " \\\n\t%s%s", prefix, path);
 }
 
 int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 {
 	gen g = { c, out, stamp_dir, 0, 0 };
-	sbuf attrs = { 0 }, rattrs = { 0 }, maps = { 0 }, gt = { 0 }, fid = { 0 }, rtab = { 0 }, b = { 0 };
+	sbuf list[L_COUNT] = { { 0 } }, b = { 0 };
 	char mp[4096], rp[4096], pre[8192];
 	int rc = 0;
 	cfg_path = c->path;
@@ -1363,12 +1363,9 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 		sb_add(&b, "$(ESG_WRAP) -m %s %s -o $@", x->file, x->wrap_args);
 		snprintf(pre, sizeof pre, "%s%s%s $(ESG_WRAP)", x->file, x->wrap_mask ? " " : "",
 			 x->wrap_mask ? x->wrap_mask : "");
-		sbuf run = { 0 };
-		run_opts(&g, &run, OPT_THREADS, c->timeout);
-		char *r = sb_take(&run), target[512];
+		char target[512];
 		snprintf(target, sizeof target, "models/%s.pt", x->name);
-		rc = !r || b.oom || job(&g, target, pre, b.s, r);
-		free(r);
+		rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
 	}
 	for (int i = 0; i < c->n_in && !rc; i++) {
 		const cfg_input *in = &c->in[i];
@@ -1380,15 +1377,15 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 		sb_add(&b, "$(ESG_LOAD)%s --name %s %s -o $@", c->load_args, N, in->image);
 		snprintf(target, sizeof target, "inputs/%s.st.zst", N);
 		snprintf(pre, sizeof pre, "%s $(ESG_LOAD)", in->image);
-		if (b.oom || job(&g, target, pre, b.s, NULL))
+		if (b.oom || job(&g, target, pre, b.s, 0, 0))
 			goto fail;
 		b.n = 0;
 		sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor image %s", input);
 		snprintf(target, sizeof target, "maps/%s/image.nii.gz", N);
 		snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", input);
-		if (b.oom || job(&g, target, pre, b.s, NULL))
+		if (b.oom || job(&g, target, pre, b.s, 0, 0))
 			goto fail;
-		var_add(&maps, "$(OUT)/%s%s%s", target, "", "");
+		list_add(&list[L_MAPS], "$(OUT)/", target);
 		/* models wrapped with this input's prediction */
 		for (int m = 0; m < c->n_model; m++) {
 			const cfg_model *x = &c->model[m];
@@ -1398,11 +1395,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			sb_add(&b, "$(ESG_WRAP) -m %s %s --input %s -o $@", x->file, x->wrap_args, input);
 			snprintf(target, sizeof target, "models/%s/%s.pt", N, x->name);
 			snprintf(pre, sizeof pre, "%s %s $(ESG_WRAP)", x->file, input);
-			sbuf run = { 0 };
-			run_opts(&g, &run, OPT_THREADS, c->timeout);
-			char *r = sb_take(&run);
-			rc = !r || b.oom || job(&g, target, pre, b.s, r);
-			free(r);
+			rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
 			if (rc)
 				goto fail;
 		}
@@ -1415,11 +1408,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			sb_add(&b, "$(ESG_RANDOMISE) -m %s %s -o $(OUT)/%s", rp, c->rand_args, rdir);
 			snprintf(target, sizeof target, "%s/manifest.json", rdir);
 			snprintf(pre, sizeof pre, "%s $(ESG_RANDOMISE)", rp);
-			sbuf run = { 0 };
-			run_opts(&g, &run, OPT_DEVICE, c->timeout);
-			char *r = sb_take(&run);
-			rc = !r || b.oom || job(&g, target, pre, b.s, r);
-			free(r);
+			rc = b.oom || job(&g, target, pre, b.s, RUN_DEVICE, c->timeout);
 			if (rc)
 				goto fail;
 			for (int m = 0; m < c->n_model; m++) {
@@ -1430,7 +1419,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				sb_add(&b, "$(COPY) $(OUT)/%s/step-%02d-*.pt $@", rdir, c->rand_steps);
 				snprintf(target, sizeof target, "models/%s/%s.pt", N, c->model[m].name);
 				snprintf(pre, sizeof pre, "$(OUT)/%s/manifest.json", rdir);
-				if (b.oom || job(&g, target, pre, b.s, NULL))
+				if (b.oom || job(&g, target, pre, b.s, 0, 0))
 					goto fail;
 			}
 		}
@@ -1440,7 +1429,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				continue;
 			const char *M = c->model[m].name;
 			model_path(c, i, m, mp, sizeof mp);
-			sbuf list = { 0 };
+			sbuf maps_of = { 0 }; /* this input and model's maps */
 			for (int k = 0; k < c->n_meth; k++) {
 				const cfg_method *x = &c->meth[k];
 				char a[1024];
@@ -1449,40 +1438,32 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				sb_add(&b, "$(ESG_ATTR) -m %s %s -o $@ %s", mp, x->args, input);
 				snprintf(target, sizeof target, "attr/%s/%s/%s.st.zst", N, M, x->label);
 				snprintf(pre, sizeof pre, "%s %s%s $(ESG_ATTR)", input, mp, x->deps);
-				sbuf run = { 0 };
-				run_opts(&g, &run, OPT_THREADS | OPT_DEVICE, x->timeout);
-				char *r = sb_take(&run);
-				rc = !r || b.oom || job(&g, target, pre, b.s, r);
-				free(r);
+				rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
 				if (rc)
 					goto fail;
-				var_add(&attrs, "%s%s%s", a, "", "");
-				sb_add(&list, " %s", a);
+				list_add(&list[L_ATTRS], "", a);
+				sb_add(&maps_of, " %s", a);
 				/* the map as NIfTI, for viewers and the report's links */
 				b.n = 0;
 				sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor attribution %s", a);
 				snprintf(target, sizeof target, "maps/%s/%s/%s.nii.gz", N, M, x->label);
 				snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", a);
-				if (b.oom || job(&g, target, pre, b.s, NULL))
+				if (b.oom || job(&g, target, pre, b.s, 0, 0))
 					goto fail;
-				var_add(&maps, "$(OUT)/%s%s%s", target, "", "");
+				list_add(&list[L_MAPS], "$(OUT)/", target);
 				if (c->fid_metrics && c->fid_metrics[0] && c->fid_model[m] && x->fidelity) {
 					b.n = 0;
 					sb_add(&b, "$(ESG_METRIC) -m %s --metric %s%s -o $@ %s", mp, c->fid_metrics,
 					       c->metric_args, a);
 					snprintf(target, sizeof target, "metrics/%s/%s/%s.fidelity.tsv", N, M, x->label);
 					snprintf(pre, sizeof pre, "%s %s $(ESG_METRIC)", a, mp);
-					sbuf frun = { 0 };
-					run_opts(&g, &frun, OPT_THREADS | OPT_DEVICE, c->timeout);
-					r = sb_take(&frun);
-					rc = !r || b.oom || job(&g, target, pre, b.s, r);
-					free(r);
+					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, c->timeout);
 					if (rc)
 						goto fail;
-					var_add(&fid, "$(OUT)/%s%s%s", target, "", "");
+					list_add(&list[L_FIDELITY], "$(OUT)/", target);
 				}
 			}
-			char *l = sb_take(&list);
+			char *l = sb_take(&maps_of);
 			if (!l)
 				goto fail;
 			if (c->gt_metrics && c->gt_metrics[0]) {
@@ -1491,8 +1472,8 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				       c->metric_args, l);
 				snprintf(target, sizeof target, "metrics/%s/%s/ground_truth.tsv", N, M);
 				snprintf(pre, sizeof pre, "%s%s $(ESG_METRIC)", in->mask, l);
-				rc = b.oom || job(&g, target, pre, b.s, NULL);
-				var_add(&gt, "$(OUT)/%s%s%s", target, "", "");
+				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
+				list_add(&list[L_GT], "$(OUT)/", target);
 			}
 			free(l);
 			if (rc)
@@ -1505,7 +1486,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				const cfg_method *x = &c->meth[k];
 				if (!x->randomise)
 					continue;
-				sbuf list = { 0 };
+				sbuf steps = { 0 }; /* this method's maps of the steps */
 				for (int s = 1; s <= c->rand_steps; s++) {
 					char a[2100];
 					snprintf(target, sizeof target, "%s/%s/step-%02d.st.zst", rdir, x->label, s);
@@ -1515,19 +1496,15 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 					       input);
 					snprintf(pre, sizeof pre, "%s $(OUT)/%s/manifest.json%s $(ESG_ATTR)", input, rdir,
 						 x->deps);
-					sbuf run = { 0 };
-					run_opts(&g, &run, OPT_THREADS | OPT_DEVICE, x->timeout);
-					char *r = sb_take(&run);
-					rc = !r || b.oom || job(&g, target, pre, b.s, r);
-					free(r);
+					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
 					if (rc) {
-						free(list.s);
+						free(steps.s);
 						goto fail;
 					}
-					var_add(&rattrs, "%s%s%s", a, "", "");
-					sb_add(&list, " %s", a);
+					list_add(&list[L_RANDOM_ATTRS], "", a);
+					sb_add(&steps, " %s", a);
 				}
-				char *l = sb_take(&list);
+				char *l = sb_take(&steps);
 				if (!l)
 					goto fail;
 				b.n = 0;
@@ -1535,59 +1512,40 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				       c->metric_args, N, RM, x->label, l);
 				snprintf(target, sizeof target, "metrics/%s/%s/%s.randomisation.tsv", N, RM, x->label);
 				snprintf(pre, sizeof pre, "$(OUT)/attr/%s/%s/%s.st.zst%s $(ESG_METRIC)", N, RM, x->label, l);
-				rc = b.oom || job(&g, target, pre, b.s, NULL);
+				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
 				free(l);
 				if (rc)
 					goto fail;
-				var_add(&rtab, "$(OUT)/%s%s%s", target, "", "");
+				list_add(&list[L_RANDOM_TABLES], "$(OUT)/", target);
 			}
 		}
 		fputc('\n', out);
 	}
 	if (rc)
 		goto fail;
-	{
-		char *v[6] = { sb_take(&attrs), sb_take(&rattrs), sb_take(&maps), sb_take(&gt), sb_take(&fid),
-			       sb_take(&rtab) };
-		static const char *const names[6] = { "ESG_ATTRS", "ESG_RANDOM_ATTRS", "ESG_MAPS", "ESG_GT_TABLES",
-						      "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES" };
-		memset(&attrs, 0, sizeof attrs);
-		memset(&rattrs, 0, sizeof rattrs);
-		memset(&maps, 0, sizeof maps);
-		memset(&gt, 0, sizeof gt);
-		memset(&fid, 0, sizeof fid);
-		memset(&rtab, 0, sizeof rtab);
-		for (int k = 0; k < 6; k++) {
-			if (!v[k])
-				rc = -1;
-			else
-				fprintf(out, "%s :=%s\n\n", names[k], v[k]);
-			free(v[k]);
-		}
-		fprintf(out, "ESG_REPORT := %s\nESG_REPORT_ARGS :=%s\nESG_JOB_COUNT := %d\n", c->report ? "1" : "",
-			c->report_args, g.jobs);
-		/* the report's own options: a stamp like the jobs' */
-		char stamp[4096];
-		if (!rc && g.stamps && c->report) {
-			snprintf(stamp, sizeof stamp, "%s/report.html.args", g.stamps);
-			sbuf t = { 0 };
-			sb_add(&t, "%s\n", c->report_args);
-			char *txt = sb_take(&t);
-			rc = !txt || write_stamp(stamp, txt);
-			free(txt);
-		}
+	for (int k = 0; k < L_COUNT && !rc; k++) {
+		if (list[k].oom)
+			rc = esg_set_error("out of memory");
+		else
+			fprintf(out, "%s :=%s\n\n", LIST_NAMES[k], list[k].s ? list[k].s : "");
 	}
+	fprintf(out, "ESG_REPORT := %s\nESG_REPORT_ARGS :=%s\nESG_JOB_COUNT := %d\n", c->report ? "1" : "",
+		c->report_args, g.jobs);
+	/* the report's own options: a stamp like the jobs' */
+	if (!rc && g.stamps && c->report) {
+		char stamp[4096];
+		snprintf(stamp, sizeof stamp, "%s/report.html.args", g.stamps);
+		rc = write_stamp(stamp, c->report_args);
+	}
+	for (int k = 0; k < L_COUNT; k++)
+		free(list[k].s);
 	free(b.s);
 	if (rc || ferror(out))
 		return rc ? -1 : esg_set_error("cannot write the Make fragment");
 	return g.jobs;
 fail:
-	free(attrs.s);
-	free(rattrs.s);
-	free(maps.s);
-	free(gt.s);
-	free(fid.s);
-	free(rtab.s);
+	for (int k = 0; k < L_COUNT; k++)
+		free(list[k].s);
 	free(b.s);
 	return -1;
 }
