@@ -326,18 +326,29 @@ out:
 	return rc;
 }
 
-/* DeepLift over every baseline (one for deeplift), averaged. */
+/* DeepLift over every baseline (one for deeplift), averaged.  The rule
+ * pass also gives f(x) - f(baseline) for the convergence delta: no forward
+ * pass of its own. */
+typedef struct dl_ctx {
+	acc_ctx acc;
+	double *fd;
+} dl_ctx;
+
+static void dl_consume(void *ctx, const tag *t, const float *g, float score, const float *aux)
+{
+	dl_ctx *c = ctx;
+	acc_consume(&c->acc, t, g, score, aux);
+	c->fd[t->m] += t->w * (double)score;
+}
+
 static int run_deeplift(esg_attr_job *job)
 {
 	size_t item = item_numel(job);
 	int K = job->n_baselines;
-	double *fd = fd_new(job);
-	acc_ctx c = { job, item, 2 };
-	fwd_ctx fc = { fd };
-	batcher b = { 0 }, f = { 0 };
+	dl_ctx c = { { job, item, 2 }, fd_new(job) };
+	batcher b = { 0 };
 	int rc = -1;
-	if (!fd || bt_open(&b, job, 1, ESG_RULE_DEEPLIFT, 1, 0, acc_consume, &c) ||
-	    bt_open(&f, job, 0, ESG_RULE_PLAIN, 0, 0, fwd_consume, &fc))
+	if (!c.fd || bt_open(&b, job, 1, ESG_RULE_DEEPLIFT, 1, 0, dl_consume, &c))
 		goto out;
 	memset(job->attr, 0, (size_t)job->shape[0] * item * sizeof(float));
 	b.total = job->shape[0] * K;
@@ -348,21 +359,14 @@ static int run_deeplift(esg_attr_job *job)
 			memcpy(bt_ref(&b), job->baselines[k] + (size_t)m * item, item * sizeof(float));
 			rc = bt_push(&b, job->target[m], (tag){ m, k, 1.0f / K });
 		}
-		if (!rc)
-			rc = fwd_push(&f, job->x, m, 1);
-		for (int k = 0; k < K && !rc; k++)
-			rc = fwd_push(&f, job->baselines[k], m, -1.0f / K);
 	}
 	if (!rc)
 		rc = bt_flush(&b);
 	if (!rc)
-		rc = bt_flush(&f);
-	if (!rc)
-		finish_delta(job, fd);
+		finish_delta(job, c.fd);
 out:
 	bt_close(&b);
-	bt_close(&f);
-	free(fd);
+	free(c.fd);
 	return rc;
 }
 

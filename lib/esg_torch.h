@@ -90,8 +90,10 @@ typedef enum esg_backward_rule {
  * for each batch item b (output must be [B, C]).  grad: caller buffer of
  * x's size.  score: caller buffer of B floats, or NULL.
  * ESG_RULE_DEEPLIFT: ref is the baseline batch (x's shape); input and
- * baseline run as one batch and grad receives the DeepLift multipliers
- * (attribution = (x - ref) * grad).  ref is ignored by the other rules. */
+ * baseline run as one batch, grad receives the DeepLift multipliers
+ * (attribution = (x - ref) * grad) and score score(x) - score(ref) (the
+ * rules change the backward pass only, so these are the model's own
+ * scores).  ref is ignored by the other rules. */
 int esg_model_grad(esg_model *m, esg_backward_rule rule,
 		   const float *x, const float *ref, int ndim,
 		   const int64_t *shape, const int64_t *target,

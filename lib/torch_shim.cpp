@@ -50,6 +50,7 @@
 #include <ATen/Parallel.h>
 
 #include <algorithm>
+#include <atomic>
 #include <sched.h>
 #include <cerrno>
 #include <cstdio>
@@ -146,6 +147,23 @@ using torch::autograd::variable_list;
 
 constexpr double DL_EPS = 1e-10;
 
+/* The rule ops' backward passes run as one loop over the activation when
+ * every tensor is a float or double CPU tensor: written as tensor ops each
+ * would allocate five to ten temporaries of the activation's size, which on
+ * a 3D U-Net cost as much as the convolutions' own backward.  Other devices
+ * and types take the tensor-op form (same formulas). */
+bool fused_ok(std::initializer_list<at::Tensor> ts)
+{
+	for (const at::Tensor &t : ts)
+		if (!t.device().is_cpu() || t.scalar_type() != ts.begin()->scalar_type() ||
+		    (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble) ||
+		    t.sizes() != ts.begin()->sizes())
+			return false;
+	return true;
+}
+
+constexpr int64_t FUSED_GRAIN = 32768;
+
 /* relu forward; backward relu(grad) * [x > 0] (guided) or relu(grad)
  * (deconvolution). */
 struct RuleRelu : public torch::autograd::Function<RuleRelu> {
@@ -159,9 +177,21 @@ struct RuleRelu : public torch::autograd::Function<RuleRelu> {
 	}
 	static variable_list backward(AutogradContext *ctx, variable_list g)
 	{
-		at::Tensor gi = at::relu(g[0]);
-		if (ctx->saved_data["guided"].toBool())
-			gi = gi * (ctx->get_saved_variables()[0] > 0);
+		bool guided = ctx->saved_data["guided"].toBool();
+		at::Tensor y = ctx->get_saved_variables()[0];
+		if (!fused_ok({g[0], y})) {
+			at::Tensor gi = at::relu(g[0]);
+			return {guided ? gi * (y > 0) : gi, at::Tensor()};
+		}
+		at::Tensor gc = g[0].contiguous(), yc = y.contiguous(), gi = at::empty_like(gc);
+		AT_DISPATCH_FLOATING_TYPES(gc.scalar_type(), "esg_rule_relu_backward", [&] {
+			const scalar_t *gp = gc.data_ptr<scalar_t>(), *yp = yc.data_ptr<scalar_t>();
+			scalar_t *op = gi.data_ptr<scalar_t>();
+			at::parallel_for(0, gc.numel(), FUSED_GRAIN, [&](int64_t b, int64_t e) {
+				for (int64_t i = b; i < e; i++)
+					op[i] = gp[i] > 0 && (!guided || yp[i] > 0) ? gp[i] : scalar_t(0);
+			});
+		});
 		return {gi, at::Tensor()};
 	}
 };
@@ -185,16 +215,49 @@ struct DlRescale : public torch::autograd::Function<DlRescale> {
 				  const at::Tensor &y)
 	{
 		ctx->save_for_backward({x, y});
-		return y.clone();
+		return y; /* returned as a view of y: no copy */
 	}
 	static variable_list backward(AutogradContext *ctx, variable_list g)
 	{
 		auto s = ctx->get_saved_variables();
-		at::Tensor din = half_delta(s[0]), dout = half_delta(s[1]);
-		at::Tensor small = din.abs() < DL_EPS;
+		TORCH_CHECK(s[0].size(0) % 2 == 0, "DeepLift needs an even batch [input; baseline]");
 		at::Tensor zero = at::zeros({}, g[0].options());
-		at::Tensor gx = at::where(small, zero, g[0] * dout / din);
-		at::Tensor gy = at::where(small, g[0], zero);
+		if (!fused_ok({s[0], s[1], g[0]})) {
+			at::Tensor din = half_delta(s[0]), dout = half_delta(s[1]);
+			at::Tensor small = din.abs() < DL_EPS;
+			return {at::where(small, zero, g[0] * dout / din), at::where(small, g[0], zero)};
+		}
+		at::Tensor xc = s[0].contiguous(), yc = s[1].contiguous(), gc = g[0].contiguous();
+		at::Tensor gx = at::empty_like(xc);
+		const int64_t h = xc.numel() / 2;
+		std::atomic<bool> any_small{false};
+		AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "esg_dl_rescale_backward", [&] {
+			const scalar_t *xp = xc.data_ptr<scalar_t>(), *yp = yc.data_ptr<scalar_t>();
+			const scalar_t *gp = gc.data_ptr<scalar_t>();
+			scalar_t *op = gx.data_ptr<scalar_t>();
+			const scalar_t eps = static_cast<scalar_t>(DL_EPS);
+			at::parallel_for(0, h, FUSED_GRAIN, [&](int64_t b, int64_t e) {
+				bool small = false;
+				for (int64_t i = b; i < e; i++) {
+					scalar_t din = xp[i] - xp[i + h];
+					if (std::abs(din) < eps) {
+						op[i] = op[i + h] = 0;
+						small = true;
+						continue;
+					}
+					scalar_t dout = yp[i] - yp[i + h];
+					op[i] = gp[i] * dout / din;
+					op[i + h] = gp[i + h] * dout / din;
+				}
+				if (small)
+					any_small = true;
+			});
+		});
+		/* where delta_in vanishes the gradient goes through f itself (rare:
+		 * only then is a second tensor needed) */
+		at::Tensor gy;
+		if (any_small)
+			gy = at::where(half_delta(xc).abs() < DL_EPS, gc, zero);
 		return {gx, gy};
 	}
 };
@@ -254,11 +317,36 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 		auto yo = y.chunk(2, 0);
 		at::Tensor xmax = at::max(yo[0], yo[1]);
 		at::Tensor dout = at::cat({xmax - yo[1], yo[0] - xmax}, 0);
-		auto u = unpool(go * dout).chunk(2, 0);
-		at::Tensor u2 = u[0] + u[1];
-		u2 = at::cat({u2, u2}, 0);
-		at::Tensor din = half_delta(xi);
-		at::Tensor gi = at::where(din.abs() < DL_EPS, unpool(go), u2 / din);
+		at::Tensor u = unpool(go * dout), gi;
+		if (!fused_ok({u, xi})) {
+			auto uh = u.chunk(2, 0);
+			at::Tensor u2 = uh[0] + uh[1];
+			u2 = at::cat({u2, u2}, 0);
+			at::Tensor din = half_delta(xi);
+			gi = at::where(din.abs() < DL_EPS, unpool(go), u2 / din);
+		} else {
+			at::Tensor xc = xi.contiguous(), uc = u.contiguous();
+			gi = at::empty_like(xc);
+			const int64_t h = xc.numel() / 2;
+			std::atomic<bool> any_small{false};
+			AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "esg_dl_maxpool_backward", [&] {
+				const scalar_t *xp = xc.data_ptr<scalar_t>(), *up = uc.data_ptr<scalar_t>();
+				scalar_t *op = gi.data_ptr<scalar_t>();
+				const scalar_t eps = static_cast<scalar_t>(DL_EPS);
+				at::parallel_for(0, h, FUSED_GRAIN, [&](int64_t b, int64_t e) {
+					bool small = false;
+					for (int64_t i = b; i < e; i++) {
+						scalar_t din = xp[i] - xp[i + h];
+						small |= std::abs(din) < eps;
+						op[i] = op[i + h] = (up[i] + up[i + h]) / din;
+					}
+					if (small)
+						any_small = true;
+				});
+			});
+			if (any_small)
+				gi = at::where(half_delta(xc).abs() < DL_EPS, unpool(go), gi);
+		}
 		if (dims == 1)
 			gi = gi.squeeze(-2);
 		return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
@@ -1170,7 +1258,9 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		auto g = torch::autograd::grad({s.sum()}, {xi}, {}, false, false, true);
 		at::Tensor gx = g[0].defined() ? g[0] : at::zeros_like(xi);
 		copy_out(grad, gx.narrow(0, 0, B));
-		if (score)
+		if (score && rule == ESG_RULE_DEEPLIFT) /* the rules leave f itself unchanged */
+			copy_out(score, s.narrow(0, 0, B) - s.narrow(0, B, B));
+		else if (score)
 			copy_out(score, s.narrow(0, 0, B));
 		return 0;
 	}

@@ -297,19 +297,21 @@ static void deeplift_completeness(esg_model *m, const char *what, const float *x
 	int64_t B = shape[0], n = 1;
 	for (int i = 1; i < ndim; i++)
 		n *= shape[i];
-	float *g = malloc(B * n * sizeof *g), s[8], sr[8];
+	float *g = malloc(B * n * sizeof *g), s[8], sx[8], sr[8];
+	/* f(x) and f(ref) from plain calls (they overwrite g; DeepLift runs last) */
+	int r2 = esg_model_grad(m, ESG_RULE_PLAIN, ref, NULL, ndim, shape, target, g, sr);
+	r2 |= esg_model_grad(m, ESG_RULE_PLAIN, x, NULL, ndim, shape, target, g, sx);
 	int r = esg_model_grad(m, ESG_RULE_DEEPLIFT, x, ref, ndim, shape, target, g, s);
-	int r2 = esg_model_grad(m, ESG_RULE_PLAIN, ref, NULL, ndim, shape, target, g + 0, sr);
-	/* the plain call overwrote g: recompute DeepLift (also checks the cache) */
-	r |= esg_model_grad(m, ESG_RULE_DEEPLIFT, x, ref, ndim, shape, target, g, s);
 	int good = r == 0 && r2 == 0;
 	double worst = 0;
 	for (int64_t b = 0; b < B && good; b++) {
-		double sum = 0, df = (double)s[b] - sr[b];
+		double sum = 0, df = (double)sx[b] - sr[b];
 		for (int64_t i = 0; i < n; i++)
 			sum += ((double)x[b * n + i] - ref[b * n + i]) * g[b * n + i];
 		worst = fmax(worst, fabs(sum - df));
 		good &= near(sum, df, 1e-5, 1e-5);
+		/* the DeepLift call's score is f(x) - f(ref) */
+		good &= near(s[b], df, 1e-5, 1e-5);
 	}
 	ok(good, "%s: DeepLift sum(attr) = f(x) - f(ref) (worst |delta| %.2g)%s%s", what, worst,
 	   r || r2 ? ": " : "", r || r2 ? esg_error() : "");
@@ -519,12 +521,21 @@ static void test_net3d(void)
 	const int64_t shape[5] = {2, 1, 6, 6, 6}, target[2] = {0, 1};
 	deeplift_completeness(m, "3D max-pool net, zero baseline", x, zero, 5, shape, target);
 	deeplift_completeness(m, "3D max-pool net, random baseline", x, ref, 5, shape, target);
+	/* equal to the input in the first three slices of each item: there
+	 * delta_in = 0 and the rules fall back to the ordinary gradient */
+	float half[432];
+	for (int i = 0; i < 432; i++)
+		half[i] = i % 216 < 108 ? x[i] : ref[i];
+	deeplift_completeness(m, "3D max-pool net, baseline = input in half the volume", x, half, 5,
+			      shape, target);
 	float g[432];
 	const char *dump = getenv("ESG_SHIM_DUMP");
-	for (int k = 0; dump && k < 2; k++) {
+	const char *names[3] = {"zero", "rand", "half"};
+	const float *refs[3] = {zero, ref, half};
+	for (int k = 0; dump && k < 3; k++) {
 		char path[4200];
-		snprintf(path, sizeof path, "%s/deeplift_net3d_%s.f32", dump, k ? "rand" : "zero");
-		if (esg_model_grad(m, ESG_RULE_DEEPLIFT, x, k ? ref : zero, 5, shape, target, g, NULL) == 0)
+		snprintf(path, sizeof path, "%s/deeplift_net3d_%s.f32", dump, names[k]);
+		if (esg_model_grad(m, ESG_RULE_DEEPLIFT, x, refs[k], 5, shape, target, g, NULL) == 0)
 			write_f32(path, g, 432);
 	}
 	int r = esg_model_grad(m, ESG_RULE_GUIDED, x, NULL, 5, shape, target, g, NULL);
