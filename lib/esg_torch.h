@@ -33,6 +33,8 @@ void esg_torch_seed(uint64_t seed);
  * "cuda:N").  Parameters are set to requires_grad=false. New. */
 esg_model *esg_model_load(const char *path, const char *device);
 void esg_model_free(esg_model *m);
+/* 1 if the model runs on the CPU, 0 on a GPU. */
+int esg_model_on_cpu(const esg_model *m);
 /* Free a standalone tensor returned "new" by the calls below (its name,
  * data and the struct); accepts NULL. */
 void esg_torch_tensor_free(esg_tensor *t);

@@ -1286,6 +1286,11 @@ esg_model *esg_model_load(const char *path, const char *device)
 	SHIM_CATCH(nullptr)
 }
 
+int esg_model_on_cpu(const esg_model *m)
+{
+	return m && m->dev.is_cpu();
+}
+
 void esg_model_free(esg_model *m)
 {
 	try {
