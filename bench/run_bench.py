@@ -9,7 +9,8 @@ loaded, excluding process start-up), the overhead ratio total / PyTorch, the
 process wall time and its peak RSS (GNU time).
 Writes bench/results.md and prints it.
 
-Usage: bench/run_bench.py [--quick] [--only SUBSTRING] [--threads N]
+Usage: bench/run_bench.py [--quick] [--only SUBSTRING] [--methods gradient|M,M...] [--no-2d]
+                          [--threads N] [--out FILE]
 """
 import argparse
 import json
@@ -177,11 +178,16 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--quick", action="store_true", help="64^3 only")
     ap.add_argument("--only", default="", help="methods containing this")
+    ap.add_argument("--methods", default="", help="comma-separated method names (\"gradient\": the gradient family)")
+    ap.add_argument("--no-2d", action="store_true", help="skip the 2D classifier")
     ap.add_argument("--threads", type=int, default=os.cpu_count() or 2)
     ap.add_argument("--out", default=os.path.join(ROOT, "bench", "results.md"), help="the results table")
     args = ap.parse_args()
     have = methods_available()
+    wanted = {m for m, _, _ in GRADIENT} if args.methods == "gradient" else set(filter(None, args.methods.split(",")))
     cases = prepare(args.quick)
+    if args.no_2d:
+        cases = [c for c in cases if c[0] != "classifier2d"]
     rows = []
     passes = []
     reuse = []
@@ -193,7 +199,7 @@ def main():
         print("# %s %s: PyTorch fwd+bwd %.3f s (batch 1) %.3f s/item (batch 8), fwd %.3f s / %.3f s/item"
               % passes[-1], flush=True)
         for method, extra, kind in methods:
-            if method not in have or args.only not in method:
+            if method not in have or args.only not in method or (wanted and method not in wanted):
                 continue
             extra = [layer if a == "LAYER" else a for a in extra]
             res, err = measure_median(model, st, method, extra, target, args.threads)

@@ -108,6 +108,14 @@ calls = [json.loads(st.read_stream(p)[0][0]["esg.model_calls"]) for p in sys.arg
 want = [[{"grad": True, "batch": 1, "count": 1}], [{"grad": True, "batch": 2, "count": 1}]]
 sys.exit(0 if calls == want else "model calls %s, expected %s" % (calls, want))
 EOF
+		# blocks the shim keeps for reuse hold old data (a fresh mapping is
+		# zeroed): a read of memory never written would show up here
+		for c in 1 0; do
+			ESG_CPU_CACHE=$c $A -m wunet.pt --method deeplift --target 1 --baseline blur:2 \
+				-o cache$c.st.zst in/phantom.st.zst
+		done
+		check "block reuse on and off (ESG_CPU_CACHE=0): identical DeepLift maps of the U-Net" \
+			esg-compare -q -t attribution cache1.st.zst cache0.st.zst
 	else
 		not_ok "esg-wrap unet3d.pt ($(head -c 300 err.unet))"
 	fi
