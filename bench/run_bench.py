@@ -137,6 +137,16 @@ class PassTimes:
         return sum(c["count"] * self.t[("g" if c["grad"] else "f") + str(c["batch"])] for c in calls)
 
 
+def replay_time(model, shape, threads, calls, seconds):
+    """The calls made once each in a fresh PyTorch process; the median of three
+    processes when esg-attr took under REPEAT_BELOW seconds."""
+    args = [PY, os.path.join(ROOT, "bench/pass_time.py"), "--replay", model, shape, str(threads)] + [
+        "%s%dx%d" % ("g" if c["grad"] else "f", c["batch"], c["count"]) for c in calls]
+    times = sorted(float(subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()[1])
+                   for _ in range(3 if seconds < REPEAT_BELOW else 1))
+    return times[len(times) // 2]
+
+
 def measure_median(model, st, method, extra, target, threads, env=None):
     """measure(), repeated twice more when a run takes under REPEAT_BELOW seconds: the
     median total (as the PyTorch reference is a median), the largest peak RSS."""
@@ -190,7 +200,7 @@ def main():
         cases = [c for c in cases if c[0] != "classifier2d"]
     rows = []
     passes = []
-    reuse = []
+    detail = []
     t_start = time.time()
     for name, size, model, st, shape, target, layer, methods in cases:
         times = PassTimes(model, shape, args.threads)
@@ -216,12 +226,15 @@ def main():
             print("  %-22s evals %4d  calls %-14s pytorch %7.2f s  total %7.2f s  ratio %.2f  rss %5.0f MB" % (
                 method, res["evaluations"], batches, ref, res["seconds"], ratio, res["rss_mb"]), flush=True)
             if (method, extra) in [(m, e) for m, e, _ in GRADIENT] and size == "1x1x64^3":
-                # the same without the shim's block reuse (ESG_CPU_CACHE=0): what it saves
+                # the same calls replayed in a fresh PyTorch process (cold, as esg-attr's are),
+                # and esg-attr without the shim's block reuse (ESG_CPU_CACHE=0)
+                fresh = replay_time(model, shape, args.threads, res["model_calls"], res["seconds"])
                 off, err = measure_median(model, st, method, extra, target, args.threads, {"ESG_CPU_CACHE": "0"})
                 if off:
-                    reuse.append((method, "%.2f" % ref, "%.2f" % res["seconds"], "%.2f" % ratio,
-                                  "%.0f" % res["rss_mb"], "%.2f" % off["seconds"],
-                                  "%.2f" % (off["seconds"] / ref), "%.0f" % off["rss_mb"]))
+                    detail.append((method, batches, "%.2f" % ref, "%.2f" % fresh, "%.2f" % res["seconds"],
+                                   "%.2f" % ratio, "%.2f" % (res["seconds"] / fresh), "%.0f" % res["rss_mb"],
+                                   "%.2f" % off["seconds"], "%.2f" % (off["seconds"] / ref),
+                                   "%.0f" % off["rss_mb"]))
     # Memory is bounded by --internal-batch, not by n_steps.
     mem = []
     name, size, model, st, shape, target = cases[0][:6]
@@ -249,13 +262,17 @@ def main():
         f.write("|---|---|---|---|---|---|---|---|---|---|---|\n")
         for r in rows:
             f.write("| " + " | ".join(str(c) for c in r) + " |\n")
-        if reuse:
-            f.write("\nThe gradient methods on the U-Net at 64^3 with and without the shim's reuse of "
-                    "large CPU blocks between passes (ESG_CPU_CACHE=0 turns it off; the PyTorch "
-                    "reference has no such reuse):\n\n"
-                    "| method | pytorch s | total s | ratio | peak RSS MB | total s, no reuse | "
-                    "ratio, no reuse | peak RSS MB, no reuse |\n|---|---|---|---|---|---|---|---|\n")
-            for r in reuse:
+        if detail:
+            f.write("\nThe gradient methods on the U-Net at 64^3 in detail.  pytorch warm: as above (each call "
+                    "timed warm); pytorch fresh: the same calls made once each in a fresh PyTorch process "
+                    "(bench/pass_time.py --replay: its first calls pay the executor's profiling run, oneDNN's "
+                    "primitive creation and first-touch page faults, as esg-attr's do); no reuse: esg-attr with "
+                    "ESG_CPU_CACHE=0 (without the shim's reuse of large CPU blocks between passes, which the "
+                    "PyTorch reference does not have either):\n\n"
+                    "| method | calls | pytorch warm s | pytorch fresh s | total s | ratio warm | ratio fresh | "
+                    "peak RSS MB | total s, no reuse | ratio warm, no reuse | peak RSS MB, no reuse |\n"
+                    "|---|---|---|---|---|---|---|---|---|---|---|\n")
+            for r in detail:
                 f.write("| " + " | ".join(r) + " |\n")
         f.write("\nPeak RSS of integrated_gradients on %s %s at --internal-batch 8: %s\n" % (
             name, size, ", ".join("n_steps=%d: %s MB" % (s, "%.0f" % m if isinstance(m, float) else m)
