@@ -1,4 +1,4 @@
-/* torch_shim.cpp - lib/esg_torch.h on libtorch (1.13, Debian, CPU).
+/* torch_shim.cpp - lib/esg_torch.h on libtorch (1.13, Debian, CPU; 2.x, CPU or CUDA).
  *
  * The only C++ in esegeta.  Every entry point catches c10::Error,
  * std::exception and anything else and reports through esg_set_error():
@@ -1096,18 +1096,27 @@ int esg_model_save(esg_model *m, const char *path)
 	try {
 		if (!m || !path)
 			fail("esg_model_save: NULL argument");
-		/* Saved parameters keep their usual requires_grad=True. */
+		/* Saved parameters keep their usual requires_grad=True, and are
+		 * saved from the CPU whatever the model's device: a file written on
+		 * cuda:0 loads on a machine without a GPU (and in Python without
+		 * map_location), like any other. */
+		auto restore = [m] {
+			if (m->dev.is_cuda())
+				m->mod.to(m->dev);
+			for (auto p : m->mod.parameters())
+				p.set_requires_grad(false);
+		};
 		for (auto p : m->mod.parameters())
 			p.set_requires_grad(true);
 		try {
+			if (m->dev.is_cuda())
+				m->mod.to(c10::Device(c10::kCPU));
 			m->mod.save(path);
 		} catch (...) {
-			for (auto p : m->mod.parameters())
-				p.set_requires_grad(false);
+			restore();
 			throw;
 		}
-		for (auto p : m->mod.parameters())
-			p.set_requires_grad(false);
+		restore();
 		return 0;
 	}
 	SHIM_CATCH(-1)
