@@ -9,7 +9,8 @@
 #             libznz3 libcjson-dev libcjson1 libpng-dev libpng16-16
 #             libzstd-dev libzstd1 zlib1g-dev, and zstd / make when missing),
 #             fetched elsewhere with apt-get download: unpacked with dpkg -x
-#             into $BUILD/deps (never into /), used through -I / -L / rpath.
+#             into $BUILD/deps (never into /), used through -I / -L / rpath
+#             and LD_LIBRARY_PATH.
 # Environment: TORCH_PREFIX (default: the directory of $PYTHON's torch, with
 # include/ and lib/), BUILD (default build-cuda), PYTHON (default python3), JOBS
 # (default nproc), LOG_DIR (default $BUILD; the logs: build.log, cuda.tap).
@@ -48,6 +49,10 @@ if [ -n "$DEBS" ]; then
 	fi
 	CF="-I$P/usr/include -I$P/usr/include/nifti"
 	LF="-L$L -Wl,-rpath,$L"
+	# libnifti2's own RUNPATH ($ORIGIN/../lib) hides the tools' rpath when
+	# the loader looks for its libznz: the prefix goes on LD_LIBRARY_PATH
+	# (tools of this build need it there too)
+	export LD_LIBRARY_PATH=$L${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
 	command -v zstd >/dev/null || export PATH="$PATH:$P/usr/bin"
 	command -v make >/dev/null || export PATH="$PATH:$P/usr/bin"
 fi
