@@ -9,15 +9,22 @@
 # script itself).  Timings (esg.seconds, the method's own wall time) are
 # printed as "# time" lines.
 #
-# Tolerances (float32 on the GPU; cuDNN's convolutions run in TF32 by
-# default on Ampere and later, as in PyTorch, hence 1e-2 rather than 1e-5;
-# see doc/methods.md "Building against a CUDA libtorch" for what was
-# measured): gradient, layer and perturbation maps max_rel <= 1e-2,
-# DeepLift <= 5e-2 (ratios of differences), --amp (fp16) against float32 on
-# the CPU max_rel <= 0.1 and median <= 0.01 (as tests/cli/amp.sh for bf16),
-# metrics within 5 % relative.  Wrapping on the GPU must give the same
-# fixed mask (maps with the two wrapped models on the CPU are identical),
-# and esg-randomise the same parameters (identical maps).
+# Tolerances, from what an H100 gave (doc/methods.md "CUDA"): in float32
+# (no TF32: the shim turns it off) the bulk of every map agrees closely
+# (sig_median, the median |a-b|/|b| over elements above 1 % of max|b|:
+# <= 1e-3, measured <= 3e-4), but maps that gate the gradient on the
+# forward pass's ReLU signs (saliency, integrated gradients, guided
+# backprop, ...) differ at a few voxels by up to ~10 % of their maximum
+# (max_rel <= 0.15, measured 0.024-0.104): ReLU inputs near zero fall on
+# the other side on the other device.  The others max_rel <= 1e-2
+# (measured <= 8.5e-4; layer integrated gradients 5e-2, measured 7.2e-3).
+# --amp (fp16) against float32 on the CPU: max_rel <= 0.1, median <= 0.01
+# (as tests/cli/amp.sh for bf16; measured <= 0.076).  Metrics:
+# deletion within 1e-3 relative (measured 1e-5); infidelity and
+# max-sensitivity, which difference nearby outputs of a score summed over
+# 10^5 voxels, within 25 % (measured 14 % and 1.3 %).  Wrapping on the GPU
+# must give the same fixed mask (maps with the two wrapped models on the
+# CPU are identical), and esg-randomise the same parameters.
 . "$(dirname "$0")/lib.sh"
 DEV=${ESG_CUDA_DEVICE:-cuda:0}
 S=$ESG_ROOT/share
@@ -39,12 +46,13 @@ if ! esg-attr -m "$S/models/classifier2d.pt" --device "$DEV" --method saliency -
 fi
 ok "saliency on $DEV runs (classifier2d)"
 
-# rel NAME A B MAX [MEDIAN]: max_rel of A against B within MAX (and median_rel)
+# rel NAME A B MAX [MEDIAN [SIGMED]]: max_rel of A against B within MAX,
+# median_rel within MEDIAN (default 1), sig_median within SIGMED (1e-3)
 rel() {
-	local name=$1 a=$2 b=$3 max=$4 med=${5:-1} d
+	local name=$1 a=$2 b=$3 max=$4 med=${5:-1} sig=${6:-1e-3} d
 	if ! d=$($DIFF "$a" "$b" 2>&1); then not_ok "$name: compare ($d)"; return; fi
-	echo "$d" | tr ' ' '\n' | awk -F= -v max="$max" -v med="$med" '{ v[$1] = $2 } END {
-		exit !(v["max_rel"] <= max && v["median_rel"] <= med) }' &&
+	echo "$d" | tr ' ' '\n' | awk -F= -v max="$max" -v med="$med" -v sig="$sig" '{ v[$1] = $2 } END {
+		exit !(v["max_rel"] <= max && v["median_rel"] <= med && v["sig_median"] <= sig) }' &&
 		ok "$name: $DEV vs cpu within $max ($d)" || not_ok "$name: $DEV vs cpu within $max ($d)"
 }
 timing() { echo "# time $1: cpu $(meta "$2" esg.seconds) s, $DEV $(meta "$3" esg.seconds) s"; }
@@ -78,24 +86,24 @@ W=w-cpu.pt
 check "esg-wrap --reduce otsu" esg-wrap -m "$U" --reduce otsu -o w-otsu.pt
 check "esg-wrap --reduce argmax" esg-wrap -m "$U" --reduce argmax -o w-argmax.pt
 
-both saliency 1e-2 $W phantom.st.zst --method saliency --target 1
-both integrated_gradients 1e-2 $W phantom.st.zst --method integrated_gradients --param n_steps=8 --target 1
-both noise_tunnel 1e-2 $W phantom.st.zst --method noise_tunnel --param base=saliency --param nt_samples=4 --target 1
-both guided_backprop 1e-2 $W phantom.st.zst --method guided_backprop --target 1
+both saliency 0.15 $W phantom.st.zst --method saliency --target 1
+both integrated_gradients 0.15 $W phantom.st.zst --method integrated_gradients --param n_steps=8 --target 1
+both noise_tunnel 0.15 $W phantom.st.zst --method noise_tunnel --param base=saliency --param nt_samples=4 --target 1
+both guided_backprop 0.15 $W phantom.st.zst --method guided_backprop --target 1
 both deconvolution 1e-2 $W phantom.st.zst --method deconvolution --target 1
-both deeplift 5e-2 $W phantom.st.zst --method deeplift --target 1
+both deeplift 1e-2 $W phantom.st.zst --method deeplift --target 1
 both excitation_backprop 1e-2 $W phantom.st.zst --method excitation_backprop --target 1
 both layer_gradcam 1e-2 $W phantom.st.zst --method layer_gradcam --layer model.dec2 --target 1
 both guided_gradcam 1e-2 $W phantom.st.zst --method guided_gradcam --layer model.dec2 --target 1
-both layer_guided_backprop 1e-2 $W phantom.st.zst --method layer_guided_backprop --layer model.dec2 --target 1
-both layer_integrated_gradients 1e-2 $W phantom.st.zst --method layer_integrated_gradients --layer model.dec2 \
+both layer_guided_backprop 0.15 $W phantom.st.zst --method layer_guided_backprop --layer model.dec2 --target 1
+both layer_integrated_gradients 5e-2 $W phantom.st.zst --method layer_integrated_gradients --layer model.dec2 \
 	--param n_steps=8 --target 1
-both layer_deeplift 5e-2 $W phantom.st.zst --method layer_deeplift --layer model.dec2 --target 1
-both gradient_shap 1e-2 $W phantom.st.zst --method gradient_shap --param n_samples=4 --target 1
+both layer_deeplift 1e-2 $W phantom.st.zst --method layer_deeplift --layer model.dec2 --target 1
+both gradient_shap 0.15 $W phantom.st.zst --method gradient_shap --param n_samples=4 --target 1
 both feature_ablation 1e-2 $W phantom.st.zst --method feature_ablation --param feature_mask=grid:16 --target 1
-both patch_saliency 1e-2 $W phantom.st.zst --method saliency --target 1 --patch 48,48,48 --overlap 0.25
-both otsu_saliency 1e-2 w-otsu.pt phantom.st.zst --method saliency --target 1
-both argmax_saliency 1e-2 w-argmax.pt phantom.st.zst --method saliency --target 1
+both patch_saliency 0.15 $W phantom.st.zst --method saliency --target 1 --patch 48,48,48 --overlap 0.25
+both otsu_saliency 0.15 w-otsu.pt phantom.st.zst --method saliency --target 1
+both argmax_saliency 0.15 w-argmax.pt phantom.st.zst --method saliency --target 1
 both occlusion 1e-2 "$S/models/classifier2d.pt" angio.st.zst --method occlusion \
 	--param sliding_window_shapes=1,8,8 --param strides=1,4,4 --target 1
 both classifier_ig 1e-2 "$S/models/classifier2d.pt" angio.st.zst --method integrated_gradients --target 1
@@ -106,7 +114,7 @@ for m in saliency "integrated_gradients --param n_steps=8" guided_backprop "laye
 	if esg-attr -m $W --device "$DEV" --amp --method $m --target 1 -o "g-$n.st.zst" phantom.st.zst 2>err; then
 		# fp16 (CUDA): 0.1; bf16 (ESG_CUDA_DEVICE=cpu; 3 bits less): 0.25
 		tol=0.1; [ "$(meta "g-$n.st.zst" esg.amp)" = fp16 ] || tol=0.25
-		rel "$n (--amp $(meta "g-$n.st.zst" esg.amp))" "g-$n.st.zst" "c-${m%% *}.st.zst" $tol 0.01
+		rel "$n (--amp $(meta "g-$n.st.zst" esg.amp))" "g-$n.st.zst" "c-${m%% *}.st.zst" $tol 0.01 1
 		echo "# time $n: $DEV --amp $(meta "g-$n.st.zst" esg.seconds) s"
 	else
 		not_ok "$n runs ($(head -c 300 err))"
@@ -117,16 +125,19 @@ case "$DEV" in cuda*)
 esac
 
 # esg-metric on the device: the same scores (infidelity and max-sensitivity
-# perturb with esegeta's own generator, the same on every device)
+# perturb with esegeta's own generator, the same on every device; their
+# tolerance is the float32 conditioning of the metric, see above)
 M="--metric infidelity,max_sensitivity,deletion --param n_perturb_samples=4"
 if esg-metric -m $W --device cpu $M -o mc.tsv c-saliency.st.zst 2>err &&
 	esg-metric -m $W --device "$DEV" $M -o mg.tsv c-saliency.st.zst 2>>err; then
-	for metric in infidelity max_sensitivity deletion; do
+	for mt in infidelity:0.25 max_sensitivity:0.25 deletion:1e-3; do
+		metric=${mt%:*} tol=${mt#*:}
 		a=$(awk -F'\t' -v k=$metric '$7 == k { print $8 }' mg.tsv)
 		b=$(awk -F'\t' -v k=$metric '$7 == k { print $8 }' mc.tsv)
-		awk -v a="$a" -v b="$b" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b;
-			exit !(a != "" && d <= 0.05 * m + 1e-12) }' &&
-			ok "esg-metric $metric: $DEV $a, cpu $b" || not_ok "esg-metric $metric: $DEV $a, cpu $b"
+		awk -v a="$a" -v b="$b" -v t="$tol" 'BEGIN { d = a - b; if (d < 0) d = -d; m = b < 0 ? -b : b;
+			exit !(a != "" && d <= t * m + 1e-12) }' &&
+			ok "esg-metric $metric: $DEV $a, cpu $b (within $tol)" ||
+			not_ok "esg-metric $metric: $DEV $a, cpu $b (within $tol)"
 	done
 else
 	not_ok "esg-metric on cpu and $DEV ($(head -c 300 err))"
