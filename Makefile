@@ -8,8 +8,15 @@ MAKEFLAGS += --no-builtin-rules
 
 PREFIX ?= /usr/local
 BUILD ?= build
-# Where libtorch lives (Debian's by default; point at a CUDA build to get cuda:N).
+# Where libtorch lives (Debian's by default; point at a CUDA build to get cuda:N:
+# a libtorch download, or a pip torch's directory, which holds include/ and lib/).
 TORCH_PREFIX ?= /usr
+# A CUDA libtorch has libtorch_cuda.so beside libtorch.so: it is then linked
+# (--no-as-needed: nothing calls it by name, yet loading it is what registers
+# CUDA with libtorch).  TORCH_CUDA=0 / 1 overrides the guess.
+TORCH_CUDA ?= $(if $(wildcard $(TORCH_PREFIX)/lib/libtorch_cuda.so),1,0)
+# libtorch 2.14 and later need CXXSTD=c++20.
+CXXSTD ?= c++17
 PYTHON ?= /usr/bin/python3
 
 CC ?= cc
@@ -17,10 +24,14 @@ CXX ?= g++
 OPT ?= -O2 -g
 SAN ?=
 CFLAGS_ALL := -std=c11 $(OPT) $(SAN) -Wall -Wextra -D_GNU_SOURCE -Ilib -Itools -I/usr/include/nifti $(CFLAGS)
-CXXFLAGS_ALL := -std=c++17 $(OPT) -fPIC -Wall -Wextra -Wno-stringop-overflow -Wno-unused-parameter \
+CXXFLAGS_ALL := -std=$(CXXSTD) $(OPT) -fPIC -Wall -Wextra -Wno-stringop-overflow -Wno-unused-parameter \
 	-Ilib -I$(TORCH_PREFIX)/include -I$(TORCH_PREFIX)/include/torch/csrc/api/include $(CXXFLAGS)
 LDLIBS_BASE := -lnifti2 -lznz -lpng -lzstd -lcjson -lz -lm
-LDLIBS_TORCH := -L$(TORCH_PREFIX)/lib -ltorch -ltorch_cpu -lc10 -lstdc++
+TORCH_CUDA_LIBS := -Wl,--push-state,--no-as-needed -ltorch_cuda -lc10_cuda -Wl,--pop-state
+TORCH_RPATH := -Wl,-rpath,$(abspath $(TORCH_PREFIX))/lib
+LDLIBS_TORCH := -L$(TORCH_PREFIX)/lib $(if $(filter /usr,$(TORCH_PREFIX)),,$(TORCH_RPATH)) \
+	-ltorch -ltorch_cpu -lc10 \
+	$(if $(filter 1,$(TORCH_CUDA)),$(TORCH_CUDA_LIBS)) -lstdc++
 
 V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
@@ -70,14 +81,14 @@ define tool_rule
 $(BUILD)/bin/$(1): $(BUILD)/tools/$(1).o $(TOOL_COMMON) $(BUILD)/libesg.a $(if $(filter $(1),$(TORCH_TOOLS)),$(SHIM_OBJ))
 	@mkdir -p $$(@D)
 	@$$(if $$(Q),echo "  LD      $$@")
-	$$(Q)$$(CC) $(SAN) -o $$@ $$(filter-out %.a,$$^) $(BUILD)/libesg.a $(LDLIBS_BASE) $(if $(filter $(1),$(TORCH_TOOLS)),$(LDLIBS_TORCH))
+	$$(Q)$$(CC) $(SAN) $(LDFLAGS) -o $$@ $$(filter-out %.a,$$^) $(BUILD)/libesg.a $(LDLIBS_BASE) $(if $(filter $(1),$(TORCH_TOOLS)),$(LDLIBS_TORCH))
 endef
 $(foreach t,$(TOOL_NAMES),$(eval $(call tool_rule,$(t))))
 
 # Unit tests that need libtorch are named test_torch_*.
 $(BUILD)/tests/test_%: $(BUILD)/tests/test_%.o $(UNIT_COMMON) $(BUILD)/libesg.a
 	@mkdir -p $(@D)
-	$(Q)$(CC) $(SAN) -o $@ $(filter-out $(BUILD)/libesg.a,$^) $(BUILD)/libesg.a $(if $(filter test_torch_%,$(@F)),$(LDLIBS_TORCH)) $(LDLIBS_BASE)
+	$(Q)$(CC) $(SAN) $(LDFLAGS) -o $@ $(filter-out $(BUILD)/libesg.a,$^) $(BUILD)/libesg.a $(if $(filter test_torch_%,$(@F)),$(LDLIBS_TORCH)) $(LDLIBS_BASE)
 # (explicit targets: a recipe-less pattern rule would add no prerequisite)
 $(filter $(BUILD)/tests/test_torch_%,$(UNIT_BIN)): $(SHIM_OBJ)
 

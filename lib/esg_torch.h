@@ -38,7 +38,8 @@ int esg_model_on_cpu(const esg_model *m);
 /* Free a standalone tensor returned "new" by the calls below (its name,
  * data and the struct); accepts NULL. */
 void esg_torch_tensor_free(esg_tensor *t);
-/* Save (used by esg-wrap / esg-randomise).  Atomicity is the caller's. */
+/* Save (used by esg-wrap / esg-randomise), with every tensor on the CPU
+ * whatever the model's device.  Atomicity is the caller's. */
 int esg_model_save(esg_model *m, const char *path);
 
 /* Mixed precision (automatic mixed precision, "amp").  When on, every

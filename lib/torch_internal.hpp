@@ -4,6 +4,7 @@
 #define ESG_TORCH_INTERNAL_HPP
 
 #include <torch/script.h>
+#include <torch/version.h>
 #include <ATen/autocast_mode.h>
 extern "C" {
 #include "esg.h"
@@ -31,17 +32,9 @@ public:
 	{
 		if (dt_ == at::kFloat)
 			return;
-		if (cuda_) {
-			prev_on_ = at::autocast::is_enabled();
-			prev_dt_ = at::autocast::get_autocast_gpu_dtype();
-			at::autocast::set_autocast_gpu_dtype(dt_);
-			at::autocast::set_enabled(true);
-		} else {
-			prev_on_ = at::autocast::is_cpu_enabled();
-			prev_dt_ = at::autocast::get_autocast_cpu_dtype();
-			at::autocast::set_autocast_cpu_dtype(dt_);
-			at::autocast::set_cpu_enabled(true);
-		}
+		prev_on_ = enabled();
+		prev_dt_ = dtype();
+		set(true, dt_);
 		at::autocast::increment_nesting();
 	}
 	~EsgAmpGuard()
@@ -50,18 +43,41 @@ public:
 			return;
 		if (at::autocast::decrement_nesting() == 0)
 			at::autocast::clear_cache();
-		if (cuda_) {
-			at::autocast::set_enabled(prev_on_);
-			at::autocast::set_autocast_gpu_dtype(prev_dt_);
-		} else {
-			at::autocast::set_cpu_enabled(prev_on_);
-			at::autocast::set_autocast_cpu_dtype(prev_dt_);
-		}
+		set(prev_on_, prev_dt_);
 	}
 	EsgAmpGuard(const EsgAmpGuard &) = delete;
 	EsgAmpGuard &operator=(const EsgAmpGuard &) = delete;
 
 private:
+	/* libtorch 2.4 made autocast's state per device type
+	 * (is_autocast_enabled(kCUDA)); the per-device functions of 1.x
+	 * (is_enabled() for CUDA, is_cpu_enabled()) warn there, and may go. */
+#if TORCH_VERSION_MAJOR > 2 || (TORCH_VERSION_MAJOR == 2 && TORCH_VERSION_MINOR >= 4)
+	c10::DeviceType type() const { return cuda_ ? c10::DeviceType::CUDA : c10::DeviceType::CPU; }
+	bool enabled() const { return at::autocast::is_autocast_enabled(type()); }
+	at::ScalarType dtype() const { return at::autocast::get_autocast_dtype(type()); }
+	void set(bool on, at::ScalarType dt) const
+	{
+		at::autocast::set_autocast_dtype(type(), dt);
+		at::autocast::set_autocast_enabled(type(), on);
+	}
+#else
+	bool enabled() const { return cuda_ ? at::autocast::is_enabled() : at::autocast::is_cpu_enabled(); }
+	at::ScalarType dtype() const
+	{
+		return cuda_ ? at::autocast::get_autocast_gpu_dtype() : at::autocast::get_autocast_cpu_dtype();
+	}
+	void set(bool on, at::ScalarType dt) const
+	{
+		if (cuda_) {
+			at::autocast::set_autocast_gpu_dtype(dt);
+			at::autocast::set_enabled(on);
+		} else {
+			at::autocast::set_autocast_cpu_dtype(dt);
+			at::autocast::set_cpu_enabled(on);
+		}
+	}
+#endif
 	at::ScalarType dt_;
 	bool cuda_;
 	bool prev_on_ = false;

@@ -42,6 +42,9 @@ static const char USAGE[] =
 	"      --wrappers DIR        where the wrapper sources are (default: $ESG_SHARE/wrappers,\n"
 	"                            else found from the executable's location)\n"
 	"      --threads N           libtorch threads (default 0: all cores)\n"
+	"      --device DEV          cpu (default) or cuda:N: where --input's predictions run\n"
+	"                            (the wrapped model is saved with its tensors on the CPU\n"
+	"                            and runs on any device)\n"
 	"  -o, --output FILE         the wrapped model (written atomically)\n"
 	CLI_TIMEOUT_HELP("     ", "                            ")
 	"  -h, --help                show this help\n"
@@ -50,7 +53,7 @@ static const char USAGE[] =
 	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_REDUCE = 256, OPT_MASK, OPT_INPUT, OPT_ACT, OPT_WRAPPERS, OPT_THREADS, OPT_VERSION,
-       OPT_PATCH, OPT_OVERLAP, OPT_BLEND };
+       OPT_PATCH, OPT_OVERLAP, OPT_BLEND, OPT_DEVICE };
 
 static const struct option LONGOPTS[] = {
 	{ "model", required_argument, NULL, 'm' },
@@ -60,6 +63,7 @@ static const struct option LONGOPTS[] = {
 	{ "activation", required_argument, NULL, OPT_ACT },
 	{ "wrappers", required_argument, NULL, OPT_WRAPPERS },
 	{ "threads", required_argument, NULL, OPT_THREADS },
+	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "patch", required_argument, NULL, OPT_PATCH },
 	{ "overlap", required_argument, NULL, OPT_OVERLAP },
 	{ "blend", required_argument, NULL, OPT_BLEND },
@@ -71,7 +75,7 @@ static const struct option LONGOPTS[] = {
 };
 
 typedef struct opts {
-	const char *model, *reduce, *mask, *input, *act, *wrappers, *out;
+	const char *model, *reduce, *mask, *input, *act, *wrappers, *out, *device;
 	long threads;
 	cli_patch win;        /* --patch, --overlap, --blend */
 } opts;
@@ -88,6 +92,7 @@ static void parse(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->act = "none";
+	o->device = "cpu";
 	o->win = (cli_patch)CLI_PATCH_INIT;
 	int c;
 	opterr = 0;
@@ -101,6 +106,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_ACT: o->act = optarg; break;
 		case OPT_WRAPPERS: o->wrappers = optarg; break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
+		case OPT_DEVICE: o->device = optarg; break;
 		case OPT_PATCH: cli_patch_option(&o->win, "--patch", optarg); break;
 		case OPT_OVERLAP: cli_patch_option(&o->win, "--overlap", optarg); break;
 		case OPT_BLEND: cli_patch_option(&o->win, "--blend", optarg); break;
@@ -404,7 +410,9 @@ int main(int argc, char **argv)
 
 	if (esg_torch_set_threads((int)o.threads))
 		cli_die_lib();
-	esg_model *m = esg_model_load(o.model, "cpu");
+	/* on the device for the predictions; the wrapper is built around the
+	 * model on the CPU (what esg_model_save writes anyway) */
+	esg_model *m = esg_model_load(o.model, o.device);
 	if (!m)
 		cli_die_lib();
 
@@ -446,6 +454,11 @@ int main(int argc, char **argv)
 			mask->ndim = 1;
 			mask->shape[0] = 1;
 		}
+	}
+	if (strcmp(o.device, "cpu") != 0) {
+		esg_model_free(m);
+		if (!(m = esg_model_load(o.model, "cpu")))
+			cli_die_lib();
 	}
 	esg_model *w = esg_model_wrap(m, src, mask, mask ? 1 : 0);
 	if (!w)

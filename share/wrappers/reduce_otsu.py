@@ -10,7 +10,7 @@
 def otsu(self, z: Tensor) -> float:
     nbins = 256
     hist = torch.histc(z, bins=nbins, min=0.0, max=1.0).double()
-    centers = (torch.arange(nbins).double() + 0.5) / nbins
+    centers = (torch.arange(nbins, device=z.device).double() + 0.5) / nbins
     w1 = torch.cumsum(hist, 0)
     w2 = torch.flip(torch.cumsum(torch.flip(hist, [0]), 0), [0])
     m1 = torch.cumsum(hist * centers, 0) / w1.clamp_min(1e-300)
