@@ -162,16 +162,11 @@ class BlockCache final : public c10::Allocator {
 public:
 	explicit BlockCache(c10::Allocator *small) : small_(small) {}
 
-	c10::DataPtr allocate(size_t n) const override
-	{
-		if (n < LARGE)
-			return small_->allocate(n);
-		size_t size = (n + PAGE - 1) / PAGE * PAGE;
-		void *p = take(size);
-		if (!p)
-			throw std::bad_alloc();
-		return {p, p, &release, c10::Device(c10::kCPU)};
-	}
+	/* libtorch before 2.3 declares allocate const, later ones not and add
+	 * copy_data: both forms, so that this overrides either */
+	c10::DataPtr allocate(size_t n) const { return get(n); }
+	c10::DataPtr allocate(size_t n) { return get(n); }
+	void copy_data(void *dest, const void *src, std::size_t n) const { memcpy(dest, src, n); }
 	c10::DeleterFnPtr raw_deleter() const override { return &release; }
 
 private:
@@ -182,6 +177,17 @@ private:
 	static std::list<std::pair<size_t, void *>> kept_; /* oldest first */
 	static std::unordered_map<void *, size_t> in_use_;
 	static size_t in_use_bytes_, kept_bytes_, mark_;
+
+	c10::DataPtr get(size_t n) const
+	{
+		if (n < LARGE)
+			return small_->allocate(n);
+		size_t size = (n + PAGE - 1) / PAGE * PAGE;
+		void *p = take(size);
+		if (!p)
+			throw std::bad_alloc();
+		return {p, p, &release, c10::Device(c10::kCPU)};
+	}
 
 	static void unmap_oldest()
 	{
