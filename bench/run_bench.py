@@ -137,11 +137,16 @@ class PassTimes:
         return sum(c["count"] * self.t[("g" if c["grad"] else "f") + str(c["batch"])] for c in calls)
 
 
+def call_str(c):
+    """A model call of esg.model_calls as BATCHxCOUNT with g (forward+backward) or f (forward)."""
+    return "%s%dx%d" % ("g" if c["grad"] else "f", c["batch"], c["count"])
+
+
 def replay_time(model, shape, threads, calls, seconds):
     """The calls made once each in a fresh PyTorch process; the median of three
     processes when esg-attr took under REPEAT_BELOW seconds."""
     args = [PY, os.path.join(ROOT, "bench/pass_time.py"), "--replay", model, shape, str(threads)] + [
-        "%s%dx%d" % ("g" if c["grad"] else "f", c["batch"], c["count"]) for c in calls]
+        call_str(c) for c in calls]
     times = sorted(float(subprocess.run(args, capture_output=True, text=True, check=True).stdout.split()[1])
                    for _ in range(3 if seconds < REPEAT_BELOW else 1))
     return times[len(times) // 2]
@@ -218,8 +223,7 @@ def main():
                 continue
             ref = times.get(res["model_calls"])
             ratio = res["seconds"] / ref if ref else float("nan")
-            batches = " ".join("%s%dx%d" % ("g" if c["grad"] else "f", c["batch"], c["count"])
-                               for c in res["model_calls"])
+            batches = " ".join(call_str(c) for c in res["model_calls"])
             rows.append((name, size, method, " ".join(extra), res["evaluations"], batches,
                          "%.2f" % ref, "%.2f" % res["seconds"], "%.2f" % ratio, "%.2f" % res["wall"],
                          "%.0f" % res["rss_mb"]))

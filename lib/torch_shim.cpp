@@ -326,6 +326,39 @@ at::Tensor half_delta(const at::Tensor &t)
 	return at::cat({d, d}, 0);
 }
 
+/* Where DeepLift's delta_in vanishes and the rules fall back to the
+ * gradient: |x - ref| < eps, for both halves of [x; ref]. */
+at::Tensor zero_delta(const at::Tensor &t) { return half_delta(t).abs() < DL_EPS; }
+
+/* The fused form of a rule's backward pass: for each element i of the
+ * first half of a contiguous [x; ref] batch (h = numel / 2), with
+ * din = x[i] - x[i + h], calls on_delta(i, i + h, din) where |din| >= eps
+ * and on_zero(i, i + h) elsewhere.  True if on_zero was called anywhere
+ * (the caller then finishes those elements with tensor ops). */
+template <typename scalar_t, typename OnDelta, typename OnZero>
+bool over_halves(const at::Tensor &x, OnDelta on_delta, OnZero on_zero)
+{
+	const scalar_t *xp = x.data_ptr<scalar_t>();
+	const int64_t h = x.numel() / 2;
+	const scalar_t eps = static_cast<scalar_t>(DL_EPS);
+	std::atomic<bool> any_zero{false};
+	at::parallel_for(0, h, FUSED_GRAIN, [&](int64_t b, int64_t e) {
+		bool zero = false;
+		for (int64_t i = b; i < e; i++) {
+			scalar_t din = xp[i] - xp[i + h];
+			if (std::abs(din) < eps) {
+				on_zero(i, i + h);
+				zero = true;
+			} else {
+				on_delta(i, i + h, din);
+			}
+		}
+		if (zero)
+			any_zero = true;
+	});
+	return any_zero;
+}
+
 /* DeepLift rescale at an elementwise nonlinearity y = f(x): forward passes
  * y through; backward sends grad * delta_out / delta_in to x where
  * |delta_in| >= eps, and grad back through y (so through f's own
@@ -349,35 +382,24 @@ struct DlRescale : public torch::autograd::Function<DlRescale> {
 		}
 		at::Tensor xc = s[0].contiguous(), yc = s[1].contiguous(), gc = g[0].contiguous();
 		at::Tensor gx = at::empty_like(xc);
-		const int64_t h = xc.numel() / 2;
-		std::atomic<bool> any_small{false};
+		bool any_zero = false;
 		AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "esg_dl_rescale_backward", [&] {
-			const scalar_t *xp = xc.data_ptr<scalar_t>(), *yp = yc.data_ptr<scalar_t>();
-			const scalar_t *gp = gc.data_ptr<scalar_t>();
+			const scalar_t *yp = yc.data_ptr<scalar_t>(), *gp = gc.data_ptr<scalar_t>();
 			scalar_t *op = gx.data_ptr<scalar_t>();
-			const scalar_t eps = static_cast<scalar_t>(DL_EPS);
-			at::parallel_for(0, h, FUSED_GRAIN, [&](int64_t b, int64_t e) {
-				bool small = false;
-				for (int64_t i = b; i < e; i++) {
-					scalar_t din = xp[i] - xp[i + h];
-					if (std::abs(din) < eps) {
-						op[i] = op[i + h] = 0;
-						small = true;
-						continue;
-					}
-					scalar_t dout = yp[i] - yp[i + h];
+			any_zero = over_halves<scalar_t>(
+				xc,
+				[&](int64_t i, int64_t j, scalar_t din) {
+					scalar_t dout = yp[i] - yp[j];
 					op[i] = gp[i] * dout / din;
-					op[i + h] = gp[i + h] * dout / din;
-				}
-				if (small)
-					any_small = true;
-			});
+					op[j] = gp[j] * dout / din;
+				},
+				[&](int64_t i, int64_t j) { op[i] = op[j] = 0; });
 		});
 		/* where delta_in vanishes the gradient goes through f itself (rare:
 		 * only then is a second tensor needed) */
 		at::Tensor gy;
-		if (any_small)
-			gy = at::where(half_delta(xc).abs() < DL_EPS, gc, zero);
+		if (any_zero)
+			gy = at::where(zero_delta(xc), gc, zero);
 		return {gx, gy};
 	}
 };
@@ -447,25 +469,17 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 		} else {
 			at::Tensor xc = xi.contiguous(), uc = u.contiguous();
 			gi = at::empty_like(xc);
-			const int64_t h = xc.numel() / 2;
-			std::atomic<bool> any_small{false};
+			bool any_zero = false;
 			AT_DISPATCH_FLOATING_TYPES(xc.scalar_type(), "esg_dl_maxpool_backward", [&] {
-				const scalar_t *xp = xc.data_ptr<scalar_t>(), *up = uc.data_ptr<scalar_t>();
+				const scalar_t *up = uc.data_ptr<scalar_t>();
 				scalar_t *op = gi.data_ptr<scalar_t>();
-				const scalar_t eps = static_cast<scalar_t>(DL_EPS);
-				at::parallel_for(0, h, FUSED_GRAIN, [&](int64_t b, int64_t e) {
-					bool small = false;
-					for (int64_t i = b; i < e; i++) {
-						scalar_t din = xp[i] - xp[i + h];
-						small |= std::abs(din) < eps;
-						op[i] = op[i + h] = (up[i] + up[i + h]) / din;
-					}
-					if (small)
-						any_small = true;
-				});
+				any_zero = over_halves<scalar_t>(
+					xc,
+					[&](int64_t i, int64_t j, scalar_t din) { op[i] = op[j] = (up[i] + up[j]) / din; },
+					[](int64_t, int64_t) {});
 			});
-			if (any_small)
-				gi = at::where(half_delta(xc).abs() < DL_EPS, unpool(go), gi);
+			if (any_zero)
+				gi = at::where(zero_delta(xc), unpool(go), gi);
 		}
 		if (dims == 1)
 			gi = gi.squeeze(-2);
