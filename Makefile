@@ -39,9 +39,14 @@ Q := $(if $(filter 1,$(V)),,@)
 # Tools that reach libtorch; all others must not link it (start-up cost).
 TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric esg-config
 
-LIB_SRC := $(wildcard lib/*.c)
+# lib/ is one folder per concern (doc/architecture.md); libesg.a holds every
+# C part, the libtorch shim (lib/shim/*.cpp) is linked only into TORCH_TOOLS.
+LIB_SRC := $(sort $(wildcard lib/*/*.c lib/*/*/*.c))
 LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
-SHIM_SRC := $(wildcard lib/*.cpp)
+# ar keeps members by file name: two sources with one name would replace each other.
+LIB_NAME_CLASH := $(shell printf '%s\n' $(notdir $(LIB_SRC)) | sort | uniq -d)
+$(if $(LIB_NAME_CLASH),$(error lib/: two sources named $(LIB_NAME_CLASH); libesg.a needs unique names))
+SHIM_SRC := $(wildcard lib/shim/*.cpp)
 SHIM_OBJ := $(SHIM_SRC:%.cpp=$(BUILD)/%.o)
 TOOL_NAMES := $(patsubst tools/%.c,%,$(wildcard tools/esg-*.c))
 TOOLS := $(TOOL_NAMES:%=$(BUILD)/bin/%)
@@ -50,7 +55,7 @@ UNIT_SRC := $(wildcard tests/unit/test_*.c)
 UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 UNIT_COMMON := $(BUILD)/tests/tap.o
 FUZZ_SRC := $(wildcard tests/fuzz/fuzz_*.c)
-HEADERS := $(wildcard lib/*.h tools/*.h tests/unit/*.h)
+HEADERS := $(wildcard lib/*/*.h lib/*/*/*.h tools/*.h tests/unit/*.h)
 
 ## all: build libesg, the shim and every tool (default)
 all: $(TOOLS) $(UNIT_BIN)
@@ -60,7 +65,7 @@ $(BUILD)/lib/%.o: lib/%.c $(HEADERS)
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CFLAGS_ALL) -c $< -o $@
 
-$(BUILD)/lib/%.o: lib/%.cpp $(HEADERS) $(wildcard lib/*.hpp)
+$(BUILD)/lib/%.o: lib/%.cpp $(HEADERS) $(wildcard lib/shim/*.hpp)
 	@mkdir -p $(@D)
 	@$(if $(Q),echo "  CXX     $< (libtorch: ~10 s)")
 	$(Q)$(CXX) $(CXXFLAGS_ALL) -c $< -o $@

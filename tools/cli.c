@@ -1,6 +1,6 @@
 /* cli.c - shared program behaviour of the esg-* tools (see cli.h). */
 #include "cli.h"
-#include "esg.h"
+#include "stream/stream.h"
 
 #include <errno.h>
 #include <fcntl.h>

@@ -11,8 +11,8 @@
 #include <stdint.h>
 #include <stdnoreturn.h>
 
-#include "esg_torch.h"
-#include "patch.h"
+#include "shim/esg_torch.h"
+#include "attr/patch.h"
 
 #define EXIT_RUNTIME 1
 #define EXIT_USAGE 2

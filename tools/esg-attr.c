@@ -1,10 +1,10 @@
 /* esg-attr - run one interpretability method on every record of a stream. */
-#include "attr.h"
+#include "attr/attr.h"
 #include "cli.h"
-#include "esg.h"
-#include "esg_torch.h"
-#include "patch.h"
-#include "perturb.h"
+#include "stream/stream.h"
+#include "shim/esg_torch.h"
+#include "attr/patch.h"
+#include "attr/perturb/perturb.h"
 
 #include <getopt.h>
 #include <stdlib.h>

@@ -1,6 +1,6 @@
 /* esg-compare - compare two tensor streams within a numeric tolerance. */
 #include "cli.h"
-#include "esg.h"
+#include "stream/stream.h"
 
 #include <getopt.h>
 #include <math.h>

@@ -1,7 +1,7 @@
 /* esg-config - check a JSON run config and turn it into a Make fragment. */
 #include "cli.h"
-#include "config.h"
-#include "esg.h"
+#include "config/config.h"
+#include "stream/stream.h"
 
 #include <getopt.h>
 #include <stdio.h>

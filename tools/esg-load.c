@@ -1,7 +1,7 @@
 /* esg-load - images (NIfTI-1/2, PNG, NPY) to a model-ready tensor stream. */
 #include "cli.h"
-#include "esg.h"
-#include "esg_load.h"
+#include "stream/stream.h"
+#include "image/image.h"
 
 #include <cjson/cJSON.h>
 #include <getopt.h>

@@ -3,12 +3,12 @@
  * sanity checks), ground-truth scores against a mask, deletion / insertion
  * curves.  Reads records written by esg-attr; writes a tidy table, one row
  * per record x item x metric. */
-#include "attr.h"
+#include "attr/attr.h"
 #include "cli.h"
-#include "esg.h"
-#include "esg_load.h"
-#include "esg_torch.h"
-#include "metric.h"
+#include "stream/stream.h"
+#include "image/image.h"
+#include "shim/esg_torch.h"
+#include "eval/eval.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

@@ -7,10 +7,10 @@
  * stream per parameter keyed by (seed, FNV-1a 64 of the parameter's name),
  * so a parameter gets the same values in every step and every run, whatever
  * the libtorch version or thread count. */
-#include "attr.h"
+#include "attr/attr.h"
 #include "cli.h"
-#include "esg.h"
-#include "esg_torch.h"
+#include "stream/stream.h"
+#include "shim/esg_torch.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

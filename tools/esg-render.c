@@ -1,8 +1,8 @@
 /* esg-render - tensor stream -> statistics, NIfTI volumes and PNG pictures. */
 #include "cli.h"
-#include "esg.h"
-#include "esg_render.h"
-#include "esg_report.h"
+#include "stream/stream.h"
+#include "render/render.h"
+#include "render/report.h"
 
 #include <getopt.h>
 #include <math.h>

@@ -1,10 +1,10 @@
 /* esg-wrap - turn a segmentation model into a scored model ([N, C] scores)
  * by compiling a TorchScript wrapper (share/wrappers/NAME.py) around it. */
 #include "cli.h"
-#include "esg.h"
-#include "esg_load.h"
-#include "esg_torch.h"
-#include "patch.h"
+#include "stream/stream.h"
+#include "image/image.h"
+#include "shim/esg_torch.h"
+#include "attr/patch.h"
 
 #include <errno.h>
 #include <getopt.h>

@@ -1,6 +1,6 @@
 /* fuzz_npy.c - libFuzzer target for the NPY parser and converter
  * (esg_npy_image on a memory buffer).  Build: make fuzz. */
-#include "esg_load.h"
+#include "image/image.h"
 
 #include <stddef.h>
 #include <stdint.h>

@@ -2,7 +2,7 @@
  * safetensors decoder (`make fuzz`).  Besides "never crash", it checks one
  * property: whatever decodes re-encodes, and decodes again to the same
  * record (so the writer never produces what the reader refuses). */
-#include "esg.h"
+#include "stream/stream.h"
 
 #include <zstd.h>
 

@@ -1,5 +1,5 @@
 /* test_attr_math.c - quadrature, blur kernel, PRNG and SHA-256 of attr_math.c. */
-#include "attr.h"
+#include "attr/attr.h"
 #include "tap.h"
 
 #include <stdlib.h>

@@ -1,9 +1,9 @@
 /* test_layer_math.c - upsampling (lib/upsample.c) and the layer-method
  * arithmetic (lib/attr_layer.h) against values worked out by hand. */
-#include "attr_layer.h"
-#include "esg.h"
+#include "attr/layer/layer_math.h"
+#include "stream/stream.h"
 #include "tap.h"
-#include "upsample.h"
+#include "image/upsample.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -1,7 +1,7 @@
 /* test_load.c - esg-load's library parts: the NPY parser (good and malformed
  * headers), axis reversal, crop / pad and slice affine math, normalisation
  * and percentiles against values worked out by hand. */
-#include "esg_load.h"
+#include "image/image.h"
 #include "tap.h"
 
 #include <math.h>

@@ -1,6 +1,6 @@
 /* test_metric.c - lib/metric.c against hand-computed values and a numpy
  * reference (tests/py/ref_metric.py small: the same arrays, numbers below). */
-#include "metric.h"
+#include "eval/eval.h"
 #include "tap.h"
 
 #include <math.h>

@@ -1,5 +1,5 @@
 /* test_patch - the sliding-window grid and blending weights (lib/patch.c). */
-#include "patch.h"
+#include "attr/patch.h"
 #include "tap.h"
 
 #include <stdlib.h>

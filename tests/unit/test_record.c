@@ -1,5 +1,5 @@
 /* test_record.c - records, metadata, dtype conversion, errors. */
-#include "esg.h"
+#include "stream/stream.h"
 #include "tap.h"
 
 #include <math.h>

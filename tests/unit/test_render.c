@@ -1,7 +1,7 @@
 /* test_render.c - volumes, views, colour maps, percentiles, overlays and the
  * PNG / NIfTI writers, on tiny arrays worked out by hand. */
-#include "esg.h"
-#include "esg_render.h"
+#include "stream/stream.h"
+#include "render/render.h"
 #include "tap.h"
 
 #include <math.h>

@@ -1,8 +1,8 @@
 /* test_report.c - the HTML report's pieces: base64 (RFC 4648 vectors), PNG
  * in memory, link templates, TSV tables and a page from tiny records. */
-#include "esg.h"
-#include "esg_render.h"
-#include "esg_report.h"
+#include "stream/stream.h"
+#include "render/render.h"
+#include "render/report.h"
 #include "tap.h"
 
 #include <stdlib.h>

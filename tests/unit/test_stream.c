@@ -6,7 +6,7 @@
  *   test_stream --write-fixture FILE   one-record stream with every dtype
  *   test_stream --dump FILE            a text dump of every record
  */
-#include "esg.h"
+#include "stream/stream.h"
 #include "tap.h"
 
 #include <zstd.h>

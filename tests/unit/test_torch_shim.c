@@ -14,8 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "esg.h"
-#include "esg_torch.h"
+#include "stream/stream.h"
+#include "shim/esg_torch.h"
 #include "tap.h"
 
 static char dir[4096];

@@ -1,0 +1,1551 @@
+/* config.c - JSON run configs and their Make fragments (see config.h and
+ * doc/config.md for the schema). */
+#include "config/config.h"
+#include "attr/attr.h"
+#include "stream/stream.h"
+
+#include <cjson/cJSON.h>
+#include <errno.h>
+#include <glob.h>
+#include <math.h>
+#include <stdarg.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+/* ---- a growing string ------------------------------------------------ */
+
+typedef struct {
+	char *s;
+	size_t n, cap;
+	int oom;
+} sbuf;
+
+static void sb_add(sbuf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static void sb_add(sbuf *b, const char *fmt, ...)
+{
+	if (b->oom)
+		return;
+	va_list ap;
+	va_start(ap, fmt);
+	int k = vsnprintf(NULL, 0, fmt, ap);
+	va_end(ap);
+	if (b->n + (size_t)k + 1 > b->cap) {
+		size_t cap = (b->n + (size_t)k + 1) * 2;
+		char *s = realloc(b->s, cap);
+		if (!s) {
+			b->oom = 1;
+			esg_set_error("out of memory");
+			return;
+		}
+		b->s = s;
+		b->cap = cap;
+	}
+	va_start(ap, fmt);
+	vsnprintf(b->s + b->n, (size_t)k + 1, fmt, ap);
+	va_end(ap);
+	b->n += (size_t)k;
+}
+
+/* The text, owned by the caller ("" if nothing was added); NULL if out of memory. */
+static char *sb_take(sbuf *b)
+{
+	if (b->oom) {
+		free(b->s);
+		esg_set_error("out of memory");
+		return NULL;
+	}
+	if (!b->s)
+		return strdup("");
+	return b->s;
+}
+
+/* ---- the parsed config ------------------------------------------------ */
+
+typedef struct {
+	char *name, *image, *mask;
+} cfg_input;
+
+typedef struct {
+	char *name;
+	char *file;        /* the TorchScript file; NULL for the randomised model */
+	char *wrap_args;   /* esg-wrap arguments; NULL: used as is */
+	char *wrap_mask;   /* a file the wrapping reads */
+	int per_input;     /* fixed-mask from the prediction: wrapped per input */
+	int randomised;    /* the last randomisation step, shown as a model */
+} cfg_model;
+
+typedef struct {
+	char *label, *method;
+	char *args;        /* esg-attr arguments that change the result */
+	char *deps;        /* files they read (baselines) */
+	double timeout;
+	int fidelity, randomise;
+} cfg_method;
+
+struct esg_config {
+	char *path, *output;
+	cfg_input *in;
+	int n_in;
+	cfg_model *model;
+	int n_model;
+	cfg_method *meth;
+	int n_meth;
+	char *load_args;
+	/* randomisation */
+	int rand_model;        /* index into model, -1 = none */
+	char *rand_args;
+	int rand_steps;
+	char *rand_metrics;
+	unsigned char *rand_input;
+	/* metrics */
+	char *gt_metrics, *fid_metrics, *metric_args;
+	unsigned char *fid_model;
+	/* jobs */
+	long threads, ibatch;
+	char **device;
+	int n_device;
+	double timeout;
+	/* report */
+	int report;
+	char *report_args;
+};
+
+/* ---- checking helpers -------------------------------------------------- */
+
+static _Thread_local const char *cfg_path; /* for messages */
+
+static int bad(const char *field, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+static int bad(const char *field, const char *fmt, ...)
+{
+	char msg[768];
+	va_list ap;
+	va_start(ap, fmt);
+	vsnprintf(msg, sizeof msg, fmt, ap);
+	va_end(ap);
+	return esg_set_error("%s: %s: %s", cfg_path, field, msg);
+}
+
+/* Field path "parent.key" or "parent[i]". */
+static void field_key(char *out, size_t n, const char *parent, const char *key)
+{
+	if (parent[0])
+		snprintf(out, n, "%s.%s", parent, key);
+	else
+		snprintf(out, n, "%s", key);
+}
+
+/* "a, b, c" from a NULL-terminated list, truncated to fit. */
+static void join_names(const char *const *names, char *out, size_t n)
+{
+	out[0] = 0;
+	for (size_t i = 0; names[i]; i++) {
+		strncat(out, i ? ", " : "", n - strlen(out) - 1);
+		strncat(out, names[i], n - strlen(out) - 1);
+	}
+}
+
+static int check_keys(const cJSON *obj, const char *field, const char *const *known)
+{
+	if (!cJSON_IsObject(obj))
+		return bad(field, "must be an object");
+	for (const cJSON *it = obj->child; it; it = it->next) {
+		int ok = 0;
+		for (size_t i = 0; known[i] && !ok; i++)
+			ok = !strcmp(it->string, known[i]);
+		if (!ok) {
+			char list[512];
+			join_names(known, list, sizeof list);
+			char f[256];
+			field_key(f, sizeof f, field, it->string);
+			return bad(f, "unknown field (known here: %s)", list);
+		}
+	}
+	return 0;
+}
+
+/* Text that passes through Make and the shell unquoted: no whitespace and
+ * none of the characters either would interpret. */
+static int safe_arg(const char *field, const char *s)
+{
+	if (!s[0])
+		return bad(field, "must not be empty");
+	for (const char *p = s; *p; p++)
+		if ((unsigned char)*p <= ' ' || strchr("$'\"`\\;&|<>()#*?[]{}~!^", *p))
+			return bad(field, "'%s': the character '%c' can't be passed through Make and the shell "
+				   "safely", s, *p == '\t' || *p == '\n' ? ' ' : *p);
+	return 0;
+}
+
+/* A path used as a Make target or prerequisite: also no ':', '%' or '='. */
+static int safe_path(const char *field, const char *s)
+{
+	if (safe_arg(field, s))
+		return -1;
+	for (const char *p = s; *p; p++)
+		if (strchr(":%=", *p))
+			return bad(field, "'%s': the character '%c' is not allowed in a path Make handles", s, *p);
+	return 0;
+}
+
+/* Names become folder and file names: letters, digits, '.', '_', '-'. */
+static int safe_name(const char *field, const char *s)
+{
+	if (!s[0])
+		return bad(field, "must not be empty");
+	if (s[0] == '.' || s[0] == '-')
+		return bad(field, "'%s' must start with a letter, digit or '_'", s);
+	for (const char *p = s; *p; p++)
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
+		      strchr("._-", *p)))
+			return bad(field, "'%s': names may hold letters, digits, '.', '_' and '-' only", s);
+	return 0;
+}
+
+static int file_exists(const char *field, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st))
+		return bad(field, "'%s': %s", path, strerror(errno));
+	if (!S_ISREG(st.st_mode))
+		return bad(field, "'%s' is not a regular file", path);
+	return 0;
+}
+
+/* Fetch an optional string (NULL if absent). */
+static int get_str(const cJSON *o, const char *key, const char *parent, int required, const char **out)
+{
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	*out = NULL;
+	if (!v) {
+		if (required)
+			return bad(f, "missing (required)");
+		return 0;
+	}
+	if (!cJSON_IsString(v))
+		return bad(f, "must be a string");
+	*out = v->valuestring;
+	return 0;
+}
+
+static int get_num(const cJSON *o, const char *key, const char *parent, double lo, double hi, int integer,
+		   double *out)
+{
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!v)
+		return 0; /* keep the default */
+	if (!cJSON_IsNumber(v))
+		return bad(f, "must be a number");
+	double d = v->valuedouble;
+	if (!isfinite(d) || d < lo || d > hi)
+		return bad(f, "%g is out of range [%g, %g]", d, lo, hi);
+	if (integer && d != floor(d))
+		return bad(f, "%g must be a whole number", d);
+	*out = d;
+	return 0;
+}
+
+static int get_bool(const cJSON *o, const char *key, const char *parent, int *out)
+{
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, key);
+	if (!v)
+		return 0;
+	if (!cJSON_IsBool(v))
+		return bad(f, "must be true or false");
+	*out = cJSON_IsTrue(v);
+	return 0;
+}
+
+static int one_of(const char *field, const char *v, const char *const *known)
+{
+	for (size_t i = 0; known[i]; i++)
+		if (!strcmp(v, known[i]))
+			return 0;
+	char list[256];
+	join_names(known, list, sizeof list);
+	return bad(field, "unknown value '%s' (known: %s)", v, list);
+}
+
+/* An optional enumerated string appended to args as "--opt VALUE". */
+static int enum_opt(const cJSON *o, const char *key, const char *parent, const char *const *known,
+		    const char *opt, sbuf *args)
+{
+	const char *v;
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	if (get_str(o, key, parent, 0, &v))
+		return -1;
+	if (!v)
+		return 0;
+	if (one_of(f, v, known))
+		return -1;
+	sb_add(args, " %s %s", opt, v);
+	return 0;
+}
+
+/* A number printed the shortest way that reads back the same. */
+static void num_text(char *out, size_t n, double d)
+{
+	if (d == floor(d) && fabs(d) < 1e15) {
+		snprintf(out, n, "%.0f", d);
+		return;
+	}
+	for (int prec = 1; prec <= 17; prec++) {
+		snprintf(out, n, "%.*g", prec, d);
+		if (strtod(out, NULL) == d)
+			return;
+	}
+}
+
+/* A JSON scalar as a command-line value (numbers, strings, booleans). */
+static int scalar_text(const cJSON *v, const char *field, char *out, size_t n)
+{
+	if (cJSON_IsNumber(v))
+		num_text(out, n, v->valuedouble);
+	else if (cJSON_IsBool(v))
+		snprintf(out, n, "%s", cJSON_IsTrue(v) ? "true" : "false");
+	else if (cJSON_IsString(v)) {
+		if (safe_arg(field, v->valuestring))
+			return -1;
+		snprintf(out, n, "%s", v->valuestring);
+	} else if (cJSON_IsArray(v)) {
+		/* a list of numbers: "1,8,8,8" (window shapes, strides, patches) */
+		size_t k = 0;
+		out[0] = 0;
+		for (const cJSON *e = v->child; e; e = e->next) {
+			if (!cJSON_IsNumber(e))
+				return bad(field, "a list here must hold numbers only");
+			char t[32];
+			num_text(t, sizeof t, e->valuedouble);
+			k += (size_t)snprintf(out + k, n > k ? n - k : 0, "%s%s", k ? "," : "", t);
+		}
+		if (!k)
+			return bad(field, "must not be an empty list");
+	} else
+		return bad(field, "must be a number, string, boolean or list of numbers");
+	return 0;
+}
+
+/* An array of names (strings); *out = new array of borrowed strings. */
+static int name_list(const cJSON *o, const char *key, const char *parent, const char ***out, int *n)
+{
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
+	*out = NULL;
+	*n = -1; /* absent */
+	if (!a)
+		return 0;
+	if (!cJSON_IsArray(a))
+		return bad(f, "must be a list of strings");
+	int k = cJSON_GetArraySize(a);
+	*out = calloc((size_t)k + 1, sizeof **out);
+	if (!*out)
+		return esg_set_error("out of memory");
+	int i = 0;
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		char fi[300];
+		snprintf(fi, sizeof fi, "%s[%d]", f, i);
+		if (!cJSON_IsString(e)) {
+			free(*out);
+			*out = NULL;
+			return bad(fi, "must be a string");
+		}
+		if (safe_arg(fi, e->valuestring)) {
+			free(*out);
+			*out = NULL;
+			return -1;
+		}
+		(*out)[i] = e->valuestring;
+	}
+	*n = k;
+	return 0;
+}
+
+/* A comma-joined list of metric names, each one of `known`. */
+static int metric_list(const cJSON *o, const char *key, const char *parent, const char *const *known,
+		       const char *dflt, char **out)
+{
+	const char **v;
+	int n;
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	if (name_list(o, key, parent, &v, &n))
+		return -1;
+	sbuf b = { 0 };
+	if (n < 0) {
+		if (dflt)
+			sb_add(&b, "%s", dflt);
+	} else {
+		if (!n) {
+			free(v);
+			return bad(f, "must not be empty (leave the field out instead)");
+		}
+		for (int i = 0; i < n; i++) {
+			char fi[300];
+			snprintf(fi, sizeof fi, "%s[%d]", f, i);
+			if (one_of(fi, v[i], known)) {
+				free(v);
+				free(b.s);
+				return -1;
+			}
+			sb_add(&b, "%s%s", i ? "," : "", v[i]);
+		}
+	}
+	free(v);
+	*out = sb_take(&b);
+	return *out ? 0 : -1;
+}
+
+/* ---- sections ------------------------------------------------------------ */
+
+static const char *const SIMILARITY[] = { "spearman", "spearman_abs", "ssim", "ssim_abs", "topk_iou", NULL };
+static const char *const GROUND_TRUTH[] = { "mass_in_mask", "pointing_game", "auroc", NULL };
+static const char *const FIDELITY[] = { "infidelity", "max_sensitivity", "deletion", "insertion", NULL };
+
+/* Basename without the image extensions. */
+static char *stem(const char *path)
+{
+	const char *b = strrchr(path, '/');
+	b = b ? b + 1 : path;
+	char *s = strdup(b);
+	if (!s)
+		return NULL;
+	static const char *const ext[] = { ".nii.gz", ".nii", ".hdr", ".img", ".png", ".npy", NULL };
+	size_t n = strlen(s);
+	for (size_t i = 0; ext[i]; i++) {
+		size_t e = strlen(ext[i]);
+		if (n > e && !strcmp(s + n - e, ext[i])) {
+			s[n - e] = 0;
+			break;
+		}
+	}
+	return s;
+}
+
+/* Replace "{*}" in tmpl by star (NULL star: tmpl must not hold "{*}"). */
+static char *fill_star(const char *tmpl, const char *star, const char *field)
+{
+	sbuf b = { 0 };
+	for (const char *p = tmpl; *p;) {
+		if (!strncmp(p, "{*}", 3)) {
+			if (!star) {
+				free(b.s);
+				bad(field, "'{*}' needs an image pattern with exactly one '*' (and no '?' or '[')");
+				return NULL;
+			}
+			sb_add(&b, "%s", star);
+			p += 3;
+		} else
+			sb_add(&b, "%c", *p++);
+	}
+	return sb_take(&b);
+}
+
+static int add_input(esg_config *c, const char *image, const char *star, const char *name_t, const char *mask_t,
+		     const char *field)
+{
+	cfg_input *in = realloc(c->in, ((size_t)c->n_in + 1) * sizeof *in);
+	if (!in)
+		return esg_set_error("out of memory");
+	c->in = in;
+	cfg_input *x = &c->in[c->n_in];
+	memset(x, 0, sizeof *x);
+	c->n_in++;
+	char f[300];
+	x->image = strdup(image);
+	snprintf(f, sizeof f, "%s.name", field);
+	x->name = name_t ? fill_star(name_t, star, f) : stem(image);
+	if (!x->image || !x->name)
+		return esg_set_error("out of memory");
+	if (safe_path(field, x->image) || safe_name(f, x->name))
+		return -1;
+	if (mask_t) {
+		snprintf(f, sizeof f, "%s.mask", field);
+		x->mask = fill_star(mask_t, star, f);
+		if (!x->mask || safe_path(f, x->mask) || file_exists(f, x->mask))
+			return -1;
+	}
+	for (int i = 0; i < c->n_in - 1; i++)
+		if (!strcmp(c->in[i].name, x->name))
+			return bad(field, "input name '%s' is used twice (give inputs distinct \"name\"s)", x->name);
+	return 0;
+}
+
+static int parse_inputs(esg_config *c, const cJSON *a)
+{
+	if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a))
+		return bad("inputs", "must be a non-empty list");
+	static const char *const keys[] = { "image", "mask", "name", NULL };
+	int i = 0;
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		char f[64];
+		snprintf(f, sizeof f, "inputs[%d]", i);
+		const char *image, *mask, *name;
+		if (check_keys(e, f, keys) || get_str(e, "image", f, 1, &image) || get_str(e, "mask", f, 0, &mask) ||
+		    get_str(e, "name", f, 0, &name))
+			return -1;
+		char fi[80];
+		snprintf(fi, sizeof fi, "%s.image", f);
+		if (!strpbrk(image, "*?[")) {
+			if (file_exists(fi, image) || add_input(c, image, NULL, name, mask, fi))
+				return -1;
+			continue;
+		}
+		glob_t g;
+		int rc = glob(image, 0, NULL, &g);
+		if (rc == GLOB_NOMATCH)
+			return bad(fi, "no file matches '%s'", image);
+		if (rc)
+			return bad(fi, "cannot expand '%s'", image);
+		const char *star = strchr(image, '*');
+		int one_star = star && !strchr(star + 1, '*') && !strpbrk(image, "?[");
+		size_t pre = star ? (size_t)(star - image) : 0, post = star ? strlen(star + 1) : 0;
+		for (size_t k = 0; k < g.gl_pathc; k++) {
+			const char *p = g.gl_pathv[k];
+			char starbuf[512] = "";
+			if (one_star)
+				snprintf(starbuf, sizeof starbuf, "%.*s", (int)(strlen(p) - pre - post), p + pre);
+			if (add_input(c, p, one_star ? starbuf : NULL, name, mask, fi)) {
+				globfree(&g);
+				return -1;
+			}
+		}
+		globfree(&g);
+	}
+	return 0;
+}
+
+static int parse_load(esg_config *c, const cJSON *o)
+{
+	sbuf b = { 0 };
+	if (o) {
+		static const char *const keys[] = { "normalise", "nonzero", "multiple", "fit", "align",
+						    "percentiles", "channels", "axes", NULL };
+		static const char *const norm[] = { "none", "minmax", "zscore", "percentile", NULL };
+		static const char *const fit[] = { "pad", "crop", NULL };
+		static const char *const align[] = { "centre", "end", NULL };
+		static const char *const chan[] = { "keep", "gray", "rgb", "no-alpha", NULL };
+		static const char *const axes[] = { "ijk", "kji", NULL };
+		int nonzero = 0;
+		if (check_keys(o, "load", keys) || enum_opt(o, "normalise", "load", norm, "--normalise", &b) ||
+		    enum_opt(o, "fit", "load", fit, "--fit", &b) || enum_opt(o, "align", "load", align, "--align", &b) ||
+		    enum_opt(o, "channels", "load", chan, "--channels", &b) ||
+		    enum_opt(o, "axes", "load", axes, "--axes", &b) || get_bool(o, "nonzero", "load", &nonzero)) {
+			free(b.s);
+			return -1;
+		}
+		if (nonzero)
+			sb_add(&b, " --nonzero");
+		static const char *const listed[] = { "multiple", "percentiles", NULL };
+		for (size_t i = 0; listed[i]; i++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(o, listed[i]);
+			char f[64], t[256];
+			snprintf(f, sizeof f, "load.%s", listed[i]);
+			if (!v)
+				continue;
+			if (!cJSON_IsNumber(v) && !cJSON_IsArray(v)) {
+				free(b.s);
+				return bad(f, "must be a number or a list of numbers");
+			}
+			if (scalar_text(v, f, t, sizeof t)) {
+				free(b.s);
+				return -1;
+			}
+			sb_add(&b, " --%s %s", listed[i], t);
+		}
+	}
+	c->load_args = sb_take(&b);
+	return c->load_args ? 0 : -1;
+}
+
+static int model_index(const esg_config *c, const char *name)
+{
+	for (int i = 0; i < c->n_model; i++)
+		if (!strcmp(c->model[i].name, name))
+			return i;
+	return -1;
+}
+
+static int parse_models(esg_config *c, const cJSON *a)
+{
+	if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a))
+		return bad("models", "must be a non-empty list");
+	int n = cJSON_GetArraySize(a);
+	c->model = calloc((size_t)n + 1, sizeof *c->model); /* +1: the randomised model */
+	if (!c->model)
+		return esg_set_error("out of memory");
+	static const char *const keys[] = { "name", "file", "wrap", NULL };
+	static const char *const wkeys[] = { "reduce", "activation", "mask", "patch", "overlap", "blend", NULL };
+	static const char *const reduce[] = { "argmax", "otsu", "fixed-mask", NULL };
+	static const char *const act[] = { "none", "softmax", "sigmoid", NULL };
+	static const char *const blend[] = { "mean", "gaussian", NULL };
+	int i = 0;
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		char f[64], fw[80];
+		snprintf(f, sizeof f, "models[%d]", i);
+		snprintf(fw, sizeof fw, "%s.wrap", f);
+		const char *name, *file;
+		if (check_keys(e, f, keys) || get_str(e, "name", f, 1, &name) || get_str(e, "file", f, 1, &file))
+			return -1;
+		char fn[80], ff[80];
+		snprintf(fn, sizeof fn, "%s.name", f);
+		snprintf(ff, sizeof ff, "%s.file", f);
+		if (safe_name(fn, name) || safe_path(ff, file) || file_exists(ff, file))
+			return -1;
+		if (model_index(c, name) >= 0)
+			return bad(fn, "model name '%s' is used twice", name);
+		cfg_model *m = &c->model[c->n_model];
+		m->name = strdup(name);
+		m->file = strdup(file);
+		c->n_model++;
+		if (!m->name || !m->file)
+			return esg_set_error("out of memory");
+		const cJSON *w = cJSON_GetObjectItemCaseSensitive(e, "wrap");
+		if (!w)
+			continue;
+		const char *red, *mask;
+		sbuf b = { 0 };
+		if (check_keys(w, fw, wkeys) || get_str(w, "reduce", fw, 1, &red) || get_str(w, "mask", fw, 0, &mask)) {
+			free(b.s);
+			return -1;
+		}
+		char fr[96];
+		snprintf(fr, sizeof fr, "%s.reduce", fw);
+		if (one_of(fr, red, reduce))
+			return -1;
+		sb_add(&b, "--reduce %s", red);
+		if (enum_opt(w, "activation", fw, act, "--activation", &b) || enum_opt(w, "blend", fw, blend, "--blend", &b)) {
+			free(b.s);
+			return -1;
+		}
+		static const char *const listed[] = { "patch", "overlap", NULL };
+		for (size_t k = 0; listed[k]; k++) {
+			const cJSON *v = cJSON_GetObjectItemCaseSensitive(w, listed[k]);
+			char fk[128], t[256];
+			snprintf(fk, sizeof fk, "%s.%s", fw, listed[k]);
+			if (v && ((!cJSON_IsNumber(v) && !cJSON_IsArray(v)) || scalar_text(v, fk, t, sizeof t))) {
+				free(b.s);
+				return cJSON_IsNumber(v) || cJSON_IsArray(v) ? -1 : bad(fk, "must be a number or a list");
+			}
+			if (v)
+				sb_add(&b, " --%s %s", listed[k], t);
+		}
+		if (mask) {
+			char fm[96];
+			snprintf(fm, sizeof fm, "%s.mask", fw);
+			if (strcmp(red, "fixed-mask")) {
+				free(b.s);
+				return bad(fm, "a mask is used only by \"reduce\": \"fixed-mask\"");
+			}
+			if (safe_path(fm, mask) || file_exists(fm, mask)) {
+				free(b.s);
+				return -1;
+			}
+			sb_add(&b, " --mask %s", mask);
+			m->wrap_mask = strdup(mask);
+		}
+		m->per_input = !strcmp(red, "fixed-mask") && !mask;
+		m->wrap_args = sb_take(&b);
+		if (!m->wrap_args)
+			return -1;
+	}
+	return 0;
+}
+
+static int parse_methods(esg_config *c, const cJSON *a, double top_target)
+{
+	if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a))
+		return bad("methods", "must be a non-empty list");
+	c->meth = calloc((size_t)cJSON_GetArraySize(a), sizeof *c->meth);
+	if (!c->meth)
+		return esg_set_error("out of memory");
+	static const char *const keys[] = { "name", "method", "params", "baselines", "layer", "channel", "upsample",
+					    "target", "timeout", "internal_batch", "seed", "patch", "overlap",
+					    "blend", "amp", NULL };
+	static const char *const blend[] = { "mean", "gaussian", NULL };
+	int i = 0;
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		char f[64], fk[128];
+		snprintf(f, sizeof f, "methods[%d]", i);
+		const char *label, *name, *layer, *channel;
+		if (check_keys(e, f, keys) || get_str(e, "name", f, 1, &label) || get_str(e, "method", f, 0, &name) ||
+		    get_str(e, "layer", f, 0, &layer) || get_str(e, "channel", f, 0, &channel))
+			return -1;
+		snprintf(fk, sizeof fk, "%s.name", f);
+		if (safe_name(fk, label))
+			return -1;
+		for (int k = 0; k < c->n_meth; k++)
+			if (!strcmp(c->meth[k].label, label))
+				return bad(fk, "method name '%s' is used twice (give each its own \"name\")", label);
+		if (!name)
+			name = label;
+		snprintf(fk, sizeof fk, "%s.%s", f, name == label ? "name" : "method");
+		const esg_method_alias *alias;
+		const esg_method *m = esg_method_find(name, &alias);
+		if (!m)
+			return bad(fk, "%s", esg_error());
+		cfg_method *x = &c->meth[c->n_meth++];
+		sbuf b = { 0 }, deps = { 0 };
+		sb_add(&b, "--method %s --label %s", name, label);
+		/* parameters: checked against the method's table now */
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "params");
+		char *kv[ESG_MAX_PARAMS];
+		int n_kv = 0, rc = 0;
+		if (p && !cJSON_IsObject(p))
+			rc = bad(fk, "params must be an object");
+		for (const cJSON *q = p ? p->child : NULL; q && !rc; q = q->next) {
+			char fq[192], t[512];
+			snprintf(fq, sizeof fq, "%s.params.%s", f, q->string);
+			if (n_kv == ESG_MAX_PARAMS)
+				rc = bad(fq, "too many parameters");
+			else if (!(rc = scalar_text(q, fq, t, sizeof t)) && !(rc = safe_arg(fq, q->string))) {
+				size_t len = strlen(q->string) + strlen(t) + 2;
+				kv[n_kv] = malloc(len);
+				if (!kv[n_kv])
+					rc = esg_set_error("out of memory");
+				else {
+					snprintf(kv[n_kv], len, "%s=%s", q->string, t);
+					sb_add(&b, " --param %s", kv[n_kv++]);
+				}
+			}
+		}
+		const esg_method *takes = m; /* whose baselines: noise tunnel's base method */
+		if (!rc) {
+			esg_params ep;
+			char fp[96];
+			snprintf(fp, sizeof fp, "%s.params", f);
+			if (esg_params_resolve(m, alias, kv, n_kv, &ep))
+				rc = bad(fp, "%s", esg_error());
+			else {
+				if (ep.base)
+					takes = ep.base;
+				esg_params_clear(&ep);
+			}
+		}
+		for (int k = 0; k < n_kv; k++)
+			free(kv[k]);
+		/* baselines: parsed now; file baselines become prerequisites */
+		const cJSON *bl = cJSON_GetObjectItemCaseSensitive(e, "baselines");
+		if (!rc && bl && !cJSON_IsArray(bl))
+			rc = bad(f, "baselines must be a list of strings");
+		int bi = 0;
+		for (const cJSON *q = bl ? bl->child : NULL; q && !rc; q = q->next, bi++) {
+			char fq[128];
+			snprintf(fq, sizeof fq, "%s.baselines[%d]", f, bi);
+			esg_baseline base;
+			if (!cJSON_IsString(q))
+				rc = bad(fq, "must be a string");
+			else if (!(rc = safe_arg(fq, q->valuestring))) {
+				if (esg_baseline_parse(q->valuestring, &base))
+					rc = bad(fq, "%s", esg_error());
+				else {
+					if (base.kind == ESG_BL_FILE) {
+						/* file:PATH[:TENSOR] */
+						char path[512];
+						snprintf(path, sizeof path, "%s", q->valuestring + 5);
+						char *colon = strchr(path, ':');
+						if (colon)
+							*colon = 0;
+						if (!(rc = safe_path(fq, path)) && !(rc = file_exists(fq, path)))
+							sb_add(&deps, " %s", path);
+					}
+					esg_baseline_clear(&base);
+					sb_add(&b, " --baseline %s", q->valuestring);
+				}
+			}
+		}
+		if (!rc && !takes->baseline && bl && cJSON_GetArraySize(bl))
+			rc = bad(f, "method '%s' takes no baseline", name);
+		/* layer */
+		int lk = esg_method_layer(m);
+		if (!rc && layer) {
+			snprintf(fk, sizeof fk, "%s.layer", f);
+			if (lk == ESG_LAYER_NONE)
+				rc = bad(fk, "method '%s' takes no layer", name);
+			else if (!(rc = safe_arg(fk, layer)))
+				sb_add(&b, " --layer %s", layer);
+		} else if (!rc && lk != ESG_LAYER_NONE && !esg_method_layer_optional(m))
+			rc = bad(f, "method '%s' needs a \"layer\" (see esg-attr --list-layers)", name);
+		if (!rc && channel) {
+			snprintf(fk, sizeof fk, "%s.channel", f);
+			if (!(rc = safe_arg(fk, channel)))
+				sb_add(&b, " --channel %s", channel);
+		}
+		int ups = -1, amp = 0;
+		if (!rc)
+			rc = get_bool(e, "upsample", f, &ups) || get_bool(e, "amp", f, &amp);
+		if (!rc && ups >= 0)
+			sb_add(&b, " %s", ups ? "--upsample" : "--no-upsample");
+		if (!rc && amp)
+			sb_add(&b, " --amp");
+		double target = top_target, seed = -1, ibatch = (double)c->ibatch, overlap = -1;
+		x->timeout = c->timeout;
+		if (!rc)
+			rc = get_num(e, "target", f, 0, 1e9, 1, &target) || get_num(e, "seed", f, 0, 1e18, 1, &seed) ||
+			     get_num(e, "internal_batch", f, 1, 1 << 20, 1, &ibatch) ||
+			     get_num(e, "timeout", f, 0, 1e9, 0, &x->timeout) || get_num(e, "overlap", f, 0, 0.99, 0, &overlap);
+		if (!rc && target >= 0)
+			sb_add(&b, " --target %.0f", target);
+		if (!rc && seed >= 0)
+			sb_add(&b, " --seed %.0f", seed);
+		if (!rc)
+			sb_add(&b, " --internal-batch %.0f", ibatch);
+		const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e, "patch");
+		if (!rc && patch) {
+			char t[128];
+			snprintf(fk, sizeof fk, "%s.patch", f);
+			if (!cJSON_IsArray(patch))
+				rc = bad(fk, "must be a list of patch sizes, e.g. [64, 64, 64]");
+			else if (!(rc = scalar_text(patch, fk, t, sizeof t)))
+				sb_add(&b, " --patch %s", t);
+		}
+		if (!rc && overlap >= 0) {
+			char t[32];
+			num_text(t, sizeof t, overlap);
+			sb_add(&b, " --overlap %s", t);
+		}
+		if (!rc)
+			rc = enum_opt(e, "blend", f, blend, "--blend", &b);
+		x->label = strdup(label);
+		x->method = strdup(name);
+		x->args = sb_take(&b);
+		x->deps = sb_take(&deps);
+		if (rc)
+			return -1;
+		if (!x->label || !x->method || !x->args || !x->deps)
+			return esg_set_error("out of memory");
+		x->fidelity = x->randomise = 1;
+	}
+	return 0;
+}
+
+static int method_index(const esg_config *c, const char *label)
+{
+	for (int i = 0; i < c->n_meth; i++)
+		if (!strcmp(c->meth[i].label, label))
+			return i;
+	return -1;
+}
+
+/* A list of method names (or absent: all) selecting flags in cfg_method. */
+static int select_methods(esg_config *c, const cJSON *o, const char *key, const char *parent, int fid)
+{
+	const char **v;
+	int n;
+	char f[128];
+	field_key(f, sizeof f, parent, key);
+	if (name_list(o, key, parent, &v, &n))
+		return -1;
+	if (n < 0)
+		return 0;
+	for (int i = 0; i < c->n_meth; i++)
+		*(fid ? &c->meth[i].fidelity : &c->meth[i].randomise) = 0;
+	for (int k = 0; k < n; k++) {
+		int i = method_index(c, v[k]);
+		if (i < 0) {
+			char fi[160];
+			snprintf(fi, sizeof fi, "%s[%d]", f, k);
+			int rc = bad(fi, "no method is named '%s' in \"methods\"", v[k]);
+			free(v);
+			return rc;
+		}
+		*(fid ? &c->meth[i].fidelity : &c->meth[i].randomise) = 1;
+	}
+	free(v);
+	return 0;
+}
+
+static int parse_randomisation(esg_config *c, const cJSON *o)
+{
+	const char *F = "randomisation";
+	static const char *const keys[] = { "model", "mode", "layers", "seed", "init", "methods", "metrics",
+					    "inputs", "as_model", NULL };
+	static const char *const mode[] = { "cascading", "independent", NULL };
+	static const char *const init[] = { "default", "gaussian", "uniform", NULL };
+	const char *model, *as;
+	if (check_keys(o, F, keys) || get_str(o, "model", F, 0, &model) || get_str(o, "as_model", F, 0, &as))
+		return -1;
+	c->rand_model = model ? model_index(c, model) : 0;
+	if (c->rand_model < 0)
+		return bad("randomisation.model", "no model is named '%s' in \"models\"", model);
+	sbuf b = { 0 };
+	const char *md;
+	if (get_str(o, "mode", F, 0, &md))
+		return -1;
+	if (md && one_of("randomisation.mode", md, mode))
+		return -1;
+	sb_add(&b, "--mode %s", md ? md : "cascading");
+	const char **layers;
+	int nl;
+	if (name_list(o, "layers", F, &layers, &nl))
+		return -1;
+	if (nl <= 0) {
+		free(layers);
+		free(b.s);
+		return bad("randomisation.layers", "%s", nl < 0 ? "missing (required: the layers to randomise, "
+					"e.g. [\"model.dec1\", \"model.enc1\"]; see esg-randomise)" : "must not be empty");
+	}
+	sb_add(&b, " --layers ");
+	for (int i = 0; i < nl; i++)
+		sb_add(&b, "%s%s", i ? "," : "", layers[i]);
+	free(layers);
+	c->rand_steps = nl;
+	double seed = 0;
+	if (get_num(o, "seed", F, 0, 1e18, 1, &seed) || enum_opt(o, "init", F, init, "--init", &b)) {
+		free(b.s);
+		return -1;
+	}
+	sb_add(&b, " --seed %.0f", seed);
+	c->rand_args = sb_take(&b);
+	if (!c->rand_args || select_methods(c, o, "methods", F, 0) ||
+	    metric_list(o, "metrics", F, SIMILARITY, "spearman_abs,ssim_abs,topk_iou", &c->rand_metrics))
+		return -1;
+	c->rand_input = calloc((size_t)c->n_in, 1);
+	if (!c->rand_input)
+		return esg_set_error("out of memory");
+	const char **ins;
+	int ni;
+	if (name_list(o, "inputs", F, &ins, &ni))
+		return -1;
+	for (int i = 0; i < c->n_in; i++)
+		c->rand_input[i] = ni < 0;
+	for (int k = 0; k < ni; k++) {
+		int found = 0;
+		for (int i = 0; i < c->n_in; i++)
+			if (!strcmp(c->in[i].name, ins[k]))
+				c->rand_input[i] = found = 1;
+		if (!found) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "randomisation.inputs[%d]", k);
+			int rc = bad(fi, "no input is named '%s'", ins[k]);
+			free(ins);
+			return rc;
+		}
+	}
+	free(ins);
+	if (as) {
+		if (safe_name("randomisation.as_model", as))
+			return -1;
+		if (model_index(c, as) >= 0)
+			return bad("randomisation.as_model", "'%s' is already the name of a model", as);
+		cfg_model *m = &c->model[c->n_model++];
+		m->name = strdup(as);
+		m->randomised = 1;
+		m->per_input = 1;
+		if (!m->name)
+			return esg_set_error("out of memory");
+	}
+	return 0;
+}
+
+static int parse_metrics(esg_config *c, const cJSON *o)
+{
+	const char *F = "metrics";
+	static const char *const keys[] = { "ground_truth", "fidelity", "methods", "models", "params", NULL };
+	if (check_keys(o, F, keys) || metric_list(o, "ground_truth", F, GROUND_TRUTH, NULL, &c->gt_metrics) ||
+	    metric_list(o, "fidelity", F, FIDELITY, NULL, &c->fid_metrics) || select_methods(c, o, "methods", F, 1))
+		return -1;
+	if (c->gt_metrics[0])
+		for (int i = 0; i < c->n_in; i++)
+			if (!c->in[i].mask)
+				return bad("metrics.ground_truth", "input '%s' has no \"mask\" to score against",
+					   c->in[i].name);
+	c->fid_model = calloc((size_t)c->n_model + 1, 1);
+	if (!c->fid_model)
+		return esg_set_error("out of memory");
+	const char **v;
+	int n;
+	if (name_list(o, "models", F, &v, &n))
+		return -1;
+	for (int i = 0; i < c->n_model; i++)
+		c->fid_model[i] = n < 0 && !c->model[i].randomised;
+	for (int k = 0; k < n; k++) {
+		int i = model_index(c, v[k]);
+		if (i < 0) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "metrics.models[%d]", k);
+			int rc = bad(fi, "no model is named '%s'", v[k]);
+			free(v);
+			return rc;
+		}
+		c->fid_model[i] = 1;
+	}
+	free(v);
+	sbuf b = { 0 };
+	const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "params");
+	if (p && !cJSON_IsObject(p))
+		return bad("metrics.params", "must be an object");
+	for (const cJSON *q = p ? p->child : NULL; q; q = q->next) {
+		char fq[160], t[512];
+		snprintf(fq, sizeof fq, "metrics.params.%s", q->string);
+		if (scalar_text(q, fq, t, sizeof t) || safe_arg(fq, q->string)) {
+			free(b.s);
+			return -1;
+		}
+		sb_add(&b, " --param %s=%s", q->string, t);
+	}
+	c->metric_args = sb_take(&b);
+	return c->metric_args ? 0 : -1;
+}
+
+static int parse_jobs(esg_config *c, const cJSON *o)
+{
+	const char *F = "jobs";
+	static const char *const keys[] = { "threads", "devices", "timeout", "internal_batch", NULL };
+	double threads = 0, ib = 8;
+	c->timeout = 0;
+	if (o && (check_keys(o, F, keys) || get_num(o, "threads", F, 0, 1024, 1, &threads) ||
+		  get_num(o, "timeout", F, 0, 1e9, 0, &c->timeout) || get_num(o, "internal_batch", F, 1, 1 << 20, 1, &ib)))
+		return -1;
+	c->threads = (long)threads;
+	c->ibatch = (long)ib;
+	const char **dev;
+	int nd;
+	if (o && name_list(o, "devices", F, &dev, &nd))
+		return -1;
+	if (!o || nd < 0) {
+		c->device = calloc(1, sizeof *c->device);
+		if (!c->device || !(c->device[0] = strdup("cpu")))
+			return esg_set_error("out of memory");
+		c->n_device = 1;
+		return 0;
+	}
+	if (!nd) {
+		free(dev);
+		return bad("jobs.devices", "must not be empty");
+	}
+	c->device = calloc((size_t)nd, sizeof *c->device);
+	if (!c->device) {
+		free(dev);
+		return esg_set_error("out of memory");
+	}
+	for (int i = 0; i < nd; i++) {
+		char fi[64];
+		snprintf(fi, sizeof fi, "jobs.devices[%d]", i);
+		const char *d = dev[i];
+		char *end = NULL;
+		int ok = !strcmp(d, "cpu") || (!strncmp(d, "cuda:", 5) && d[5] >= '0' && d[5] <= '9' &&
+					       (strtol(d + 5, &end, 10), end && !*end));
+		if (!ok) {
+			free(dev);
+			return bad(fi, "'%s' is not a device (cpu or cuda:N)", d);
+		}
+		c->device[c->n_device++] = strdup(d);
+		if (!c->device[c->n_device - 1]) {
+			free(dev);
+			return esg_set_error("out of memory");
+		}
+	}
+	free(dev);
+	return 0;
+}
+
+static int parse_report(esg_config *c, const cJSON *o, const char *title)
+{
+	c->report = 1;
+	sbuf b = { 0 };
+	if (o && cJSON_IsFalse(o))
+		c->report = 0;
+	else if (o) {
+		static const char *const keys[] = { "view", "zoom", NULL };
+		static const char *const view[] = { "axial", "coronal", "sagittal", NULL };
+		double zoom = 0;
+		if (check_keys(o, "report", keys) || enum_opt(o, "view", "report", view, "--view", &b) ||
+		    get_num(o, "zoom", "report", 1, 16, 0, &zoom)) {
+			free(b.s);
+			return -1;
+		}
+		if (zoom > 0) {
+			char t[32];
+			num_text(t, sizeof t, zoom);
+			sb_add(&b, " --zoom %s", t);
+		}
+	}
+	if (title) {
+		/* single-quoted for the shell; '$' and control characters would
+		 * reach Make or break the line */
+		sb_add(&b, " --title '");
+		for (const char *p = title; *p; p++) {
+			if (*p == '$' || *p == '\\' || (unsigned char)*p < ' ') {
+				free(b.s);
+				return bad("title", "the character '%c' is not allowed in a title",
+					   (unsigned char)*p < ' ' ? ' ' : *p);
+			}
+			if (*p == '\'')
+				sb_add(&b, "'\\''");
+			else
+				sb_add(&b, "%c", *p);
+		}
+		sb_add(&b, "'");
+	}
+	c->report_args = sb_take(&b);
+	return c->report_args ? 0 : -1;
+}
+
+esg_config *esg_config_load(const char *path)
+{
+	cfg_path = path;
+	FILE *f = fopen(path, "rb");
+	if (!f) {
+		esg_set_error("cannot open '%s': %s", path, strerror(errno));
+		return NULL;
+	}
+	char *text = NULL;
+	size_t n = 0, cap = 0;
+	for (;;) {
+		if (n + 4096 > cap) {
+			char *t = realloc(text, cap = (n + 4096) * 2);
+			if (!t) {
+				free(text);
+				fclose(f);
+				esg_set_error("out of memory");
+				return NULL;
+			}
+			text = t;
+		}
+		size_t k = fread(text + n, 1, cap - n - 1, f);
+		n += k;
+		if (k == 0)
+			break;
+	}
+	int err = ferror(f);
+	fclose(f);
+	if (err) {
+		free(text);
+		esg_set_error("cannot read '%s'", path);
+		return NULL;
+	}
+	text[n] = 0;
+	const char *end = NULL;
+	cJSON *j = cJSON_ParseWithOpts(text, &end, 1);
+	if (!j) {
+		size_t at = end ? (size_t)(end - text) : 0, line = 1;
+		for (size_t i = 0; i < at && i < n; i++)
+			line += text[i] == '\n';
+		esg_set_error("%s: not valid JSON (error at line %zu)", path, line);
+		free(text);
+		return NULL;
+	}
+	free(text);
+	esg_config *c = calloc(1, sizeof *c);
+	if (!c) {
+		cJSON_Delete(j);
+		esg_set_error("out of memory");
+		return NULL;
+	}
+	c->rand_model = -1;
+	c->path = strdup(path);
+	static const char *const keys[] = { "title", "output", "inputs", "load", "models", "target", "methods",
+					    "randomisation", "metrics", "jobs", "report", NULL };
+	const char *output, *title;
+	double target = -1;
+	int rc = check_keys(j, "", keys) || get_str(j, "output", "", 1, &output) || get_str(j, "title", "", 0, &title) ||
+		 get_num(j, "target", "", 0, 1e9, 1, &target);
+	if (!rc && cJSON_GetObjectItemCaseSensitive(j, "randomisation") &&
+	    !cJSON_IsObject(cJSON_GetObjectItemCaseSensitive(j, "randomisation")))
+		rc = bad("randomisation", "must be an object");
+	if (!rc && !(rc = safe_path("output", output)))
+		c->output = strdup(output);
+	if (!rc)
+		rc = parse_jobs(c, cJSON_GetObjectItemCaseSensitive(j, "jobs")) ||
+		     parse_inputs(c, cJSON_GetObjectItemCaseSensitive(j, "inputs")) ||
+		     parse_load(c, cJSON_GetObjectItemCaseSensitive(j, "load")) ||
+		     parse_models(c, cJSON_GetObjectItemCaseSensitive(j, "models")) ||
+		     parse_methods(c, cJSON_GetObjectItemCaseSensitive(j, "methods"), target);
+	const cJSON *r = cJSON_GetObjectItemCaseSensitive(j, "randomisation");
+	if (!rc && r)
+		rc = parse_randomisation(c, r);
+	const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "metrics");
+	if (!rc && m)
+		rc = parse_metrics(c, m);
+	if (!rc)
+		rc = parse_report(c, cJSON_GetObjectItemCaseSensitive(j, "report"), title);
+	if (!rc && !c->output)
+		rc = esg_set_error("out of memory");
+	cJSON_Delete(j);
+	if (rc) {
+		esg_config_free(c);
+		return NULL;
+	}
+	return c;
+}
+
+void esg_config_free(esg_config *c)
+{
+	if (!c)
+		return;
+	for (int i = 0; i < c->n_in; i++) {
+		free(c->in[i].name);
+		free(c->in[i].image);
+		free(c->in[i].mask);
+	}
+	for (int i = 0; i < c->n_model; i++) {
+		free(c->model[i].name);
+		free(c->model[i].file);
+		free(c->model[i].wrap_args);
+		free(c->model[i].wrap_mask);
+	}
+	for (int i = 0; i < c->n_meth; i++) {
+		free(c->meth[i].label);
+		free(c->meth[i].method);
+		free(c->meth[i].args);
+		free(c->meth[i].deps);
+	}
+	for (int i = 0; i < c->n_device; i++)
+		free(c->device[i]);
+	free(c->device);
+	free(c->in);
+	free(c->model);
+	free(c->meth);
+	free(c->path);
+	free(c->output);
+	free(c->load_args);
+	free(c->rand_args);
+	free(c->rand_metrics);
+	free(c->rand_input);
+	free(c->gt_metrics);
+	free(c->fid_metrics);
+	free(c->metric_args);
+	free(c->fid_model);
+	free(c->report_args);
+	free(c);
+}
+
+const char *esg_config_output(const esg_config *c) { return c->output; }
+
+/* ---- the Make fragment ------------------------------------------------------ */
+
+typedef struct {
+	const esg_config *c;
+	FILE *out;
+	const char *stamps;
+	int next_device, jobs;
+} gen;
+
+static int mkdirs(const char *path)
+{
+	char p[4096];
+	snprintf(p, sizeof p, "%s", path);
+	for (char *s = p + 1; *s; s++)
+		if (*s == '/') {
+			*s = 0;
+			if (mkdir(p, 0777) && errno != EEXIST)
+				return esg_set_error("cannot create '%s': %s", p, strerror(errno));
+			*s = '/';
+		}
+	if (mkdir(p, 0777) && errno != EEXIST)
+		return esg_set_error("cannot create '%s': %s", p, strerror(errno));
+	return 0;
+}
+
+/* Write `text` and a newline to path unless it already holds exactly that:
+ * an unchanged stamp keeps its time, so Make leaves its job alone. */
+static int write_stamp(const char *path, const char *text)
+{
+	size_t n = strlen(text);
+	FILE *f = fopen(path, "rb");
+	if (f) {
+		char *old = malloc(n + 2);
+		size_t k = old ? fread(old, 1, n + 2, f) : 0;
+		fclose(f);
+		int same = old && k == n + 1 && !memcmp(old, text, n) && old[n] == '\n';
+		free(old);
+		if (same)
+			return 0;
+	}
+	char dir[4096];
+	snprintf(dir, sizeof dir, "%s", path);
+	char *slash = strrchr(dir, '/');
+	if (slash) {
+		*slash = 0;
+		if (mkdirs(dir))
+			return -1;
+	}
+	char tmp[4200];
+	snprintf(tmp, sizeof tmp, "%s.tmp%ld", path, (long)getpid());
+	f = fopen(tmp, "wb");
+	if (!f)
+		return esg_set_error("cannot write '%s': %s", tmp, strerror(errno));
+	int bad_write = fwrite(text, 1, n, f) != n || fputc('\n', f) == EOF;
+	bad_write |= fclose(f) != 0;
+	if (bad_write || rename(tmp, path)) {
+		unlink(tmp);
+		return esg_set_error("cannot write '%s': %s", path, strerror(errno));
+	}
+	return 0;
+}
+
+/* Run options of a job, as far as its tool has them: threads, its device
+ * (round robin over the config's devices), the timeout. */
+enum { RUN_THREADS = 1, RUN_DEVICE = 2 };
+
+/* One job: "$(OUT)/target: prereqs stamp" and its recipe, `cmd` and the run
+ * options.  The stamp holds cmd (what decides the result), not the run
+ * options, so changing how a job runs doesn't redo it. */
+static int job(gen *g, const char *target, const char *prereqs, const char *cmd, int run, double timeout)
+{
+	if (g->stamps) {
+		char stamp[4096];
+		snprintf(stamp, sizeof stamp, "%s/%s.args", g->stamps, target);
+		if (write_stamp(stamp, cmd))
+			return -1;
+	}
+	fprintf(g->out, "$(OUT)/%s: %s $(OUT)/.args/%s.args\n\t$(JOB) %s", target, prereqs, target, cmd);
+	if (run & RUN_THREADS)
+		fprintf(g->out, " --threads $(THREADS)");
+	if (run & RUN_DEVICE)
+		fprintf(g->out, " --device %s", g->c->device[g->next_device++ % g->c->n_device]);
+	if (run && timeout > 0) {
+		char t[32];
+		num_text(t, sizeof t, timeout);
+		fprintf(g->out, " --timeout %s", t);
+	}
+	fprintf(g->out, "\n\n");
+	g->jobs++;
+	return 0;
+}
+
+/* Where model m is for input i (wrapped copies live in $(OUT)/models). */
+static void model_path(const esg_config *c, int i, int m, char *out, size_t n)
+{
+	const cfg_model *x = &c->model[m];
+	if (x->per_input)
+		snprintf(out, n, "$(OUT)/models/%s/%s.pt", c->in[i].name, x->name);
+	else if (x->wrap_args)
+		snprintf(out, n, "$(OUT)/models/%s.pt", x->name);
+	else
+		snprintf(out, n, "%s", x->file);
+}
+
+/* Whether input i shows model m (the randomised model: only where the
+ * randomisation ran). */
+static int shows(const esg_config *c, int i, int m)
+{
+	return !c->model[m].randomised || c->rand_input[i];
+}
+
+/* The file lists the fragment defines for run.mk. */
+enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_COUNT };
+static const char *const LIST_NAMES[L_COUNT] = { "ESG_ATTRS", "ESG_RANDOM_ATTRS", "ESG_MAPS", "ESG_GT_TABLES",
+						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES" };
+
+/* Append `prefix``path` to a list, one file per continued line. */
+static void list_add(sbuf *v, const char *prefix, const char *path)
+{
+	sb_add(v, " \\\n\t%s%s", prefix, path);
+}
+
+int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
+{
+	gen g = { c, out, stamp_dir, 0, 0 };
+	sbuf list[L_COUNT] = { { 0 } }, b = { 0 };
+	char mp[4096], rp[4096], pre[8192];
+	int rc = 0;
+	cfg_path = c->path;
+	fprintf(out, "# Generated by esg-config from %s: edit the config, not this file.\n"
+		     "# One rule per job; each depends on its stamp in $(OUT)/.args, which holds\n"
+		     "# the arguments that decide its result.\n\n"
+		     "ESG_CONFIG_FILE := %s\nTHREADS ?= %ld\n\n", c->path, c->path, c->threads);
+	/* models wrapped once for every input */
+	for (int m = 0; m < c->n_model && !rc; m++) {
+		const cfg_model *x = &c->model[m];
+		if (!x->wrap_args || x->per_input)
+			continue;
+		b.n = 0;
+		sb_add(&b, "$(ESG_WRAP) -m %s %s -o $@", x->file, x->wrap_args);
+		snprintf(pre, sizeof pre, "%s%s%s $(ESG_WRAP)", x->file, x->wrap_mask ? " " : "",
+			 x->wrap_mask ? x->wrap_mask : "");
+		char target[512];
+		snprintf(target, sizeof target, "models/%s.pt", x->name);
+		rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
+	}
+	for (int i = 0; i < c->n_in && !rc; i++) {
+		const cfg_input *in = &c->in[i];
+		const char *N = in->name;
+		char input[600], target[2048];
+		snprintf(input, sizeof input, "$(OUT)/inputs/%s.st.zst", N);
+		fprintf(out, "# ---- input %s: %s\n", N, in->image);
+		b.n = 0;
+		sb_add(&b, "$(ESG_LOAD)%s --name %s %s -o $@", c->load_args, N, in->image);
+		snprintf(target, sizeof target, "inputs/%s.st.zst", N);
+		snprintf(pre, sizeof pre, "%s $(ESG_LOAD)", in->image);
+		if (b.oom || job(&g, target, pre, b.s, 0, 0))
+			goto fail;
+		b.n = 0;
+		sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor image %s", input);
+		snprintf(target, sizeof target, "maps/%s/image.nii.gz", N);
+		snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", input);
+		if (b.oom || job(&g, target, pre, b.s, 0, 0))
+			goto fail;
+		list_add(&list[L_MAPS], "$(OUT)/", target);
+		/* models wrapped with this input's prediction */
+		for (int m = 0; m < c->n_model; m++) {
+			const cfg_model *x = &c->model[m];
+			if (!x->per_input || x->randomised)
+				continue;
+			b.n = 0;
+			sb_add(&b, "$(ESG_WRAP) -m %s %s --input %s -o $@", x->file, x->wrap_args, input);
+			snprintf(target, sizeof target, "models/%s/%s.pt", N, x->name);
+			snprintf(pre, sizeof pre, "%s %s $(ESG_WRAP)", x->file, input);
+			rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
+			if (rc)
+				goto fail;
+		}
+		/* randomisation: the steps, and the last one shown as a model */
+		char rdir[1024] = "";
+		if (c->rand_model >= 0 && c->rand_input[i]) {
+			model_path(c, i, c->rand_model, rp, sizeof rp);
+			snprintf(rdir, sizeof rdir, "random/%s/%s", N, c->model[c->rand_model].name);
+			b.n = 0;
+			sb_add(&b, "$(ESG_RANDOMISE) -m %s %s -o $(OUT)/%s", rp, c->rand_args, rdir);
+			snprintf(target, sizeof target, "%s/manifest.json", rdir);
+			snprintf(pre, sizeof pre, "%s $(ESG_RANDOMISE)", rp);
+			rc = b.oom || job(&g, target, pre, b.s, RUN_DEVICE, c->timeout);
+			if (rc)
+				goto fail;
+			for (int m = 0; m < c->n_model; m++) {
+				if (!c->model[m].randomised)
+					continue;
+				b.n = 0;
+				/* a copy renamed into place: a killed cp leaves no model */
+				sb_add(&b, "$(COPY) $(OUT)/%s/step-%02d-*.pt $@", rdir, c->rand_steps);
+				snprintf(target, sizeof target, "models/%s/%s.pt", N, c->model[m].name);
+				snprintf(pre, sizeof pre, "$(OUT)/%s/manifest.json", rdir);
+				if (b.oom || job(&g, target, pre, b.s, 0, 0))
+					goto fail;
+			}
+		}
+		/* attribution maps: every shown model x every method */
+		for (int m = 0; m < c->n_model; m++) {
+			if (!shows(c, i, m))
+				continue;
+			const char *M = c->model[m].name;
+			model_path(c, i, m, mp, sizeof mp);
+			sbuf maps_of = { 0 }; /* this input and model's maps */
+			for (int k = 0; k < c->n_meth; k++) {
+				const cfg_method *x = &c->meth[k];
+				char a[1024];
+				snprintf(a, sizeof a, "$(OUT)/attr/%s/%s/%s.st.zst", N, M, x->label);
+				b.n = 0;
+				sb_add(&b, "$(ESG_ATTR) -m %s %s -o $@ %s", mp, x->args, input);
+				snprintf(target, sizeof target, "attr/%s/%s/%s.st.zst", N, M, x->label);
+				snprintf(pre, sizeof pre, "%s %s%s $(ESG_ATTR)", input, mp, x->deps);
+				rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
+				if (rc)
+					goto fail;
+				list_add(&list[L_ATTRS], "", a);
+				sb_add(&maps_of, " %s", a);
+				/* the map as NIfTI, for viewers and the report's links */
+				b.n = 0;
+				sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor attribution %s", a);
+				snprintf(target, sizeof target, "maps/%s/%s/%s.nii.gz", N, M, x->label);
+				snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", a);
+				if (b.oom || job(&g, target, pre, b.s, 0, 0))
+					goto fail;
+				list_add(&list[L_MAPS], "$(OUT)/", target);
+				if (c->fid_metrics && c->fid_metrics[0] && c->fid_model[m] && x->fidelity) {
+					b.n = 0;
+					sb_add(&b, "$(ESG_METRIC) -m %s --metric %s%s -o $@ %s", mp, c->fid_metrics,
+					       c->metric_args, a);
+					snprintf(target, sizeof target, "metrics/%s/%s/%s.fidelity.tsv", N, M, x->label);
+					snprintf(pre, sizeof pre, "%s %s $(ESG_METRIC)", a, mp);
+					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, c->timeout);
+					if (rc)
+						goto fail;
+					list_add(&list[L_FIDELITY], "$(OUT)/", target);
+				}
+			}
+			char *l = sb_take(&maps_of);
+			if (!l)
+				goto fail;
+			if (c->gt_metrics && c->gt_metrics[0]) {
+				b.n = 0;
+				sb_add(&b, "$(ESG_METRIC) --metric %s --mask %s%s -o $@%s", c->gt_metrics, in->mask,
+				       c->metric_args, l);
+				snprintf(target, sizeof target, "metrics/%s/%s/ground_truth.tsv", N, M);
+				snprintf(pre, sizeof pre, "%s%s $(ESG_METRIC)", in->mask, l);
+				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
+				list_add(&list[L_GT], "$(OUT)/", target);
+			}
+			free(l);
+			if (rc)
+				goto fail;
+		}
+		/* maps of the randomised steps and their similarity to the original */
+		if (rdir[0]) {
+			const char *RM = c->model[c->rand_model].name;
+			for (int k = 0; k < c->n_meth; k++) {
+				const cfg_method *x = &c->meth[k];
+				if (!x->randomise)
+					continue;
+				sbuf steps = { 0 }; /* this method's maps of the steps */
+				for (int s = 1; s <= c->rand_steps; s++) {
+					char a[2100];
+					snprintf(target, sizeof target, "%s/%s/step-%02d.st.zst", rdir, x->label, s);
+					snprintf(a, sizeof a, "$(OUT)/%s", target);
+					b.n = 0;
+					sb_add(&b, "$(ESG_ATTR) -m $(OUT)/%s/step-%02d-*.pt %s -o $@ %s", rdir, s, x->args,
+					       input);
+					snprintf(pre, sizeof pre, "%s $(OUT)/%s/manifest.json%s $(ESG_ATTR)", input, rdir,
+						 x->deps);
+					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
+					if (rc) {
+						free(steps.s);
+						goto fail;
+					}
+					list_add(&list[L_RANDOM_ATTRS], "", a);
+					sb_add(&steps, " %s", a);
+				}
+				char *l = sb_take(&steps);
+				if (!l)
+					goto fail;
+				b.n = 0;
+				sb_add(&b, "$(ESG_METRIC) --metric %s%s -o $@ $(OUT)/attr/%s/%s/%s.st.zst%s", c->rand_metrics,
+				       c->metric_args, N, RM, x->label, l);
+				snprintf(target, sizeof target, "metrics/%s/%s/%s.randomisation.tsv", N, RM, x->label);
+				snprintf(pre, sizeof pre, "$(OUT)/attr/%s/%s/%s.st.zst%s $(ESG_METRIC)", N, RM, x->label, l);
+				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
+				free(l);
+				if (rc)
+					goto fail;
+				list_add(&list[L_RANDOM_TABLES], "$(OUT)/", target);
+			}
+		}
+		fputc('\n', out);
+	}
+	if (rc)
+		goto fail;
+	for (int k = 0; k < L_COUNT && !rc; k++) {
+		if (list[k].oom)
+			rc = esg_set_error("out of memory");
+		else
+			fprintf(out, "%s :=%s\n\n", LIST_NAMES[k], list[k].s ? list[k].s : "");
+	}
+	fprintf(out, "ESG_REPORT := %s\nESG_REPORT_ARGS :=%s\nESG_JOB_COUNT := %d\n", c->report ? "1" : "",
+		c->report_args, g.jobs);
+	/* the report's own options: a stamp like the jobs' */
+	if (!rc && g.stamps && c->report) {
+		char stamp[4096];
+		snprintf(stamp, sizeof stamp, "%s/report.html.args", g.stamps);
+		rc = write_stamp(stamp, c->report_args);
+	}
+	for (int k = 0; k < L_COUNT; k++)
+		free(list[k].s);
+	free(b.s);
+	if (rc || ferror(out))
+		return rc ? -1 : esg_set_error("cannot write the Make fragment");
+	return g.jobs;
+fail:
+	for (int k = 0; k < L_COUNT; k++)
+		free(list[k].s);
+	free(b.s);
+	return -1;
+}

@@ -1,0 +1,201 @@
+/* esg_torch.h - the C API of the libtorch shim (lib/torch_shim.cpp).
+ *
+ * The only code that touches libtorch.  Compiles as C99.  No C++ exception
+ * crosses this boundary: every call returns 0 / a pointer on success and
+ * -1 / NULL on failure, with the message in esg_error() (lib/esg.h).
+ *
+ * Arrays cross the boundary as float32 C-order buffers with an explicit
+ * shape; a batch is the leading axis.  Results marked "new" are owned by
+ * the caller.
+ */
+#ifndef ESG_TORCH_H
+#define ESG_TORCH_H
+
+#include "stream/stream.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+typedef struct esg_model esg_model;
+
+/* Threads for intra-op parallelism; n <= 0 means all cores. */
+int esg_torch_set_threads(int n);
+/* The model calls made since the last reset, as a JSON array of
+ * {"grad": bool, "batch": B, "count": n} (new string): what a method cost,
+ * recorded by esg-attr as esg.model_calls for the benchmark. */
+char *esg_torch_calls_json(void);
+void esg_torch_calls_reset(void);
+/* Seed libtorch's generator (used by nothing in the shim itself today). */
+void esg_torch_seed(uint64_t seed);
+
+/* Load a TorchScript file (scripted or traced) onto a device ("cpu",
+ * "cuda:N").  Parameters are set to requires_grad=false. New. */
+esg_model *esg_model_load(const char *path, const char *device);
+void esg_model_free(esg_model *m);
+/* 1 if the model runs on the CPU, 0 on a GPU. */
+int esg_model_on_cpu(const esg_model *m);
+/* Free a standalone tensor returned "new" by the calls below (its name,
+ * data and the struct); accepts NULL. */
+void esg_torch_tensor_free(esg_tensor *t);
+/* Save (used by esg-wrap / esg-randomise), with every tensor on the CPU
+ * whatever the model's device.  Atomicity is the caller's. */
+int esg_model_save(esg_model *m, const char *path);
+
+/* Mixed precision (automatic mixed precision, "amp").  When on, every
+ * later forward pass of m runs under libtorch's autocast in the given
+ * dtype (convolutions, linear layers and matrix products in bf16 / fp16,
+ * the ops autocast keeps in float32 in float32); inputs, gradients with
+ * respect to inputs and to replaced layer activations, and the model's
+ * output stay / become float32 before any score is taken.  Captured layer
+ * activations and their gradients come at the layer's precision, as float32
+ * arrays.  ESG_AMP_AUTO: bf16 on the CPU, fp16 on CUDA.  CPU autocast in
+ * libtorch 1.13 knows bf16 only: fp16 on the CPU is refused.  The
+ * DeepLift and excitation backprop rules (ratios of small differences) are
+ * refused under amp by esg_model_grad / esg_model_layer_grad. */
+typedef enum esg_amp {
+	ESG_AMP_OFF,
+	ESG_AMP_AUTO,
+	ESG_AMP_BF16,
+	ESG_AMP_FP16
+} esg_amp;
+int esg_model_set_amp(esg_model *m, esg_amp amp);
+/* The dtype in force (never ESG_AMP_AUTO) and its name: "off", "bf16",
+ * "fp16" (static string). */
+esg_amp esg_model_amp(const esg_model *m);
+const char *esg_amp_name(esg_amp amp);
+
+/* Forward pass without autograd.  x: [B, ...].  *out: new F32 tensor named
+ * "output" with the model's output shape. */
+int esg_model_forward(esg_model *m, const float *x, int ndim,
+		      const int64_t *shape, esg_tensor **out);
+
+/* How ReLU-family nonlinearities are differentiated.  The graph is rewritten
+ * (functional, module and in-place ReLUs alike), never hooked. */
+typedef enum esg_backward_rule {
+	ESG_RULE_PLAIN,     /* ordinary autograd */
+	ESG_RULE_GUIDED,    /* guided backprop: relu(grad) * [x > 0] */
+	ESG_RULE_DECONV,    /* deconvolution:   relu(grad) */
+	ESG_RULE_DEEPLIFT,  /* DeepLift rescale (needs ref) */
+	/* excitation backprop (Zhang et al. 2016): the backward signal is the
+	 * marginal winning probability; linear ops (conv, conv-transpose,
+	 * linear, addmm with a parameter weight) send P_in = a * W+^T (P_out / (W+ a)) (no bias), average
+	 * pools and means the same with their own weights, eval BatchNorm
+	 * likewise with the positive part of its scale; ReLU, max pools,
+	 * reshapes, cat: the ordinary gradient of the signal. */
+	ESG_RULE_EXCITATION,
+	/* contrastive: the last linear op of the graph sends the target's
+	 * P_in minus that of its dual unit (the op's weights negated) */
+	ESG_RULE_EXCITATION_CONTRAST
+} esg_backward_rule;
+
+/* Gradient of score_b = output[b, target[b]] with respect to the input,
+ * for each batch item b (output must be [B, C]).  grad: caller buffer of
+ * x's size.  score: caller buffer of B floats, or NULL.
+ * ESG_RULE_DEEPLIFT: ref is the baseline batch (x's shape); input and
+ * baseline run as one batch, grad receives the DeepLift multipliers
+ * (attribution = (x - ref) * grad) and score score(x) - score(ref) (the
+ * rules change the backward pass only, so these are the model's own
+ * scores).  ref is ignored by the other rules. */
+int esg_model_grad(esg_model *m, esg_backward_rule rule,
+		   const float *x, const float *ref, int ndim,
+		   const int64_t *shape, const int64_t *target,
+		   float *grad, float *score);
+
+/* ---- layers: submodules by dotted name ------------------------------- */
+
+typedef struct esg_layer_info {
+	char *name;       /* dotted path, e.g. "enc2.conv1" */
+	char *type;       /* module type, e.g. "Conv3d" */
+	int calls;        /* call sites in forward (0 if never called) */
+} esg_layer_info;
+
+/* New array of *n entries in execution order; free with esg_layers_free. */
+esg_layer_info *esg_model_layers(esg_model *m, size_t *n);
+void esg_layers_free(esg_layer_info *l, size_t n);
+
+/* A layer reference: dotted name and which call (0-based) when the module
+ * is called more than once. */
+typedef struct esg_layer_ref {
+	const char *name;
+	int call;
+} esg_layer_ref;
+
+/* Forward that also captures the layer's output: *act new F32 tensor;
+ * *out new F32 tensor (model output), either pointer may be NULL. */
+int esg_model_forward_capture(esg_model *m, esg_layer_ref layer,
+			      const float *x, int ndim, const int64_t *shape,
+			      esg_tensor **act, esg_tensor **out);
+
+/* Gradient of output[b, target[b]] with respect to the layer's output at
+ * input x, with the given backward rule below the output.  *act and
+ * *grad_act: new F32 tensors of the layer's output shape; score as above.
+ * ESG_RULE_DEEPLIFT: ref is the baseline batch and *act / *grad_act hold
+ * 2B items, x's then ref's (layer DeepLift = (act[:B] - act[B:]) *
+ * grad_act[:B]). */
+int esg_model_layer_grad(esg_model *m, esg_layer_ref layer,
+			 esg_backward_rule rule, const float *x,
+			 const float *ref, int ndim, const int64_t *shape,
+			 const int64_t *target, esg_tensor **act,
+			 esg_tensor **grad_act, float *score);
+
+/* Forward with the layer's output replaced by act (x still feeds anything
+ * that does not depend on the layer, e.g. skip connections).  If target is
+ * not NULL, also the gradient of output[b, target[b]] w.r.t. act into
+ * grad_act (caller buffer of act's size).  *out may be NULL. */
+int esg_model_forward_replace(esg_model *m, esg_layer_ref layer,
+			      const float *x, int ndim, const int64_t *shape,
+			      const esg_tensor *act, const int64_t *target,
+			      float *grad_act, esg_tensor **out);
+
+/* ---- wrapping: a new scripted module around a model ------------------ */
+
+/* Build a TorchScript module whose submodule "model" is m and whose methods
+ * are compiled from TorchScript source (share/wrappers/NAME.py); buffers are
+ * registered under their tensor names before compiling. New.
+ * The source calls the model as self.model.forward(x): TorchScript
+ * compiled from C++ has no module __call__, so self.model(x) fails. */
+esg_model *esg_model_wrap(esg_model *m, const char *source,
+			  const esg_tensor *buffers, size_t n_buffers);
+/* (A buffer named "mask" also registers the attribute origin: List[int],
+ * zeros, one per spatial axis of the mask: where an input smaller
+ * than the mask lies in it; share/wrappers/reduce_fixed_mask.py crops the
+ * mask there.) */
+
+/* Patches: place an input window of `size` at `origin` (nsp spatial axes)
+ * in the volume of a model that has the attribute "origin" (a fixed-mask
+ * wrapper).  Returns 1 if set, 0 if the model has no such attribute, -1 if
+ * its "mask" cannot match the patch (spatial axes differ, the window falls
+ * outside the mask, or a mask of another size and no origin). */
+int esg_model_set_origin(esg_model *m, const int64_t *origin,
+			 const int64_t *size, int nsp);
+
+
+/* ---- parameters (lib/torch_params.cpp; used by esg-randomise) --------- */
+
+typedef struct esg_param_info {
+	char *name;          /* full dotted name, e.g. "enc1.conv1.weight" */
+	char *module;        /* owning module's dotted name ("" for the root) */
+	char *module_type;   /* owning module's type, e.g. "Conv3d" */
+	char *leaf;          /* the name inside its module, e.g. "weight" */
+	int ndim;
+	int64_t shape[ESG_MAX_DIMS];
+	int order;           /* index of the owning module in esg_model_layers()
+	                      * (execution order); -1 if it is never called */
+} esg_param_info;
+
+/* New array of *n entries: every parameter, sorted by the execution order of
+ * its owning module (never-called modules last), then registration order.
+ * Free with esg_model_params_free. */
+esg_param_info *esg_model_params(esg_model *m, size_t *n);
+void esg_model_params_free(esg_param_info *p, size_t n);
+/* A parameter's values: *out new F32 tensor named like the parameter. */
+int esg_model_param_get(esg_model *m, const char *name, esg_tensor **out);
+/* Overwrite a parameter in place (numel must match; converted to its dtype
+ * and device).  Later forwards and esg_model_save see the new values. */
+int esg_model_param_set(esg_model *m, const char *name, const float *data, int64_t numel);
+
+#ifdef __cplusplus
+}
+#endif
+#endif
