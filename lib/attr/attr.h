@@ -1,11 +1,15 @@
-/* attr.h - attribution methods, written in C over the torch shim.
+/* attr.h - attribution methods, written in C over the torch shim; the
+ * public header of lib/attr/.
  *
- * Three layers:
- *  - numerical helpers with no libtorch (attr_math.c): a seeded PRNG,
+ * Layers:
+ *  - numerical helpers with no libtorch (numeric.c): a seeded PRNG,
  *    Gauss-Legendre and Riemann quadrature, Gaussian blur, SHA-256;
- *  - the method registry and parameter handling (attr.c): names, aliases,
- *    parameters with Captum's names and defaults, validation, JSON;
- *  - baselines (baseline.c) and the methods themselves (attr_gradient.c).
+ *  - the method registry and parameter handling (registry.c): names,
+ *    aliases, parameters with Captum's names and defaults, validation, JSON;
+ *  - baselines (baseline.c), the entry point (run.c) and patchwise runs
+ *    (patch_grid.c, patch_run.c);
+ *  - the methods, one folder per family (gradient/, layer/, perturb/), each
+ *    exporting a table of its methods to the registry (family.h).
  *
  * Images are float32 [N, C, spatial...] in C order; "an item" is one of the
  * N leading slices.  Nothing here prints or exits (see esg.h).
@@ -81,8 +85,17 @@ typedef struct esg_param_spec {
 	const char *help;
 } esg_param_spec;
 
+/* Whether a method needs a layer, and what it gives (esg_method.layer). */
+enum {
+	ESG_LAYER_NONE = 0,   /* no layer */
+	ESG_LAYER_MAP,        /* layer-shaped result; upsampling off by default */
+	ESG_LAYER_CAM,        /* one-channel map; upsampled to the input grid by default */
+	ESG_LAYER_INPUT       /* needs a layer, result shaped like the input */
+};
+
 struct esg_attr_job;
 
+/* A method: its family's table (attr/family.h) holds one of these. */
 typedef struct esg_method {
 	const char *name;
 	const char *summary;
@@ -91,19 +104,13 @@ typedef struct esg_method {
 	int single_pass;               /* one gradient per item: noise tunnel batches samples */
 	int has_delta;                 /* reports a convergence delta */
 	int (*run)(struct esg_attr_job *job);
+	int layer;                     /* ESG_LAYER_*: needs --layer, and what it gives */
+	int layer_optional;            /* may also run without a layer (excitation
+	                                * backprop: the map at the input) */
 } esg_method;
 
-/* Whether a method needs a layer, and what it gives (attr_layer.c). */
-enum {
-	ESG_LAYER_NONE = 0,   /* no layer */
-	ESG_LAYER_MAP,        /* layer-shaped result; upsampling off by default */
-	ESG_LAYER_CAM,        /* one-channel map; upsampled to the input grid by default */
-	ESG_LAYER_INPUT       /* needs a layer, result shaped like the input */
-};
-int esg_method_layer(const esg_method *m);
-/* 1 if the method may also run without a layer (excitation backprop: the
- * map at the input). */
-int esg_method_layer_optional(const esg_method *m);
+int esg_method_layer(const esg_method *m);            /* m->layer (NULL: none) */
+int esg_method_layer_optional(const esg_method *m);   /* m->layer_optional */
 
 /* An alias: another name for a method with some parameters fixed. */
 typedef struct esg_method_alias {

@@ -1,6 +1,6 @@
 /* attr.c - the method registry and parameter handling (see attr.h).
  * Parameter names and defaults follow Captum where Captum has the method. */
-#include "attr/attr.h"
+#include "attr/family.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>
@@ -8,143 +8,10 @@
 #include <stdlib.h>
 #include <string.h>
 
-/* attr_gradient.c */
-int esg_run_saliency(esg_attr_job *job);
-int esg_run_input_x_gradient(esg_attr_job *job);
-int esg_run_integrated_gradients(esg_attr_job *job);
-int esg_run_noise_tunnel(esg_attr_job *job);
-int esg_run_gradient_shap(esg_attr_job *job);
-int esg_run_guided_backprop(esg_attr_job *job);
-int esg_run_deconvolution(esg_attr_job *job);
-int esg_run_deeplift(esg_attr_job *job);
-int esg_run_deeplift_shap(esg_attr_job *job);
-
-/* attr_layer.c: layer methods and the CAM family */
-int esg_run_layer_activation(esg_attr_job *job);
-int esg_run_layer_gradient_x_activation(esg_attr_job *job);
-int esg_run_layer_gradcam(esg_attr_job *job);
-int esg_run_gradcam_pp(esg_attr_job *job);
-int esg_run_guided_gradcam(esg_attr_job *job);
-int esg_run_score_cam(esg_attr_job *job);
-int esg_run_layer_conductance(esg_attr_job *job);
-int esg_run_internal_influence(esg_attr_job *job);
-int esg_run_layer_integrated_gradients(esg_attr_job *job);
-int esg_run_layer_deeplift(esg_attr_job *job);
-int esg_run_layer_deeplift_shap(esg_attr_job *job);
-int esg_run_layer_gradient_shap(esg_attr_job *job);
-int esg_run_linear_approx(esg_attr_job *job);
-int esg_run_layer_guided_backprop(esg_attr_job *job);
-int esg_run_excitation_backprop(esg_attr_job *job);
-int esg_run_contrastive_excitation_backprop(esg_attr_job *job);
-extern const esg_param_spec esg_p_layer_none[], esg_p_layer_gradcam[], esg_p_gradcam_pp[],
-	esg_p_guided_gradcam[], esg_p_layer_path[], esg_p_layer_gshap[];
-
-/* attr_perturb.c: perturbation and surrogate methods */
-int esg_run_occlusion(esg_attr_job *job);
-int esg_run_feature_ablation(esg_attr_job *job);
-int esg_run_feature_permutation(esg_attr_job *job);
-int esg_run_shapley_value_sampling(esg_attr_job *job);
-int esg_run_rise(esg_attr_job *job);
-int esg_run_extremal_perturbation(esg_attr_job *job);
-int esg_run_lime(esg_attr_job *job);
-int esg_run_kernel_shap(esg_attr_job *job);
-extern const esg_param_spec esg_p_occlusion[], esg_p_fmask[], esg_p_shapley[], esg_p_rise[],
-	esg_p_extremal[], esg_p_lime[], esg_p_kernel_shap[];
-
-#define END { NULL, 0, NULL, NULL, 0, 0, NULL }
-
-static const esg_param_spec P_NONE[] = { END };
-static const esg_param_spec P_SALIENCY[] = {
-	{ "abs", ESG_P_BOOL, "true", NULL, 0, 0, "absolute value of the gradient (Captum's default)" },
-	END
-};
-static const esg_param_spec P_IG[] = {
-	{ "n_steps", ESG_P_INT, "50", NULL, 1, 100000, "number of integration steps" },
-	{ "method", ESG_P_CHOICE, "gausslegendre",
-	  "gausslegendre|riemann_left|riemann_right|riemann_middle|riemann_trapezoid",
-	  0, 0, "quadrature rule (riemann_* need n_steps >= 2)" },
-	END
-};
-static const esg_param_spec P_NT[] = {
-	{ "base", ESG_P_METHOD, "saliency", NULL, 0, 0, "the method run on the noisy inputs" },
-	{ "nt_type", ESG_P_CHOICE, "smoothgrad", "smoothgrad|smoothgrad_sq|vargrad", 0, 0,
-	  "mean, mean of squares, or variance of the base attributions" },
-	{ "nt_samples", ESG_P_INT, "5", NULL, 1, 1000000, "noisy samples per input" },
-	{ "stdevs", ESG_P_FLOAT, "1.0", NULL, 0, 1e30, "standard deviation of the Gaussian noise (absolute)" },
-	END
-};
-static const esg_param_spec P_GSHAP[] = {
-	{ "n_samples", ESG_P_INT, "5", NULL, 1, 1000000, "random samples per input" },
-	{ "stdevs", ESG_P_FLOAT, "0.0", NULL, 0, 1e30, "standard deviation of the noise added to the input" },
-	END
-};
-
-static const esg_method METHODS[] = {
-	{ "saliency", "input gradient of the target score", P_SALIENCY, 0, 1, 0, esg_run_saliency },
-	{ "input_x_gradient", "input times its gradient", P_NONE, 0, 1, 0, esg_run_input_x_gradient },
-	{ "integrated_gradients", "path integral of the gradient from the baseline (Sundararajan 2017)",
-	  P_IG, 1, 0, 1, esg_run_integrated_gradients },
-	{ "noise_tunnel", "a base method averaged over noisy copies of the input (SmoothGrad, VarGrad)",
-	  P_NT, 0, 0, 0, esg_run_noise_tunnel },
-	{ "gradient_shap", "gradients at random points between input and random baselines, times (input - baseline)",
-	  P_GSHAP, 2, 0, 1, esg_run_gradient_shap },
-	{ "guided_backprop", "gradient with ReLU backward relu(grad)*[x > 0]", P_NONE, 0, 1, 0,
-	  esg_run_guided_backprop },
-	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution },
-	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_NONE, 1, 0, 1,
-	  esg_run_deeplift },
-	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_NONE, 2, 0, 1,
-	  esg_run_deeplift_shap },
-	/* layer methods (attr_layer.c) */
-	{ "layer_activation", "the layer's output", esg_p_layer_none, 0, 0, 0,
-	  esg_run_layer_activation },
-	{ "layer_gradient_x_activation", "the layer's output times its gradient", esg_p_layer_none, 0, 0, 0,
-	  esg_run_layer_gradient_x_activation },
-	{ "layer_gradcam", "Grad-CAM: channel-mean gradients times activations (Selvaraju 2017)",
-	  esg_p_layer_gradcam, 0, 0, 0, esg_run_layer_gradcam },
-	{ "gradcam_pp", "Grad-CAM++: higher-order channel weights (Chattopadhyay 2018)", esg_p_gradcam_pp,
-	  0, 0, 0, esg_run_gradcam_pp },
-	{ "guided_gradcam", "guided backprop times the upsampled ReLU(Grad-CAM) of a layer",
-	  esg_p_guided_gradcam, 0, 0, 0, esg_run_guided_gradcam },
-	{ "score_cam", "Score-CAM: channels as input masks, weighted by softmax of masked scores (Wang 2020)",
-	  esg_p_layer_none, 0, 0, 0, esg_run_score_cam },
-	{ "layer_conductance", "conductance of the layer's units (Dhamdhere 2018)", esg_p_layer_path, 1, 0, 1,
-	  esg_run_layer_conductance },
-	{ "internal_influence", "layer gradients integrated along the input path (Leino 2018)",
-	  esg_p_layer_path, 1, 0, 0, esg_run_internal_influence },
-	{ "layer_integrated_gradients", "integrated gradients over the layer's output",
-	  esg_p_layer_path, 1, 0, 1, esg_run_layer_integrated_gradients },
-	{ "layer_deeplift", "DeepLift rescale at the layer: (act - act_baseline) times the multipliers",
-	  esg_p_layer_none, 1, 0, 1, esg_run_layer_deeplift },
-	{ "layer_deeplift_shap", "layer DeepLift averaged over a distribution of baselines", esg_p_layer_none,
-	  2, 0, 1, esg_run_layer_deeplift_shap },
-	{ "layer_gradient_shap", "GradientShap at the layer: gradients at random points times (act - act_baseline)",
-	  esg_p_layer_gshap, 2, 0, 1, esg_run_layer_gradient_shap },
-	{ "linear_approx", "linear approximation (TorchRay): activation times gradient summed over channels",
-	  esg_p_layer_none, 0, 0, 0, esg_run_linear_approx },
-	{ "layer_guided_backprop", "input gradient of sum |layer output| (one channel: --channel K), guided ReLUs",
-	  esg_p_layer_none, 0, 0, 0, esg_run_layer_guided_backprop },
-	{ "excitation_backprop", "marginal winning probabilities, W+ rule at linear ops (Zhang 2016); "
-	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop },
-	{ "contrastive_excitation_backprop", "excitation backprop minus the last linear layer's dual unit, "
-	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop },
-	/* perturbation and surrogate methods (attr_perturb.c) */
-	{ "occlusion", "f(x) - f(x with a sliding window set to the baseline), averaged over windows",
-	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion },
-	{ "feature_ablation", "f(x) - f(x with one feature of a feature mask set to the baseline)",
-	  esg_p_fmask, 1, 0, 0, esg_run_feature_ablation },
-	{ "feature_permutation", "f(x) - f(x with one feature shuffled across the items of the record)",
-	  esg_p_fmask, 0, 0, 0, esg_run_feature_permutation },
-	{ "shapley_value_sampling", "Shapley values of mask features from random feature orders",
-	  esg_p_shapley, 1, 0, 0, esg_run_shapley_value_sampling },
-	{ "rise", "RISE: random smooth masks weighted by the masked scores (Petsiuk 2018)",
-	  esg_p_rise, 1, 0, 0, esg_run_rise },
-	{ "extremal_perturbation", "smooth mask of a given area that keeps the score, optimised (Fong 2019)",
-	  esg_p_extremal, 0, 0, 0, esg_run_extremal_perturbation },
-	{ "lime", "LIME: weighted linear surrogate on random feature subsets (Ribeiro 2016)",
-	  esg_p_lime, 1, 0, 0, esg_run_lime },
-	{ "kernel_shap", "KernelSHAP: linear surrogate with the Shapley kernel (Lundberg 2017)",
-	  esg_p_kernel_shap, 1, 0, 0, esg_run_kernel_shap },
+/* The families, in listing order: each exports one table of its methods
+ * (family.h), so the registry names no method and no family names another. */
+static const esg_method *const FAMILIES[] = {
+	esg_gradient_methods, esg_layer_methods, esg_perturb_methods,
 };
 
 static const esg_method_alias ALIASES[] = {
@@ -162,7 +29,26 @@ static const char *const PLANNED[] = {
 
 #define COUNT(a) (sizeof(a) / sizeof *(a))
 
-const esg_method *esg_method_at(size_t i) { return i < COUNT(METHODS) ? &METHODS[i] : NULL; }
+const esg_method *esg_method_at(size_t i)
+{
+	for (size_t f = 0; f < COUNT(FAMILIES); f++)
+		for (const esg_method *m = FAMILIES[f]; m->name; m++)
+			if (i-- == 0)
+				return m;
+	return NULL;
+}
+
+int esg_method_layer(const esg_method *m) { return m ? m->layer : ESG_LAYER_NONE; }
+int esg_method_layer_optional(const esg_method *m) { return m && m->layer_optional; }
+
+/* A method with a method-valued parameter (noise_tunnel's base) wraps another. */
+static int wraps_a_method(const esg_method *m)
+{
+	for (const esg_param_spec *s = m->params; s && s->key; s++)
+		if (s->kind == ESG_P_METHOD)
+			return 1;
+	return 0;
+}
 const esg_method_alias *esg_alias_at(size_t i) { return i < COUNT(ALIASES) ? &ALIASES[i] : NULL; }
 
 int esg_method_planned(const char *name)
@@ -175,9 +61,10 @@ int esg_method_planned(const char *name)
 
 static const esg_method *method_by_name(const char *name)
 {
-	for (size_t i = 0; i < COUNT(METHODS); i++)
-		if (strcmp(METHODS[i].name, name) == 0)
-			return &METHODS[i];
+	const esg_method *m;
+	for (size_t i = 0; (m = esg_method_at(i)); i++)
+		if (strcmp(m->name, name) == 0)
+			return m;
 	return NULL;
 }
 
@@ -303,7 +190,7 @@ static char *check_value(const esg_param_spec *s, const char *v)
 		return NULL;
 	case ESG_P_METHOD: {
 		const esg_method *m = method_by_name(v);
-		if (!m || m->run == esg_run_noise_tunnel || esg_method_layer(m)) {
+		if (!m || wraps_a_method(m) || m->layer) {
 			esg_set_error("parameter %s: '%s' is not a method noise_tunnel can wrap", s->key, v);
 			return NULL;
 		}

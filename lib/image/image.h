@@ -1,6 +1,8 @@
-/* esg_load.h - images (NIfTI-1/2, PNG, NPY) to model-ready float32 arrays,
- * and the preprocessing esg-load applies before a model (slice, intensity
- * normalisation, crop / pad keeping the affine right).
+/* image.h - image input and output, the public header of lib/image/:
+ * images (NIfTI-1/2, PNG, NPY) to model-ready float32 arrays, the
+ * preprocessing esg-load applies before a model (slice, intensity
+ * normalisation, crop / pad keeping the affine right), resampling, tensors as
+ * NIfTI-ordered volumes, and the PNG and NIfTI writers.
  *
  * Axis conventions (see also man/esg-load.1):
  *  - An image is float32, C order [N, C, s0, s1, ...] with 1..3 spatial axes.
@@ -14,8 +16,8 @@
  *  - spacing[] is per spatial tensor axis, in tensor order.
  * Library rules as in esg.h: no printing, -1 / NULL with esg_error().
  */
-#ifndef ESG_LOAD_H
-#define ESG_LOAD_H
+#ifndef ESG_IMAGE_H
+#define ESG_IMAGE_H
 
 #include "stream/stream.h"
 
@@ -46,9 +48,6 @@ esg_format esg_sniff_format(const char *path);
 
 /* Load any supported file; opts may be NULL.  new, freed with esg_image_free. */
 esg_image *esg_load_image(const char *path, const esg_load_opts *opts);
-esg_image *esg_load_nifti(const char *path, const esg_load_opts *opts);
-esg_image *esg_load_png(const char *path, const esg_load_opts *opts);
-esg_image *esg_load_npy(const char *path, const esg_load_opts *opts);
 void esg_image_free(esg_image *im);
 
 int64_t esg_image_voxels(const esg_image *im);   /* prod(dim) */
@@ -129,5 +128,89 @@ typedef enum esg_chan { ESG_CHAN_KEEP, ESG_CHAN_GRAY, ESG_CHAN_RGB, ESG_CHAN_NOA
 int esg_image_channels(esg_image *im, esg_chan mode);
 /* Concatenate b's channels after a's (same n, spatial dims); frees b. */
 int esg_image_cat_channels(esg_image *a, esg_image *b);
+
+/* ---- volumes --------------------------------------------------------- */
+
+/* A float volume in NIfTI voxel order: element (i, j, k) of frame f is
+ * data[i + nx * (j + ny * (k + nz * f))]; frames are the N * C (batch,
+ * channel) pairs, n-major. */
+typedef struct esg_vol {
+	int64_t dim[3];   /* nx, ny, nz (an axis a 2D tensor lacks has size 1) */
+	int64_t n, c;     /* batch items and channels; frames = n * c */
+	int spatial;      /* 2 or 3 spatial axes in the tensor */
+	/* 2D only: the NIfTI axes (0 = i, 1 = j, 2 = k) of the tensor's H and W */
+	int axis_h, axis_w;
+	float *data;      /* owned */
+} esg_vol;
+
+/* Build a volume from a tensor [N, C, s...] (or a bare [s...] with 2 or 3
+ * axes).  axes: the record's esg.axes, the NIfTI voxel axis of each
+ * spatial tensor axis ("ijk", "kji", any permutation; 2D: any two letters,
+ * e.g. "ij" or "ik" for a slice; NULL means "ijk" / "ij"; a 3-letter string
+ * on a 2D tensor drops its 'k'). */
+int esg_vol_from_tensor(const esg_tensor *t, const char *axes, esg_vol *out);
+void esg_vol_free(esg_vol *v);
+/* One frame of batch item `item`: channel `channel` >= 0, or the sum
+ * (ESG_CH_SUM) or mean (ESG_CH_MEAN) over channels.  New 1-frame volume. */
+enum { ESG_CH_SUM = -1, ESG_CH_MEAN = -2 };
+int esg_vol_frame(const esg_vol *v, int64_t item, int channel, esg_vol *out);
+/* The voxel -> world affine of a record's volume v: esg.affine (return 0);
+ * else esg.spacing on the diagonal (1); else the identity (2); -1 with an
+ * error if esg.affine is malformed. */
+int esg_vol_affine(const esg_record *r, const esg_vol *v, double aff[16]);
+/* Voxel sizes (column norms of the affine's 3x3). */
+void esg_affine_voxel_sizes(const double aff[16], double size[3]);
+
+/* ---- pictures and writers ----------------------------------------------- */
+
+/* An RGB canvas. */
+typedef struct esg_canvas { int64_t w, h; unsigned char *rgb; } esg_canvas;
+void esg_canvas_free(esg_canvas *im);
+
+/* 8-bit RGB PNG to an open stream (not closed). */
+int esg_png_write(FILE *f, const esg_canvas *im);
+
+/* An 8-bit image for esg_png_encode: pixels row-major, 1 byte a pixel
+ * (gray level or palette index) or 3 (RGB); palette: n_palette RGBA
+ * entries (alpha goes to the tRNS chunk). */
+typedef enum esg_png_type { ESG_PNG_GRAY, ESG_PNG_RGB, ESG_PNG_PALETTE } esg_png_type;
+typedef struct esg_png_image {
+	esg_png_type type;
+	int64_t w, h;
+	const unsigned char *pixels;
+	const unsigned char *palette;
+	int n_palette;
+} esg_png_image;
+/* Encode to memory (highest compression): *out is new (free()), *n its size. */
+int esg_png_encode(const esg_png_image *im, unsigned char **out, size_t *n);
+
+/* A NIfTI-1 file of float32 (gzip if path ends in ".gz"); name is the
+ * file named in messages (NULL: path; for writing to a temporary).  aff: voxel->
+ * world (NULL: none, pixdim 1, codes 0).  Written as sform (sform_code)
+ * and, when the affine is a rotation + scaling, also as qform (qform_code;
+ * else 0).  Frames become the 4th dimension when there are more than one. */
+int esg_nifti_write(const char *path, const char *name, const esg_vol *v, const double *aff,
+		    int qform_code, int sform_code, const char *descrip);
+
+/* ---- resampling (upsample.c): layer maps to the input grid, like PyTorch's
+ * torch.nn.functional.interpolate ------------------------------------------ */
+
+typedef enum esg_up_mode {
+	ESG_UP_LINEAR,   /* "linear" / "bilinear" / "trilinear", align_corners=False */
+	ESG_UP_NEAREST   /* "nearest" (PyTorch's legacy floor rule) */
+} esg_up_mode;
+
+/* Resize the spatial axes (2 .. ndim-1) of a float [N, C, spatial...]
+ * array src to the sizes out_sp[0 .. ndim-3].  Linear mode is separable:
+ * one axis after another, each as PyTorch computes it (source coordinate
+ * (i + 0.5) * in/out - 0.5 clamped at 0, in float); so bilinear and
+ * trilinear equal PyTorch's to float rounding.  dst: caller buffer of
+ * N * C * prod(out_sp) floats.  Returns 0, or -1 with an error. */
+int esg_upsample(const float *src, int ndim, const int64_t *shape,
+		 const int64_t *out_sp, esg_up_mode mode, float *dst);
+
+/* PyTorch's name of linear interpolation for n spatial axes:
+ * "linear", "bilinear", "trilinear" (or "linear-nd"). */
+const char *esg_upsample_name(int n_spatial);
 
 #endif

@@ -1,42 +1,36 @@
-/* load.c - format detection, the esg_image type and axis reversal. */
-#include "image/image.h"
+/* load.c - format detection and loading through the table of formats
+ * (format.h): each format says whether a file's first bytes are its own and
+ * loads it; this file knows no format by itself. */
+#include "image/format.h"
 
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
 
-static int ends_with(const char *s, const char *suf)
+/* In sniffing order: magic numbers first, NIfTI (named files) last. */
+static const esg_image_format *const FORMATS[] = {
+	&esg_format_png, &esg_format_npy, &esg_format_nifti,
+};
+#define N_FORMATS (sizeof FORMATS / sizeof *FORMATS)
+
+static const esg_image_format *sniff(const char *path)
 {
-	size_t n = strlen(s), m = strlen(suf);
-	return n >= m && strcasecmp(s + n - m, suf) == 0;
+	unsigned char head[ESG_SNIFF_BYTES] = { 0 };
+	FILE *f = fopen(path, "rb");
+	if (!f)
+		return NULL;
+	size_t got = fread(head, 1, sizeof head, f);
+	fclose(f);
+	for (size_t i = 0; i < N_FORMATS; i++)
+		if (FORMATS[i]->sniff(head, got, path))
+			return FORMATS[i];
+	return NULL;
 }
 
 esg_format esg_sniff_format(const char *path)
 {
-	unsigned char b[352] = { 0 };
-	FILE *f = fopen(path, "rb");
-	if (!f)
-		return ESG_FMT_UNKNOWN;
-	size_t got = fread(b, 1, sizeof b, f);
-	fclose(f);
-	if (got >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0)
-		return ESG_FMT_PNG;
-	if (got >= 6 && memcmp(b, "\x93NUMPY", 6) == 0)
-		return ESG_FMT_NPY;
-	int named = ends_with(path, ".nii") || ends_with(path, ".nii.gz") ||
-		    ends_with(path, ".hdr") || ends_with(path, ".hdr.gz");
-	if (ends_with(path, ".img") || ends_with(path, ".img.gz"))
-		return ESG_FMT_NIFTI; /* raw data: libnifti reads the .hdr beside it */
-	if (got >= 2 && b[0] == 0x1f && b[1] == 0x8b)
-		return named ? ESG_FMT_NIFTI : ESG_FMT_UNKNOWN;
-	/* sizeof_hdr: 348 (NIfTI-1 / Analyze) or 540 (NIfTI-2), either endian */
-	if (got >= 4) {
-		uint32_t le = b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24;
-		uint32_t be = b[3] | b[2] << 8 | b[1] << 16 | (uint32_t)b[0] << 24;
-		if (le == 348 || be == 348 || le == 540 || be == 540)
-			return named ? ESG_FMT_NIFTI : ESG_FMT_UNKNOWN;
-	}
-	return ESG_FMT_UNKNOWN;
+	const esg_image_format *fmt = sniff(path);
+	return fmt ? fmt->id : ESG_FMT_UNKNOWN;
 }
 
 esg_image *esg_load_image(const char *path, const esg_load_opts *opts)
@@ -47,106 +41,9 @@ esg_image *esg_load_image(const char *path, const esg_load_opts *opts)
 		return NULL;
 	}
 	fclose(f);
-	switch (esg_sniff_format(path)) {
-	case ESG_FMT_NIFTI: return esg_load_nifti(path, opts);
-	case ESG_FMT_PNG: return esg_load_png(path, opts);
-	case ESG_FMT_NPY: return esg_load_npy(path, opts);
-	default: break;
-	}
+	const esg_image_format *fmt = sniff(path);
+	if (fmt)
+		return fmt->load(path, opts);
 	esg_set_error("'%s': not a NIfTI (.nii, .nii.gz), PNG or NPY file", path);
 	return NULL;
-}
-
-void esg_image_free(esg_image *im)
-{
-	if (!im)
-		return;
-	free(im->data);
-	free(im);
-}
-
-int64_t esg_image_voxels(const esg_image *im)
-{
-	int64_t v = 1;
-	for (int a = 0; a < im->nsp; a++)
-		v *= im->dim[a];
-	return v;
-}
-
-#define TILE 32
-
-/* dst[c][r] = src[r][c] for an R x C matrix; strides in elements. */
-static void transpose2(const float *src, float *dst, int64_t R, int64_t C,
-		       int64_t src_rs, int64_t dst_rs)
-{
-	for (int64_t r0 = 0; r0 < R; r0 += TILE)
-		for (int64_t c0 = 0; c0 < C; c0 += TILE) {
-			int64_t r1 = r0 + TILE < R ? r0 + TILE : R;
-			int64_t c1 = c0 + TILE < C ? c0 + TILE : C;
-			for (int64_t r = r0; r < r1; r++)
-				for (int64_t c = c0; c < c1; c++)
-					dst[c * dst_rs + r] = src[r * src_rs + c];
-		}
-}
-
-void esg_reverse_axes_f32(const float *src, float *dst, int nd, const int64_t *dims)
-{
-	if (nd <= 1) {
-		memcpy(dst, src, (size_t)(nd == 1 ? dims[0] : 1) * sizeof *src);
-		return;
-	}
-	if (nd == 2) {
-		transpose2(src, dst, dims[0], dims[1], dims[1], dims[0]);
-		return;
-	}
-	if (nd == 3) {
-		/* src [A][B][C] -> dst [C][B][A]: for each b a strided 2D transpose */
-		int64_t A = dims[0], B = dims[1], C = dims[2];
-		for (int64_t b = 0; b < B; b++)
-			transpose2(src + b * C, dst + b * A, A, C, B * C, B * A);
-		return;
-	}
-	/* general case (not used by the loaders): odometer over dst */
-	int64_t n = 1, s = 1, idx[ESG_MAX_DIMS] = { 0 }, sstride[ESG_MAX_DIMS];
-	for (int a = nd - 1; a >= 0; a--) {
-		sstride[a] = s;
-		s *= dims[a];
-	}
-	for (int a = 0; a < nd; a++)
-		n *= dims[a];
-	for (int64_t o = 0; o < n; o++) {
-		int64_t so = 0;
-		for (int a = 0; a < nd; a++)
-			so += idx[a] * sstride[nd - 1 - a];
-		dst[o] = src[so];
-		for (int a = nd - 1; a >= 0; a--) {
-			if (++idx[a] < dims[nd - 1 - a])
-				break;
-			idx[a] = 0;
-		}
-	}
-}
-
-int esg_image_reverse(esg_image *im)
-{
-	int64_t vox = esg_image_voxels(im), blocks = im->n * im->c;
-	float *out = malloc((size_t)(vox * blocks) * sizeof *out);
-	if (!out)
-		return esg_set_error("out of memory reversing axes");
-	for (int64_t b = 0; b < blocks; b++)
-		esg_reverse_axes_f32(im->data + b * vox, out + b * vox, im->nsp, im->dim);
-	free(im->data);
-	im->data = out;
-	for (int a = 0, z = im->nsp - 1; a < z; a++, z--) {
-		int64_t d = im->dim[a];
-		im->dim[a] = im->dim[z];
-		im->dim[z] = d;
-		double s = im->spacing[a];
-		im->spacing[a] = im->spacing[z];
-		im->spacing[z] = s;
-		char c = im->axes[a];
-		im->axes[a] = im->axes[z];
-		im->axes[z] = c;
-	}
-	return 0;
 }

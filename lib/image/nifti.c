@@ -4,7 +4,7 @@
  * plus scl_inter (computed in double, unless the slope is 0 or not finite,
  * or the type is RGB), then float32.  Axes i, j, k (dim[1..3]); the 4th
  * dimension becomes channels or records. */
-#include "image/image.h"
+#include "image/format.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -170,7 +170,7 @@ static esg_image *from_nifti(const nifti_image *nim, const char *path, const esg
 	return im;
 }
 
-esg_image *esg_load_nifti(const char *path, const esg_load_opts *o)
+static esg_image *load_nifti(const char *path, const esg_load_opts *o)
 {
 	nifti_set_debug_level(0); /* libnifti would print to stderr */
 	nifti_image *nim = nifti_image_read(path, 0);
@@ -194,3 +194,30 @@ esg_image *esg_load_nifti(const char *path, const esg_load_opts *o)
 	nifti_image_free(nim);
 	return im;
 }
+
+static int ends_with(const char *s, const char *suf)
+{
+	size_t n = strlen(s), m = strlen(suf);
+	return n >= m && strcasecmp(s + n - m, suf) == 0;
+}
+
+/* NIfTI and Analyze files are known by name, then by their first bytes. */
+static int sniff_nifti(const unsigned char *b, size_t got, const char *path)
+{
+	int named = ends_with(path, ".nii") || ends_with(path, ".nii.gz") ||
+		    ends_with(path, ".hdr") || ends_with(path, ".hdr.gz");
+	if (ends_with(path, ".img") || ends_with(path, ".img.gz"))
+		return 1; /* raw data: libnifti reads the .hdr beside it */
+	if (got >= 2 && b[0] == 0x1f && b[1] == 0x8b)
+		return named;
+	/* sizeof_hdr: 348 (NIfTI-1 / Analyze) or 540 (NIfTI-2), either endian */
+	if (got >= 4) {
+		uint32_t le = b[0] | b[1] << 8 | b[2] << 16 | (uint32_t)b[3] << 24;
+		uint32_t be = b[3] | b[2] << 8 | b[1] << 16 | (uint32_t)b[0] << 24;
+		if (le == 348 || be == 348 || le == 540 || be == 540)
+			return named;
+	}
+	return 0;
+}
+
+const esg_image_format esg_format_nifti = { ESG_FMT_NIFTI, sniff_nifti, load_nifti };

@@ -3,7 +3,7 @@
  * The header is filled here and written with zlib, so every write error
  * (a full disk included) is reported; libnifti only converts the affine to
  * its quaternion form. */
-#include "render/render.h"
+#include "image/image.h"
 
 #include <errno.h>
 #include <math.h>

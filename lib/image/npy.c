@@ -4,7 +4,7 @@
  * (big-endian is converted), C or Fortran order.  Object, string,
  * structured and complex arrays are refused.  The parser works on a memory
  * buffer so that it can be fuzzed (tests/fuzz/fuzz_npy.c). */
-#include "image/image.h"
+#include "image/format.h"
 
 #include <errno.h>
 #include <math.h>
@@ -383,7 +383,7 @@ esg_image *esg_npy_image(const void *buf, size_t size, const char *name, const e
 	return im;
 }
 
-esg_image *esg_load_npy(const char *path, const esg_load_opts *opts)
+static esg_image *load_npy(const char *path, const esg_load_opts *opts)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -420,3 +420,11 @@ esg_image *esg_load_npy(const char *path, const esg_load_opts *opts)
 	free(buf);
 	return im;
 }
+
+static int sniff_npy(const unsigned char *b, size_t got, const char *path)
+{
+	(void)path;
+	return got >= 6 && memcmp(b, "\x93NUMPY", 6) == 0;
+}
+
+const esg_image_format esg_format_npy = { ESG_FMT_NPY, sniff_npy, load_npy };

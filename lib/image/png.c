@@ -2,7 +2,7 @@
  * values (8 bit: 0..255, 16 bit: 0..65535; bit depths below 8 unscaled,
  * palettes expanded to RGB / RGBA).  C = 1 gray, 2 gray + alpha, 3 RGB,
  * 4 RGBA.  Axes: i = row (top first), j = column; the affine is identity. */
-#include "image/image.h"
+#include "image/format.h"
 
 #include <errno.h>
 #include <setjmp.h>
@@ -127,7 +127,7 @@ fail:
 	return NULL;
 }
 
-esg_image *esg_load_png(const char *path, const esg_load_opts *o)
+static esg_image *load_png(const char *path, const esg_load_opts *o)
 {
 	FILE *f = fopen(path, "rb");
 	if (!f) {
@@ -138,3 +138,11 @@ esg_image *esg_load_png(const char *path, const esg_load_opts *o)
 	fclose(f);
 	return im;
 }
+
+static int sniff_png(const unsigned char *b, size_t got, const char *path)
+{
+	(void)path;
+	return got >= 8 && memcmp(b, "\x89PNG\r\n\x1a\n", 8) == 0;
+}
+
+const esg_image_format esg_format_png = { ESG_FMT_PNG, sniff_png, load_png };

@@ -1,6 +1,6 @@
 /* png_write.c - 8-bit PNG output through libpng: RGB canvases to a stream,
  * and gray / RGB / palette images to memory (the HTML report's data: URIs). */
-#include "render/render.h"
+#include "image/image.h"
 
 #include <png.h>
 #include <setjmp.h>
@@ -126,4 +126,12 @@ int esg_png_encode(const esg_png_image *im, unsigned char **out, size_t *n)
 	*out = m.p;
 	*n = m.n;
 	return 0;
+}
+
+void esg_canvas_free(esg_canvas *im)
+{
+	if (im) {
+		free(im->rgb);
+		im->rgb = NULL;
+	}
 }

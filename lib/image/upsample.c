@@ -1,5 +1,5 @@
 /* upsample.c - F.interpolate's linear and nearest modes (see upsample.h). */
-#include "image/upsample.h"
+#include "image/image.h"
 #include "stream/stream.h"
 
 #include <math.h>

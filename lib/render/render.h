@@ -1,7 +1,8 @@
 /* esg_render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
- * colour maps, overlays and colour bars into RGB buffers; PNG and NIfTI
- * writers.  Pure computation except the two writers; never prints.
+ * colour maps, overlays and colour bars into RGB buffers (the volumes, the
+ * canvas and the PNG / NIfTI writers are image I/O: image/image.h).  Pure
+ * computation; never prints.
  *
  * Display orientation (3D).  The voxel axes i, j, k are matched to the
  * nearest anatomical axes R, A, S of the record's affine (permutations and
@@ -19,39 +20,7 @@
 #ifndef ESG_RENDER_H
 #define ESG_RENDER_H
 
-#include "stream/stream.h"
-
-/* ---- volumes --------------------------------------------------------- */
-
-/* A float volume in NIfTI voxel order: element (i, j, k) of frame f is
- * data[i + nx * (j + ny * (k + nz * f))]; frames are the N * C (batch,
- * channel) pairs, n-major. */
-typedef struct esg_vol {
-	int64_t dim[3];   /* nx, ny, nz (an axis a 2D tensor lacks has size 1) */
-	int64_t n, c;     /* batch items and channels; frames = n * c */
-	int spatial;      /* 2 or 3 spatial axes in the tensor */
-	/* 2D only: the NIfTI axes (0 = i, 1 = j, 2 = k) of the tensor's H and W */
-	int axis_h, axis_w;
-	float *data;      /* owned */
-} esg_vol;
-
-/* Build a volume from a tensor [N, C, s...] (or a bare [s...] with 2 or 3
- * axes).  axes: the record's esg.axes, the NIfTI voxel axis of each
- * spatial tensor axis ("ijk", "kji", any permutation; 2D: any two letters,
- * e.g. "ij" or "ik" for a slice; NULL means "ijk" / "ij"; a 3-letter string
- * on a 2D tensor drops its 'k'). */
-int esg_vol_from_tensor(const esg_tensor *t, const char *axes, esg_vol *out);
-void esg_vol_free(esg_vol *v);
-/* One frame of batch item `item`: channel `channel` >= 0, or the sum
- * (ESG_CH_SUM) or mean (ESG_CH_MEAN) over channels.  New 1-frame volume. */
-enum { ESG_CH_SUM = -1, ESG_CH_MEAN = -2 };
-int esg_vol_frame(const esg_vol *v, int64_t item, int channel, esg_vol *out);
-/* The voxel -> world affine of a record's volume v: esg.affine (return 0);
- * else esg.spacing on the diagonal (1); else the identity (2); -1 with an
- * error if esg.affine is malformed. */
-int esg_vol_affine(const esg_record *r, const esg_vol *v, double aff[16]);
-/* Voxel sizes (column norms of the affine's 3x3). */
-void esg_affine_voxel_sizes(const double aff[16], double size[3]);
+#include "image/image.h"
 
 /* ---- views ----------------------------------------------------------- */
 
@@ -133,9 +102,6 @@ void esg_render_gray(const esg_plane *p, double lo, double hi, unsigned char *rg
 void esg_render_map(const esg_plane *p, esg_sign s, double vmax, const esg_cmap *c,
 		    double threshold, double alpha, int overlay, unsigned char *rgb);
 
-/* An RGB canvas. */
-typedef struct esg_canvas { int64_t w, h; unsigned char *rgb; } esg_canvas;
-void esg_canvas_free(esg_canvas *im);
 /* Add a vertical colour bar right of the picture: a new, wider canvas.
  * lo_label / hi_label (may be NULL) are written beside its ends with a
  * small digit font (digits, '-', '.', 'e', '+'). */
@@ -143,32 +109,5 @@ int esg_canvas_add_colorbar(const esg_canvas *in, const esg_cmap *c, double c0, 
 			   const char *lo_label, const char *hi_label, esg_canvas *out);
 /* Draw text (digits, - . e +) at x, y with the built-in 5x7 font, scale 1. */
 void esg_draw_text(esg_canvas *im, int64_t x, int64_t y, const char *s, const unsigned char rgb[3]);
-
-/* ---- writers --------------------------------------------------------- */
-
-/* 8-bit RGB PNG to an open stream (not closed). */
-int esg_png_write(FILE *f, const esg_canvas *im);
-
-/* An 8-bit image for esg_png_encode: pixels row-major, 1 byte a pixel
- * (gray level or palette index) or 3 (RGB); palette: n_palette RGBA
- * entries (alpha goes to the tRNS chunk). */
-typedef enum esg_png_type { ESG_PNG_GRAY, ESG_PNG_RGB, ESG_PNG_PALETTE } esg_png_type;
-typedef struct esg_png_image {
-	esg_png_type type;
-	int64_t w, h;
-	const unsigned char *pixels;
-	const unsigned char *palette;
-	int n_palette;
-} esg_png_image;
-/* Encode to memory (highest compression): *out is new (free()), *n its size. */
-int esg_png_encode(const esg_png_image *im, unsigned char **out, size_t *n);
-
-/* A NIfTI-1 file of float32 (gzip if path ends in ".gz"); name is the
- * file named in messages (NULL: path; for writing to a temporary).  aff: voxel->
- * world (NULL: none, pixdim 1, codes 0).  Written as sform (sform_code)
- * and, when the affine is a rotation + scaling, also as qform (qform_code;
- * else 0).  Frames become the 4th dimension when there are more than one. */
-int esg_nifti_write(const char *path, const char *name, const esg_vol *v, const double *aff,
-		    int qform_code, int sform_code, const char *descrip);
 
 #endif

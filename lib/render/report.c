@@ -1,6 +1,6 @@
 /* report.c - the HTML report of esg-render --html (see esg_report.h). */
 #include "render/report.h"
-#include "image/upsample.h"
+#include "image/image.h"
 
 #include <cjson/cJSON.h>
 #include <errno.h>

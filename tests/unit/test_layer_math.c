@@ -3,7 +3,7 @@
 #include "attr/layer/layer_math.h"
 #include "stream/stream.h"
 #include "tap.h"
-#include "image/upsample.h"
+#include "image/image.h"
 
 #include <stdlib.h>
 #include <string.h>

@@ -7,7 +7,7 @@
  * on internal_batch and the image, never on n_steps or n_samples, and the
  * result does not depend on internal_batch beyond float rounding.
  */
-#include "attr/attr.h"
+#include "attr/family.h"
 #include "shim/esg_torch.h"
 
 #include <math.h>
@@ -235,14 +235,14 @@ static int run_single(esg_attr_job *job, esg_backward_rule rule, enum post post)
 	return rc;
 }
 
-int esg_run_saliency(esg_attr_job *job)
+static int esg_run_saliency(esg_attr_job *job)
 {
 	return run_single(job, ESG_RULE_PLAIN, esg_params_bool(job->params, "abs") ? POST_ABS : POST_NONE);
 }
 
-int esg_run_input_x_gradient(esg_attr_job *job) { return run_single(job, ESG_RULE_PLAIN, POST_TIMES_X); }
-int esg_run_guided_backprop(esg_attr_job *job) { return run_single(job, ESG_RULE_GUIDED, POST_NONE); }
-int esg_run_deconvolution(esg_attr_job *job) { return run_single(job, ESG_RULE_DECONV, POST_NONE); }
+static int esg_run_input_x_gradient(esg_attr_job *job) { return run_single(job, ESG_RULE_PLAIN, POST_TIMES_X); }
+static int esg_run_guided_backprop(esg_attr_job *job) { return run_single(job, ESG_RULE_GUIDED, POST_NONE); }
+static int esg_run_deconvolution(esg_attr_job *job) { return run_single(job, ESG_RULE_DECONV, POST_NONE); }
 
 /* ---- accumulate w * grad [* aux | * (x - baseline_k)] ------------------------ */
 
@@ -279,7 +279,7 @@ static double *fd_new(const esg_attr_job *job)
 	return fd;
 }
 
-int esg_run_integrated_gradients(esg_attr_job *job)
+static int esg_run_integrated_gradients(esg_attr_job *job)
 {
 	int n = (int)esg_params_int(job->params, "n_steps");
 	const char *rule = esg_params_str(job->params, "method");
@@ -381,13 +381,13 @@ out:
 	return rc;
 }
 
-int esg_run_deeplift(esg_attr_job *job) { return run_deeplift(job); }
-int esg_run_deeplift_shap(esg_attr_job *job) { return run_deeplift(job); }
+static int esg_run_deeplift(esg_attr_job *job) { return run_deeplift(job); }
+static int esg_run_deeplift_shap(esg_attr_job *job) { return run_deeplift(job); }
 
 /* GradientShap.  Draws per item m, per sample s, from the shap stream:
  * u (baseline index floor(u K)), then one normal per element if stdevs > 0,
  * then alpha. */
-int esg_run_gradient_shap(esg_attr_job *job)
+static int esg_run_gradient_shap(esg_attr_job *job)
 {
 	size_t item = item_numel(job);
 	int K = job->n_baselines, S = (int)esg_params_int(job->params, "n_samples");
@@ -459,7 +459,7 @@ out:
  * internal_batch / N samples per call, a multi-pass base one sample at a time
  * (it batches its own steps).  Noise draws: per sample, per item, per element,
  * from the noise-tunnel stream -- the same whatever the grouping. */
-int esg_run_noise_tunnel(esg_attr_job *job)
+static int esg_run_noise_tunnel(esg_attr_job *job)
 {
 	const esg_method *base = job->params->base;
 	int S = (int)esg_params_int(job->params, "nt_samples");
@@ -542,35 +542,51 @@ out:
 	return rc;
 }
 
-/* ---- entry point --------------------------------------------------------------- */
+/* ---- parameters (Captum's names and defaults) ---- */
 
-int esg_attr_run(esg_attr_job *job)
-{
-	const esg_method *m = job->method;
-	const esg_method *need = m->run == esg_run_noise_tunnel ? job->params->base : m;
-	if (job->ndim < 2 || job->shape[0] < 1)
-		return esg_set_error("image must be [N, C, ...] with N >= 1");
-	if (need->baseline && job->n_baselines < 1)
-		return esg_set_error("method %s needs a baseline", need->name);
-	if (need->baseline == 1 && job->n_baselines > 1)
-		return esg_set_error("method %s takes one baseline, got %d "
-				     "(deeplift_shap and gradient_shap take a distribution)",
-				     need->name, job->n_baselines);
-	if (job->internal_batch < 1)
-		job->internal_batch = ESG_DEFAULT_INTERNAL_BATCH;
-	esg_rng nt, shap;
-	esg_rng_init(&nt, job->seed, job->record, ESG_STREAM_NOISE_TUNNEL);
-	esg_rng_init(&shap, job->seed, job->record, ESG_STREAM_SHAP);
-	if (!job->rng_nt)
-		job->rng_nt = &nt;
-	if (!job->rng_shap)
-		job->rng_shap = &shap;
-	job->has_delta = 0;
-	job->passes = job->evaluations = 0;
-	int rc = m->run(job);
-	if (job->rng_nt == &nt)
-		job->rng_nt = NULL;
-	if (job->rng_shap == &shap)
-		job->rng_shap = NULL;
-	return rc;
-}
+static const esg_param_spec P_NONE[] = { ESG_PARAM_END };
+static const esg_param_spec P_SALIENCY[] = {
+	{ "abs", ESG_P_BOOL, "true", NULL, 0, 0, "absolute value of the gradient (Captum's default)" },
+	ESG_PARAM_END
+};
+static const esg_param_spec P_IG[] = {
+	{ "n_steps", ESG_P_INT, "50", NULL, 1, 100000, "number of integration steps" },
+	{ "method", ESG_P_CHOICE, "gausslegendre",
+	  "gausslegendre|riemann_left|riemann_right|riemann_middle|riemann_trapezoid",
+	  0, 0, "quadrature rule (riemann_* need n_steps >= 2)" },
+	ESG_PARAM_END
+};
+static const esg_param_spec P_NT[] = {
+	{ "base", ESG_P_METHOD, "saliency", NULL, 0, 0, "the method run on the noisy inputs" },
+	{ "nt_type", ESG_P_CHOICE, "smoothgrad", "smoothgrad|smoothgrad_sq|vargrad", 0, 0,
+	  "mean, mean of squares, or variance of the base attributions" },
+	{ "nt_samples", ESG_P_INT, "5", NULL, 1, 1000000, "noisy samples per input" },
+	{ "stdevs", ESG_P_FLOAT, "1.0", NULL, 0, 1e30, "standard deviation of the Gaussian noise (absolute)" },
+	ESG_PARAM_END
+};
+static const esg_param_spec P_GSHAP[] = {
+	{ "n_samples", ESG_P_INT, "5", NULL, 1, 1000000, "random samples per input" },
+	{ "stdevs", ESG_P_FLOAT, "0.0", NULL, 0, 1e30, "standard deviation of the noise added to the input" },
+	ESG_PARAM_END
+};
+
+/* ---- the family's methods, for the registry (family.h) ---- */
+
+const esg_method esg_gradient_methods[] = {
+	{ "saliency", "input gradient of the target score", P_SALIENCY, 0, 1, 0, esg_run_saliency, 0, 0 },
+	{ "input_x_gradient", "input times its gradient", P_NONE, 0, 1, 0, esg_run_input_x_gradient, 0, 0 },
+	{ "integrated_gradients", "path integral of the gradient from the baseline (Sundararajan 2017)",
+	  P_IG, 1, 0, 1, esg_run_integrated_gradients, 0, 0 },
+	{ "noise_tunnel", "a base method averaged over noisy copies of the input (SmoothGrad, VarGrad)",
+	  P_NT, 0, 0, 0, esg_run_noise_tunnel, 0, 0 },
+	{ "gradient_shap", "gradients at random points between input and random baselines, times (input - baseline)",
+	  P_GSHAP, 2, 0, 1, esg_run_gradient_shap, 0, 0 },
+	{ "guided_backprop", "gradient with ReLU backward relu(grad)*[x > 0]", P_NONE, 0, 1, 0,
+	  esg_run_guided_backprop, 0, 0 },
+	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution, 0, 0 },
+	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_NONE, 1, 0, 1,
+	  esg_run_deeplift, 0, 0 },
+	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_NONE, 2, 0, 1,
+	  esg_run_deeplift_shap, 0, 0 },
+	ESG_METHOD_END
+};

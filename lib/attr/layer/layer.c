@@ -18,11 +18,11 @@
  * Excitation backprop (Zhang 2016) uses the shim's excitation rule: the
  * layer "gradient" is the marginal winning probability P.
  */
-#include "attr/attr.h"
+#include "attr/family.h"
 #include "attr/layer/layer_math.h"
 #include "shim/esg_torch.h"
 #include "shim/esg_torch_layer.h"
-#include "image/upsample.h"
+#include "image/image.h"
 
 #include <math.h>
 #include <stdlib.h>
@@ -1124,85 +1124,88 @@ static int run_layer(esg_attr_job *job, lmethod which)
 	return rc;
 }
 
-int esg_run_layer_activation(esg_attr_job *job) { return run_layer(job, L_ACT); }
-int esg_run_layer_gradient_x_activation(esg_attr_job *job) { return run_layer(job, L_GXA); }
-int esg_run_layer_gradcam(esg_attr_job *job) { return run_layer(job, L_GRADCAM); }
-int esg_run_gradcam_pp(esg_attr_job *job) { return run_layer(job, L_GRADCAMPP); }
-int esg_run_guided_gradcam(esg_attr_job *job) { return run_layer(job, L_GUIDED_GRADCAM); }
-int esg_run_score_cam(esg_attr_job *job) { return run_layer(job, L_SCORECAM); }
-int esg_run_layer_conductance(esg_attr_job *job) { return run_layer(job, L_COND); }
-int esg_run_internal_influence(esg_attr_job *job) { return run_layer(job, L_INFL); }
-int esg_run_layer_integrated_gradients(esg_attr_job *job) { return run_layer(job, L_IG); }
-int esg_run_layer_deeplift(esg_attr_job *job) { return run_layer(job, L_DL); }
-int esg_run_layer_deeplift_shap(esg_attr_job *job) { return run_layer(job, L_DL); }
-int esg_run_layer_gradient_shap(esg_attr_job *job) { return run_layer(job, L_GSHAP); }
-int esg_run_linear_approx(esg_attr_job *job) { return run_layer(job, L_LINAPPROX); }
-int esg_run_layer_guided_backprop(esg_attr_job *job) { return run_layer(job, L_GUIDED_BP); }
-int esg_run_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_EB); }
-int esg_run_contrastive_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_CEB); }
-
-int esg_method_layer_optional(const esg_method *m)
-{
-	return m && (m->run == esg_run_excitation_backprop || m->run == esg_run_contrastive_excitation_backprop);
-}
-
-int esg_method_layer(const esg_method *m)
-{
-	static const struct {
-		int (*run)(esg_attr_job *);
-		int kind;
-	} K[] = {
-		{ esg_run_layer_activation, ESG_LAYER_MAP },
-		{ esg_run_layer_gradient_x_activation, ESG_LAYER_MAP },
-		{ esg_run_layer_gradcam, ESG_LAYER_CAM },
-		{ esg_run_gradcam_pp, ESG_LAYER_CAM },
-		{ esg_run_guided_gradcam, ESG_LAYER_INPUT },
-		{ esg_run_score_cam, ESG_LAYER_CAM },
-		{ esg_run_layer_conductance, ESG_LAYER_MAP },
-		{ esg_run_internal_influence, ESG_LAYER_MAP },
-		{ esg_run_layer_integrated_gradients, ESG_LAYER_MAP },
-		{ esg_run_layer_deeplift, ESG_LAYER_MAP },
-		{ esg_run_layer_deeplift_shap, ESG_LAYER_MAP },
-		{ esg_run_layer_gradient_shap, ESG_LAYER_MAP },
-		{ esg_run_linear_approx, ESG_LAYER_MAP },
-		{ esg_run_layer_guided_backprop, ESG_LAYER_INPUT },
-		{ esg_run_excitation_backprop, ESG_LAYER_CAM },
-		{ esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM },
-	};
-	for (size_t i = 0; m && i < sizeof K / sizeof *K; i++)
-		if (m->run == K[i].run)
-			return K[i].kind;
-	return ESG_LAYER_NONE;
-}
+static int esg_run_layer_activation(esg_attr_job *job) { return run_layer(job, L_ACT); }
+static int esg_run_layer_gradient_x_activation(esg_attr_job *job) { return run_layer(job, L_GXA); }
+static int esg_run_layer_gradcam(esg_attr_job *job) { return run_layer(job, L_GRADCAM); }
+static int esg_run_gradcam_pp(esg_attr_job *job) { return run_layer(job, L_GRADCAMPP); }
+static int esg_run_guided_gradcam(esg_attr_job *job) { return run_layer(job, L_GUIDED_GRADCAM); }
+static int esg_run_score_cam(esg_attr_job *job) { return run_layer(job, L_SCORECAM); }
+static int esg_run_layer_conductance(esg_attr_job *job) { return run_layer(job, L_COND); }
+static int esg_run_internal_influence(esg_attr_job *job) { return run_layer(job, L_INFL); }
+static int esg_run_layer_integrated_gradients(esg_attr_job *job) { return run_layer(job, L_IG); }
+static int esg_run_layer_deeplift(esg_attr_job *job) { return run_layer(job, L_DL); }
+static int esg_run_layer_deeplift_shap(esg_attr_job *job) { return run_layer(job, L_DL); }
+static int esg_run_layer_gradient_shap(esg_attr_job *job) { return run_layer(job, L_GSHAP); }
+static int esg_run_linear_approx(esg_attr_job *job) { return run_layer(job, L_LINAPPROX); }
+static int esg_run_layer_guided_backprop(esg_attr_job *job) { return run_layer(job, L_GUIDED_BP); }
+static int esg_run_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_EB); }
+static int esg_run_contrastive_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_CEB); }
 
 /* ---- parameters (Captum's names and defaults) ------------------------------------- */
 
-#define END { NULL, 0, NULL, NULL, 0, 0, NULL }
 #define QUAD(def) \
 	{ "n_steps", ESG_P_INT, "50", NULL, 1, 100000, "number of integration steps" }, \
 	{ "method", ESG_P_CHOICE, def, \
 	  "gausslegendre|riemann_left|riemann_right|riemann_middle|riemann_trapezoid", \
 	  0, 0, "quadrature rule (riemann_* need n_steps >= 2)" }
 
-const esg_param_spec esg_p_layer_none[] = { END };
-const esg_param_spec esg_p_layer_gradcam[] = {
+static const esg_param_spec esg_p_layer_none[] = { ESG_PARAM_END };
+static const esg_param_spec esg_p_layer_gradcam[] = {
 	{ "relu_attributions", ESG_P_BOOL, "false", NULL, 0, 0, "ReLU of the map (Captum's default: no)" },
 	{ "attr_dim_summation", ESG_P_BOOL, "true", NULL, 0, 0, "sum the weighted channels (one map)" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_gradcam_pp[] = {
+static const esg_param_spec esg_p_gradcam_pp[] = {
 	{ "exp_score", ESG_P_BOOL, "true", NULL, 0, 0,
 	  "scale by exp(score) as the paper's closed form (false: drop that positive factor)" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_guided_gradcam[] = {
+static const esg_param_spec esg_p_guided_gradcam[] = {
 	{ "interpolate_mode", ESG_P_CHOICE, "nearest", "nearest|bilinear|trilinear", 0, 0,
 	  "interpolation of the Grad-CAM map to the input grid (Captum: nearest)" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_layer_path[] = { QUAD("gausslegendre"), END };
-const esg_param_spec esg_p_layer_gshap[] = {
+static const esg_param_spec esg_p_layer_path[] = { QUAD("gausslegendre"), ESG_PARAM_END };
+static const esg_param_spec esg_p_layer_gshap[] = {
 	{ "n_samples", ESG_P_INT, "5", NULL, 1, 1000000, "random samples per input" },
 	{ "stdevs", ESG_P_FLOAT, "0.0", NULL, 0, 1e30, "standard deviation of the noise added to the input" },
-	END
+	ESG_PARAM_END
+};
+
+/* ---- the family's methods, for the registry (family.h) ---- */
+
+const esg_method esg_layer_methods[] = {
+	{ "layer_activation", "the layer's output", esg_p_layer_none, 0, 0, 0,
+	  esg_run_layer_activation, ESG_LAYER_MAP, 0 },
+	{ "layer_gradient_x_activation", "the layer's output times its gradient", esg_p_layer_none, 0, 0, 0,
+	  esg_run_layer_gradient_x_activation, ESG_LAYER_MAP, 0 },
+	{ "layer_gradcam", "Grad-CAM: channel-mean gradients times activations (Selvaraju 2017)",
+	  esg_p_layer_gradcam, 0, 0, 0, esg_run_layer_gradcam, ESG_LAYER_CAM, 0 },
+	{ "gradcam_pp", "Grad-CAM++: higher-order channel weights (Chattopadhyay 2018)", esg_p_gradcam_pp,
+	  0, 0, 0, esg_run_gradcam_pp, ESG_LAYER_CAM, 0 },
+	{ "guided_gradcam", "guided backprop times the upsampled ReLU(Grad-CAM) of a layer",
+	  esg_p_guided_gradcam, 0, 0, 0, esg_run_guided_gradcam, ESG_LAYER_INPUT, 0 },
+	{ "score_cam", "Score-CAM: channels as input masks, weighted by softmax of masked scores (Wang 2020)",
+	  esg_p_layer_none, 0, 0, 0, esg_run_score_cam, ESG_LAYER_CAM, 0 },
+	{ "layer_conductance", "conductance of the layer's units (Dhamdhere 2018)", esg_p_layer_path, 1, 0, 1,
+	  esg_run_layer_conductance, ESG_LAYER_MAP, 0 },
+	{ "internal_influence", "layer gradients integrated along the input path (Leino 2018)",
+	  esg_p_layer_path, 1, 0, 0, esg_run_internal_influence, ESG_LAYER_MAP, 0 },
+	{ "layer_integrated_gradients", "integrated gradients over the layer's output",
+	  esg_p_layer_path, 1, 0, 1, esg_run_layer_integrated_gradients, ESG_LAYER_MAP, 0 },
+	{ "layer_deeplift", "DeepLift rescale at the layer: (act - act_baseline) times the multipliers",
+	  esg_p_layer_none, 1, 0, 1, esg_run_layer_deeplift, ESG_LAYER_MAP, 0 },
+	{ "layer_deeplift_shap", "layer DeepLift averaged over a distribution of baselines", esg_p_layer_none,
+	  2, 0, 1, esg_run_layer_deeplift_shap, ESG_LAYER_MAP, 0 },
+	{ "layer_gradient_shap", "GradientShap at the layer: gradients at random points times (act - act_baseline)",
+	  esg_p_layer_gshap, 2, 0, 1, esg_run_layer_gradient_shap, ESG_LAYER_MAP, 0 },
+	{ "linear_approx", "linear approximation (TorchRay): activation times gradient summed over channels",
+	  esg_p_layer_none, 0, 0, 0, esg_run_linear_approx, ESG_LAYER_MAP, 0 },
+	{ "layer_guided_backprop", "input gradient of sum |layer output| (one channel: --channel K), guided ReLUs",
+	  esg_p_layer_none, 0, 0, 0, esg_run_layer_guided_backprop, ESG_LAYER_INPUT, 0 },
+	{ "excitation_backprop", "marginal winning probabilities, W+ rule at linear ops (Zhang 2016); "
+	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop, ESG_LAYER_CAM, 1 },
+	{ "contrastive_excitation_backprop", "excitation backprop minus the last linear layer's dual unit, "
+	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM, 1 },
+	ESG_METHOD_END
 };

@@ -10,7 +10,7 @@
  * order, so results depend on --seed only, not on --internal-batch or
  * --threads (beyond float rounding in the model).
  */
-#include "attr/attr.h"
+#include "attr/family.h"
 #include "shim/esg_torch.h"
 #include "attr/perturb/perturb.h"
 
@@ -21,30 +21,29 @@
 
 /* ---- parameters (Captum's names and defaults where Captum has the method) ---- */
 
-#define END { NULL, 0, NULL, NULL, 0, 0, NULL }
 #define FMASK { "feature_mask", ESG_P_STRING, "voxel", NULL, 0, 0, \
 	"features: voxel | grid:B[,B,B] | slic:N[,COMPACTNESS] | file:PATH[:TENSOR]" }
 
-const esg_param_spec esg_p_occlusion[] = {
+static const esg_param_spec esg_p_occlusion[] = {
 	{ "sliding_window_shapes", ESG_P_STRING, "8", NULL, 0, 0,
 	  "window per item axis, channel first as Captum (C,D,H,W), or per spatial axis / one for all "
 	  "(then all channels)" },
 	{ "strides", ESG_P_STRING, "", NULL, 0, 0,
 	  "window step, same forms (empty: the window shape; Captum's default is 1)" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_fmask[] = { FMASK, END };
-const esg_param_spec esg_p_shapley[] = {
+static const esg_param_spec esg_p_fmask[] = { FMASK, ESG_PARAM_END };
+static const esg_param_spec esg_p_shapley[] = {
 	{ "n_samples", ESG_P_INT, "25", NULL, 1, 1000000, "random feature orders" },
-	FMASK, END
+	FMASK, ESG_PARAM_END
 };
-const esg_param_spec esg_p_rise[] = {
+static const esg_param_spec esg_p_rise[] = {
 	{ "n_masks", ESG_P_INT, "4000", NULL, 1, 100000000, "random masks" },
 	{ "s", ESG_P_INT, "7", NULL, 1, 100000, "mask grid cells per spatial axis" },
 	{ "p1", ESG_P_FLOAT, "0.5", NULL, 1e-6, 1, "probability that a grid cell is kept" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_extremal[] = {
+static const esg_param_spec esg_p_extremal[] = {
 	{ "areas", ESG_P_STRING, "0.1", NULL, 0, 0, "target area fractions, comma separated (maps averaged)" },
 	{ "max_iter", ESG_P_INT, "800", NULL, 1, 1000000, "optimisation iterations" },
 	{ "step", ESG_P_INT, "7", NULL, 1, 100000, "mask parameter spacing (voxels)" },
@@ -53,9 +52,9 @@ const esg_param_spec esg_p_extremal[] = {
 	{ "variant", ESG_P_CHOICE, "preserve", "preserve|delete", 0, 0,
 	  "keep the score with the mask (preserve) or lower it by removing the mask (delete)" },
 	{ "jitter", ESG_P_BOOL, "true", NULL, 0, 0, "flip the input along the last axis every other iteration" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_lime[] = {
+static const esg_param_spec esg_p_lime[] = {
 	{ "n_samples", ESG_P_INT, "50", NULL, 1, 10000000, "random feature subsets" },
 	FMASK,
 	{ "interpretable_model", ESG_P_CHOICE, "lasso", "lasso|ridge|linear", 0, 0,
@@ -63,11 +62,11 @@ const esg_param_spec esg_p_lime[] = {
 	{ "alpha", ESG_P_FLOAT, "0.01", NULL, 0, 1e30, "lasso / ridge penalty" },
 	{ "kernel_width", ESG_P_FLOAT, "1.0", NULL, 1e-12, 1e30,
 	  "similarity exp(-d^2 / (2 width^2)), d the cosine distance to the input" },
-	END
+	ESG_PARAM_END
 };
-const esg_param_spec esg_p_kernel_shap[] = {
+static const esg_param_spec esg_p_kernel_shap[] = {
 	{ "n_samples", ESG_P_INT, "25", NULL, 1, 10000000, "feature subsets (all and none first)" },
-	FMASK, END
+	FMASK, ESG_PARAM_END
 };
 
 /* ---- the forward batcher ----------------------------------------------------- */
@@ -369,7 +368,7 @@ static int parse_window(const char *key, const char *s, const int64_t *dims, int
 	return 0;
 }
 
-int esg_run_occlusion(esg_attr_job *job)
+static int esg_run_occlusion(esg_attr_job *job)
 {
 	occ o = { 0 };
 	o.job = job;
@@ -460,7 +459,7 @@ static void abl_consume(void *ctx, int64_t tag, float score, int slot)
 		a->attr[fm->elem[i]] = a->f0 - score;
 }
 
-int esg_run_feature_ablation(esg_attr_job *job)
+static int esg_run_feature_ablation(esg_attr_job *job)
 {
 	size_t item = item_numel(job);
 	esg_fmask_spec spec;
@@ -530,7 +529,7 @@ static void perm_consume(void *ctx, int64_t tag, float score, int slot)
 		a[c->mask->elem[i]] = c->f0[m] - score;
 }
 
-int esg_run_feature_permutation(esg_attr_job *job)
+static int esg_run_feature_permutation(esg_attr_job *job)
 {
 	int64_t N = job->shape[0];
 	if (N < 2)
@@ -616,7 +615,7 @@ static void shap_consume(void *ctx, int64_t tag, float score, int slot)
 	c->prev = score;
 }
 
-int esg_run_shapley_value_sampling(esg_attr_job *job)
+static int esg_run_shapley_value_sampling(esg_attr_job *job)
 {
 	size_t item = item_numel(job);
 	int S = (int)esg_params_int(job->params, "n_samples");
@@ -832,8 +831,8 @@ static int run_surrogate(esg_attr_job *job, int kernel_shap)
 	return rc;
 }
 
-int esg_run_kernel_shap(esg_attr_job *job) { return run_surrogate(job, 1); }
-int esg_run_lime(esg_attr_job *job) { return run_surrogate(job, 0); }
+static int esg_run_kernel_shap(esg_attr_job *job) { return run_surrogate(job, 1); }
+static int esg_run_lime(esg_attr_job *job) { return run_surrogate(job, 0); }
 
 /* ---- RISE (Petsiuk et al. 2018) ------------------------------------------------------
  * n_masks random masks: a grid of s cells per spatial axis, each 1 with
@@ -869,7 +868,7 @@ static int64_t mirror(int64_t i, int64_t n)
 	return i < n ? i : p - i;
 }
 
-int esg_run_rise(esg_attr_job *job)
+static int esg_run_rise(esg_attr_job *job)
 {
 	int nsp = job->ndim - 2;
 	if (nsp < 1 || nsp > 3)
@@ -1086,7 +1085,7 @@ static void flip_last(float *p, size_t item, int64_t last)
 		}
 }
 
-int esg_run_extremal_perturbation(esg_attr_job *job)
+static int esg_run_extremal_perturbation(esg_attr_job *job)
 {
 	int nsp = job->ndim - 2;
 	if (nsp < 1 || nsp > 3)
@@ -1220,3 +1219,25 @@ out:
 	free(blur), free(xb), free(grad), free(score), free(tg), free(ks);
 	return rc;
 }
+
+/* ---- the family's methods, for the registry (family.h) ---- */
+
+const esg_method esg_perturb_methods[] = {
+	{ "occlusion", "f(x) - f(x with a sliding window set to the baseline), averaged over windows",
+	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion, 0, 0 },
+	{ "feature_ablation", "f(x) - f(x with one feature of a feature mask set to the baseline)",
+	  esg_p_fmask, 1, 0, 0, esg_run_feature_ablation, 0, 0 },
+	{ "feature_permutation", "f(x) - f(x with one feature shuffled across the items of the record)",
+	  esg_p_fmask, 0, 0, 0, esg_run_feature_permutation, 0, 0 },
+	{ "shapley_value_sampling", "Shapley values of mask features from random feature orders",
+	  esg_p_shapley, 1, 0, 0, esg_run_shapley_value_sampling, 0, 0 },
+	{ "rise", "RISE: random smooth masks weighted by the masked scores (Petsiuk 2018)",
+	  esg_p_rise, 1, 0, 0, esg_run_rise, 0, 0 },
+	{ "extremal_perturbation", "smooth mask of a given area that keeps the score, optimised (Fong 2019)",
+	  esg_p_extremal, 0, 0, 0, esg_run_extremal_perturbation, 0, 0 },
+	{ "lime", "LIME: weighted linear surrogate on random feature subsets (Ribeiro 2016)",
+	  esg_p_lime, 1, 0, 0, esg_run_lime, 0, 0 },
+	{ "kernel_shap", "KernelSHAP: linear surrogate with the Shapley kernel (Lundberg 2017)",
+	  esg_p_kernel_shap, 1, 0, 0, esg_run_kernel_shap, 0, 0 },
+	ESG_METHOD_END
+};

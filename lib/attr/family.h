@@ -1,0 +1,22 @@
+/* family.h - how the registry (registry.c) knows the method families; for
+ * lib/attr only, never for tools.
+ *
+ * Each family folder (gradient/, layer/, perturb/) exports one table of its
+ * methods, ended by an entry whose name is NULL; the registry lists them in
+ * the order below.  A family includes attr.h, this header and its own
+ * headers, never another family's: what two families share lives in
+ * lib/attr/ itself. */
+#ifndef ESG_ATTR_FAMILY_H
+#define ESG_ATTR_FAMILY_H
+
+#include "attr/attr.h"
+
+/* The end of a parameter list or of a method table. */
+#define ESG_PARAM_END { NULL, 0, NULL, NULL, 0, 0, NULL }
+#define ESG_METHOD_END { NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0 }
+
+extern const esg_method esg_gradient_methods[];   /* gradient/gradient.c */
+extern const esg_method esg_layer_methods[];      /* layer/layer.c */
+extern const esg_method esg_perturb_methods[];    /* perturb/perturb.c */
+
+#endif
