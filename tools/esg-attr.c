@@ -4,7 +4,6 @@
 #include "stream/stream.h"
 #include "shim/esg_torch.h"
 #include "attr/patch.h"
-#include "attr/perturb/perturb.h"
 
 #include <getopt.h>
 #include <stdlib.h>

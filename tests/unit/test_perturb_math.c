@@ -3,6 +3,7 @@
  * hand-computed cases, and the KernelSHAP weights, including a full
  * enumeration where the kernel-weighted regression must give the exact
  * Shapley values. */
+#include "attr/attr.h"
 #include "attr/perturb/perturb.h"
 #include "tap.h"
 

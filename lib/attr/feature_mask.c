@@ -1,7 +1,7 @@
 /* feature_mask.c - feature masks for ablation, permutation, Shapley value
  * sampling, LIME and KernelSHAP: voxels, grid blocks, SLIC supervoxels,
- * label volumes from files (see perturb.h). */
-#include "attr/perturb/perturb.h"
+ * label volumes from files (declared in attr.h). */
+#include "attr/attr.h"
 #include "image/image.h"
 
 #include <errno.h>
