@@ -12,7 +12,7 @@
  *    exporting a table of its methods to the registry (family.h).
  *
  * Images are float32 [N, C, spatial...] in C order; "an item" is one of the
- * N leading slices.  Nothing here prints or exits (see esg.h).
+ * N leading slices.  Nothing here prints or exits (see stream/stream.h).
  */
 #ifndef ESG_ATTR_H
 #define ESG_ATTR_H
@@ -36,7 +36,7 @@ typedef struct esg_rng {
 enum {
 	ESG_STREAM_NOISE_TUNNEL = 1,
 	ESG_STREAM_SHAP = 2,
-	ESG_STREAM_PERTURB = 3,    /* perturbation methods (attr_perturb.c) */
+	ESG_STREAM_PERTURB = 3,    /* perturbation methods (perturb/perturb.c) */
 	ESG_STREAM_BASELINE = 16   /* + index of the --baseline option */
 };
 
@@ -263,7 +263,7 @@ typedef struct esg_attr_job {
 	void (*progress)(void *ctx, const char *what, int64_t done, int64_t total);
 	void *progress_ctx;
 	const char *axes;                /* NULL: "ijk" */
-	/* layer methods (attr_layer.c); zero means the defaults */
+	/* layer methods (layer/layer.c); zero means the defaults */
 	const char *layer;               /* dotted submodule name */
 	int layer_call;                  /* which call of it (0-based) */
 	int upsample;                    /* 0: the method's default, 1: on, 2: off */
@@ -282,7 +282,7 @@ typedef struct esg_attr_job {
 #define ESG_DEFAULT_INTERNAL_BATCH 8
 int esg_attr_run(esg_attr_job *job);
 
-/* ---- patchwise attribution (attr_patch.c) ------------------------------
+/* ---- patchwise attribution (patch_run.c) ------------------------------
  * job as for esg_attr_run, on the whole volume (x, baselines built on the
  * whole input, attr x-shaped); each patch of the grid is cropped from x and
  * from every baseline and run through job->method as a job of its own

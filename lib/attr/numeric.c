@@ -1,4 +1,4 @@
-/* attr_math.c - numerical helpers of the attribution methods (no libtorch):
+/* numeric.c - numerical helpers of the attribution methods (no libtorch):
  * PRNG, quadrature, Gaussian blur, SHA-256.  See attr.h. */
 #include "attr/attr.h"
 

@@ -1,4 +1,4 @@
-/* attr_patch.c - patchwise (sliding-window) attribution: one method run per
+/* patch_run.c - patchwise (sliding-window) attribution: one method run per
  * patch, blended into the whole volume (attr.h, patch.h). */
 #include "attr/attr.h"
 #include "shim/esg_torch.h"

@@ -14,7 +14,7 @@
  *    voxel index in i, j, k order, whatever the tensor order; a voxel axis
  *    missing from axes[] (a 2D slice or a 2D image) has index 0.
  *  - spacing[] is per spatial tensor axis, in tensor order.
- * Library rules as in esg.h: no printing, -1 / NULL with esg_error().
+ * Library rules as in stream/stream.h: no printing, -1 / NULL with esg_error().
  */
 #ifndef ESG_IMAGE_H
 #define ESG_IMAGE_H
@@ -81,7 +81,7 @@ void esg_reverse_axes_f32(const float *src, float *dst, int nd, const int64_t *d
  * axes[] and spacing[] follow.  The affine does not change. */
 int esg_image_reverse(esg_image *im);
 
-/* ---- preprocessing (lib/preprocess.c) --------------------------------- */
+/* ---- preprocessing (lib/image/preprocess.c) --------------------------------- */
 
 typedef enum esg_norm {
 	ESG_NORM_NONE, ESG_NORM_MINMAX, ESG_NORM_ZSCORE, ESG_NORM_PERCENTILE

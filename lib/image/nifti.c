@@ -1,4 +1,4 @@
-/* load_nifti.c - NIfTI-1 / NIfTI-2 (.nii, .nii.gz, .hdr/.img) through libnifti2.
+/* nifti.c - NIfTI-1 / NIfTI-2 (.nii, .nii.gz, .hdr/.img) through libnifti2.
  *
  * Values are those of nibabel's get_fdata(): stored values times scl_slope
  * plus scl_inter (computed in double, unless the slope is 0 or not finite,

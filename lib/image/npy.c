@@ -1,4 +1,4 @@
-/* load_npy.c - NumPy .npy files (format versions 1.0, 2.0, 3.0).
+/* npy.c - NumPy .npy files (format versions 1.0, 2.0, 3.0).
  *
  * dtypes: b1 i1 u1 i2 u2 i4 u4 i8 u8 f2 f4 f8, little- or big-endian
  * (big-endian is converted), C or Fortran order.  Object, string,

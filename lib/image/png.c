@@ -1,4 +1,4 @@
-/* load_png.c - 2D PNG through libpng: [1, C, H, W] with the stored sample
+/* png.c - 2D PNG through libpng: [1, C, H, W] with the stored sample
  * values (8 bit: 0..255, 16 bit: 0..65535; bit depths below 8 unscaled,
  * palettes expanded to RGB / RGBA).  C = 1 gray, 2 gray + alpha, 3 RGB,
  * 4 RGBA.  Axes: i = row (top first), j = column; the affine is identity. */

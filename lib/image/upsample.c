@@ -1,4 +1,4 @@
-/* upsample.c - F.interpolate's linear and nearest modes (see upsample.h). */
+/* upsample.c - F.interpolate's linear and nearest modes (see image.h). */
 #include "image/image.h"
 #include "stream/stream.h"
 

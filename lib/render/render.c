@@ -1,5 +1,5 @@
 /* render.c - volumes, views, colour maps, overlays and colour bars (see
- * esg_render.h).  Pure computation: no I/O. */
+ * render.h).  Pure computation: no I/O. */
 #include "render/render.h"
 
 #include <math.h>

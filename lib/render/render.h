@@ -1,4 +1,4 @@
-/* esg_render.h - turning tensors into what people look at: float volumes in
+/* render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
  * colour maps, overlays and colour bars into RGB buffers (the volumes, the
  * canvas and the PNG / NIfTI writers are image I/O: image/image.h).  Pure

@@ -1,4 +1,4 @@
-/* report.c - the HTML report of esg-render --html (see esg_report.h). */
+/* report.c - the HTML report of esg-render --html (see report.h). */
 #include "render/report.h"
 #include "image/image.h"
 

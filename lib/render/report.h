@@ -1,4 +1,4 @@
-/* esg_report.h - the self-contained HTML report of `esg-render --html`.
+/* report.h - the self-contained HTML report of `esg-render --html`.
  *
  * Records (from esg-attr) are added one at a time; each map is turned into
  * compact PNG sprites at once (every slice along the view, then the

@@ -1,4 +1,4 @@
-/* esg.h - libesg: the tensor stream, records, tensors and errors.
+/* stream.h - libesg's base (lib/stream/): the tensor stream, records, tensors and errors.
  *
  * Conventions (the whole library follows them):
  *  - The library never prints and never exits.  A function that can fail

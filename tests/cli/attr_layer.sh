@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # needs: torch
-# esg-attr's layer methods and the CAM family (lib/attr_layer.c):
+# esg-attr's layer methods and the CAM family (lib/attr/layer/layer.c):
 #  - hand values on Captum's one-conv net (Grad-CAM [[11.25, 13.5], [20.25, 22.5]],
 #    activations, bilinear upsampling by hand);
 #  - every method against plain-PyTorch references with Python hooks

@@ -75,7 +75,7 @@ A -m fx/relu_module_script.pt --method feature_ablation --param feature_mask=gri
 	-o q4.st.zst xr.st.zst
 ref "feature ablation grid:3 (clipped blocks), 2D net, baseline -1" ablation fx/relu_module_script.pt xr.st.zst q4.st.zst 3 -1
 
-# ---- the same random draws replayed in Python (lib/attr.h's recipe), the rest re-derived
+# ---- the same random draws replayed in Python (lib/attr/attr.h's recipe), the rest re-derived
 # with numpy: lstsq / solve fits, permutations, RISE masks (1e-4 of max + 1e-4 rel) ----
 A -m fx/relu_module_script.pt --method kernel_shap --param feature_mask=grid:2 --param n_samples=40 --seed 7 \
 	-o rk.st.zst xr.st.zst

@@ -2,7 +2,7 @@
 # needs: torch
 # esg-attr's gradient family against independent Python references
 # (tests/py/ref_attr.py: plain PyTorch autograd, the methods written from their
-# definitions, random draws replayed from the PRNG recipe in lib/attr.h) on
+# definitions, random draws replayed from the PRNG recipe in lib/attr/attr.h) on
 # the fixture models -- module / functional / in-place ReLU, traced and
 # scripted, 2D and 3D, max pooling, wrapped segmentation models -- and on the
 # demo models in share/models when they are there.

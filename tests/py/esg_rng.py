@@ -1,4 +1,4 @@
-"""esg_rng - the PRNG of lib/attr.h, transcribed for the Python references.
+"""esg_rng - the PRNG of lib/attr/attr.h, transcribed for the Python references.
 
 xoshiro256** seeded through splitmix64 from (seed, record, stream), so a
 reference can replay every random draw of esg-attr exactly:
@@ -56,7 +56,7 @@ class Rng:
         return min(int(self.uniform() * n), n - 1)
 
     def perm(self, n):
-        """Fisher-Yates from the top, as lib/attr_perturb.c."""
+        """Fisher-Yates from the top, as lib/attr/perturb/perturb.c."""
         p = list(range(n))
         for i in range(n - 1, 0, -1):
             j = self.below(i + 1)

@@ -13,7 +13,7 @@ conventions, /work/shared/method-conventions.md), for tests/cli/attr_*.sh.
 
 Nothing here uses libesg: streams are read with safetensors_ref (json, numpy
 and the zstd command); random draws are replayed with a Python transcription
-of the xoshiro256** recipe documented in lib/attr.h; Gauss-Legendre nodes
+of the xoshiro256** recipe documented in lib/attr/attr.h; Gauss-Legendre nodes
 come from numpy.  Rule-modified backward passes (guided backprop,
 deconvolution, DeepLift rescale) run on the eager model (the fixture classes
 of tests/fixtures/make_models.py, weights from the TorchScript file) with
@@ -39,7 +39,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
 import safetensors_ref as st  # noqa: E402
 
-# ---- the PRNG of lib/attr.h, transcribed ------------------------------------
+# ---- the PRNG of lib/attr/attr.h, transcribed ------------------------------------
 from esg_rng import Rng  # noqa: E402
 
 

@@ -14,7 +14,7 @@ passed on, so in-place ops downstream cannot touch it; a replacement is
 returned from the hook), rule-modified backward passes replace the nn.ReLU
 (and nn.Softplus / nn.Tanh for DeepLift) modules by autograd functions.
 Random draws of layer_gradient_shap replay the generator written down in
-lib/attr.h (xoshiro256** seeded by splitmix64).
+lib/attr/attr.h (xoshiro256** seeded by splitmix64).
 
 Tolerance: |esg - ref| <= ATOL_REL * max|ref| + 1e-6 elementwise, with
 ATOL_REL = 1e-4 (both sides float32; path methods sum in different order).
@@ -276,7 +276,7 @@ def deeplift_net(net):
     return swap_modules(net, make)
 
 
-# ---- quadrature and the generator (lib/attr.h) -------------------------------------
+# ---- quadrature and the generator (lib/attr/attr.h) -------------------------------------
 
 
 def ig_steps(method, n):

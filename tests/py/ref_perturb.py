@@ -23,7 +23,7 @@
       max |exact| (TOL default 1e-5)
   ref_perturb.py replay METHOD MODEL IN OUT BLOCK N [SEED [linear|ridge:A]]
       kernel_shap / lime / shapley over grid blocks (baseline 0) with the
-      same random draws as esg-attr (lib/attr.h's recipe), the rest
+      same random draws as esg-attr (lib/attr/attr.h's recipe), the rest
       re-derived with numpy (lstsq, solve)
   ref_perturb.py rise MODEL IN OUT N_MASKS S P1 [SEED]
       RISE with the same draws, masks re-derived (baseline 0)
@@ -346,7 +346,7 @@ def shapley(model, inp, out, block, tol='1e-5'):
     return fails
 
 
-# ---- replays: the same random draws as esg-attr (the recipe of lib/attr.h),
+# ---- replays: the same random draws as esg-attr (the recipe of lib/attr/attr.h),
 # everything else re-derived here with numpy -------------------------------
 from esg_rng import Rng as _Rng  # noqa: E402
 

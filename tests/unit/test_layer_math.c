@@ -1,5 +1,5 @@
-/* test_layer_math.c - upsampling (lib/upsample.c) and the layer-method
- * arithmetic (lib/attr_layer.h) against values worked out by hand. */
+/* test_layer_math.c - upsampling (lib/image/upsample.c) and the layer-method
+ * arithmetic (lib/attr/layer/layer_math.h) against values worked out by hand. */
 #include "attr/layer/layer_math.h"
 #include "stream/stream.h"
 #include "tap.h"

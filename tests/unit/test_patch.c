@@ -1,4 +1,4 @@
-/* test_patch - the sliding-window grid and blending weights (lib/patch.c). */
+/* test_patch - the sliding-window grid and blending weights (lib/attr/patch_grid.c). */
 #include "attr/patch.h"
 #include "tap.h"
 

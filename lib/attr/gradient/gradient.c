@@ -1,4 +1,4 @@
-/* attr_gradient.c - the gradient family, in C over the torch shim.
+/* gradient/gradient.c - the gradient family, in C over the torch shim.
  *
  * Every method turns into a list of model evaluations (an input point, a
  * target, and for DeepLift a reference), which a batcher groups into calls

@@ -1,4 +1,4 @@
-/* attr_layer.c - layer attribution and the CAM family, in C over the shim's
+/* layer/layer.c - layer attribution and the CAM family, in C over the shim's
  * layer calls (capture, layer gradient, replacement).
  *
  * Definitions follow Captum (LayerActivation, LayerGradientXActivation,
@@ -6,7 +6,7 @@
  * LayerIntegratedGradients, LayerDeepLift(Shap), LayerGradientShap) and the
  * papers where Captum has no such method (Grad-CAM++, Score-CAM; TorchRay's
  * linear approximation).  Model evaluations are grouped into calls of at
- * most job->internal_batch items, as in attr_gradient.c; results do not
+ * most job->internal_batch items, as in gradient/gradient.c; results do not
  * depend on the grouping beyond float rounding.
  *
  * A layer method first computes a layer-shaped map ([N, C_l, spatial...]),
@@ -14,7 +14,7 @@
  * grid when asked (F.interpolate, align_corners=False), and hands back
  * either x-shaped data in job->attr or a new buffer in job->layer_attr.
  * The per-item arithmetic is in layer_math.c, interpolation in upsample.c;
- * layer_guided_backprop uses torch_layer.cpp's layer-objective gradient.
+ * layer_guided_backprop uses the shim's layer-objective gradient.
  * Excitation backprop (Zhang 2016) uses the shim's excitation rule: the
  * layer "gradient" is the marginal winning probability P.
  */
@@ -756,7 +756,7 @@ out:
 
 /* Layer GradientShap (Captum: noise tunnel over LayerInputBaselineXGradient).
  * Per item, per sample, from the shap stream in the order of
- * attr_gradient.c's gradient_shap: u (baseline floor(u K)), one normal per
+ * gradient/gradient.c's gradient_shap: u (baseline floor(u K)), one normal per
  * element if stdevs > 0, alpha.  Attribution: mean over samples of
  * grad(layer at b + alpha (x_s - b)) * (act(x_s) - act(b)). */
 static int m_layer_gshap(lrun *r)

@@ -1,5 +1,5 @@
-/* layer_math.c - the arithmetic of the layer methods (attr_layer.h), kept
- * apart from attr_layer.c so that it links (and is unit-tested) without
+/* layer_math.c - the arithmetic of the layer methods (layer_math.h), kept
+ * apart from layer/layer.c so that it links (and is unit-tested) without
  * libtorch. */
 #include "attr/layer/layer_math.h"
 

@@ -1,4 +1,4 @@
-/* attr_layer.h - the pure arithmetic of the layer methods (lib/layer_math.c),
+/* layer_math.h - the pure arithmetic of the layer methods (lib/attr/layer/layer_math.c),
  * exposed for unit tests; no libtorch.  One item at a time: act and grad
  * are a layer output [C, S] (S = spatial values, 1 for a flat layer). */
 #ifndef ESG_ATTR_LAYER_H

@@ -1,4 +1,4 @@
-/* attr_perturb.c - the perturbation and surrogate family, in C over the
+/* perturb/perturb.c - the perturbation and surrogate family, in C over the
  * torch shim: occlusion, feature ablation, feature permutation, Shapley
  * value sampling, KernelSHAP, LIME, RISE, extremal perturbations.
  *
