@@ -1,8 +1,9 @@
-/* esg_torch.h - the C API of the libtorch shim (lib/torch_shim.cpp).
+/* esg_torch.h - the C API of the libtorch shim (the C++ files of lib/shim),
+ * its only door: C code includes this header and nothing else of the shim.
  *
  * The only code that touches libtorch.  Compiles as C99.  No C++ exception
  * crosses this boundary: every call returns 0 / a pointer on success and
- * -1 / NULL on failure, with the message in esg_error() (lib/esg.h).
+ * -1 / NULL on failure, with the message in esg_error() (lib/stream/stream.h).
  *
  * Arrays cross the boundary as float32 C-order buffers with an explicit
  * shape; a batch is the leading axis.  Results marked "new" are owned by
@@ -148,6 +149,17 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer,
 			      const esg_tensor *act, const int64_t *target,
 			      float *grad_act, esg_tensor **out);
 
+/* Gradient with respect to the input of the layer objective
+ * sum |A[b, channel]| (channel < 0: every channel) of each item b, where A
+ * is the layer's output, with the ReLUs below it differentiated by `rule`
+ * (ESG_RULE_GUIDED for the "layer activation with guided backprop" of the
+ * CNN-visualisation literature).  grad: caller buffer of x's size.
+ * *act (may be NULL): new F32 tensor, the layer's output.
+ * (lib/shim/layer.cpp) */
+int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg_backward_rule rule,
+			       const float *x, int ndim, const int64_t *shape, int channel,
+			       float *grad, esg_tensor **act);
+
 /* ---- wrapping: a new scripted module around a model ------------------ */
 
 /* Build a TorchScript module whose submodule "model" is m and whose methods
@@ -171,7 +183,7 @@ int esg_model_set_origin(esg_model *m, const int64_t *origin,
 			 const int64_t *size, int nsp);
 
 
-/* ---- parameters (lib/torch_params.cpp; used by esg-randomise) --------- */
+/* ---- parameters (lib/shim/params.cpp; used by esg-randomise) --------- */
 
 typedef struct esg_param_info {
 	char *name;          /* full dotted name, e.g. "enc1.conv1.weight" */

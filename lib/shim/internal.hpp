@@ -1,15 +1,37 @@
-/* torch_internal.hpp - what lib/torch_shim.cpp lends the other C++ files of
- * the shim (lib/torch_params.cpp).  Not part of the C API. */
+/* internal.hpp - what the shim's C++ files (lib/shim) share: the model
+ * handle, error plumbing, graph edits, amp.  Not part of the C API: only
+ * the .cpp files of lib/shim include it; everything else sees
+ * lib/shim/esg_torch.h. */
 #ifndef ESG_TORCH_INTERNAL_HPP
 #define ESG_TORCH_INTERNAL_HPP
 
 #include <torch/script.h>
 #include <torch/version.h>
+#include <torch/csrc/jit/api/function_impl.h>
 #include <ATen/autocast_mode.h>
+
+#include <initializer_list>
+#include <map>
+#include <memory>
+#include <stdexcept>
+#include <string>
+#include <vector>
 extern "C" {
 #include "stream/stream.h"
 }
 #include "shim/esg_torch.h"
+
+/* ---- the model handle ------------------------------------------------ */
+
+struct esg_model {
+	torch::jit::Module mod;
+	c10::Device dev{c10::kCPU};
+	/* forward's arguments after self and x, with their defaults */
+	std::vector<c10::IValue> extra_args;
+	std::map<std::string, std::shared_ptr<torch::jit::GraphFunction>> cache;
+	/* mixed precision: autocast dtype of forward passes (kFloat: off) */
+	at::ScalarType amp = at::kFloat;
+};
 
 /* The TorchScript module inside a model handle (borrowed). */
 torch::jit::Module *esg_model_module_(esg_model *m);
@@ -86,5 +108,88 @@ private:
 
 /* Count one model call (with or without autograd) of `batch` items. */
 void esg_torch_log_call_(bool grad, int64_t batch);
+
+namespace esg_shim {
+
+/* ---- errors (model.cpp) ---------------------------------------------- */
+
+/* An error of our own (message already final). */
+struct ShimError : std::runtime_error {
+	using std::runtime_error::runtime_error;
+};
+
+[[noreturn]] void fail(const std::string &msg);
+/* The line of a libtorch message that says what went wrong. */
+std::string one_line(const std::string &msg);
+
+/* ---- CPU block allocator (allocator.cpp) ----------------------------- */
+
+/* Installs it, once, unless ESG_CPU_CACHE=0. */
+void install_block_cache();
+
+/* ---- graph editing (graph.cpp) --------------------------------------- */
+
+/* The rule's name; throws on an unknown rule. */
+const char *rule_name(esg_backward_rule r);
+/* All nodes of a block and its sub-blocks, in order (pre-order). */
+void all_nodes(torch::jit::Block *b, std::vector<torch::jit::Node *> &out);
+
+enum Edit { EDIT_RULE, EDIT_CAPTURE, EDIT_REPLACE };
+
+/* The model's forward, edited (capture or replace the layer's output, the
+ * rule applied, rewritten for amp) and cached. */
+std::shared_ptr<torch::jit::GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_ref *layer,
+						  esg_backward_rule rule);
+
+/* ---- mixed precision (autocast.cpp) ---------------------------------- */
+
+/* Throws if the rule is refused under the model's amp setting. */
+void check_amp_rule(esg_model *m, esg_backward_rule rule);
+
+/* ---- propagation rules (rules_*.cpp) --------------------------------- */
+
+/* One file per family: autograd Functions, the ops on them, and a
+ * TORCH_LIBRARY_FRAGMENT(esg, m) that registers the ops; graph.cpp's
+ * apply_rule puts them in the graph. */
+
+/* The rule ops' backward passes run as one loop over the activation when
+ * every tensor is a float or double CPU tensor: written as tensor ops each
+ * would allocate five to ten temporaries of the activation's size, which on
+ * a 3D U-Net cost as much as the convolutions' own backward.  Other devices
+ * and types take the tensor-op form (same formulas). */
+inline bool fused_ok(std::initializer_list<at::Tensor> ts)
+{
+	for (const at::Tensor &t : ts)
+		if (!t.device().is_cpu() || t.scalar_type() != ts.begin()->scalar_type() ||
+		    (t.scalar_type() != at::kFloat && t.scalar_type() != at::kDouble) ||
+		    t.sizes() != ts.begin()->sizes())
+			return false;
+	return true;
+}
+
+constexpr int64_t FUSED_GRAIN = 32768;
+
+} // namespace esg_shim
+
+/* The end of every C API entry point's try block: the error, one line,
+ * into esg_set_error() and `ret` returned. */
+#define SHIM_CATCH(ret)                                                        \
+	catch (const esg_shim::ShimError &e) {                                 \
+		esg_set_error("%s", e.what());                                 \
+		return ret;                                                    \
+	}                                                                      \
+	catch (const c10::Error &e) {                                          \
+		esg_set_error("libtorch: %s",                                  \
+			      esg_shim::one_line(e.what_without_backtrace()).c_str()); \
+		return ret;                                                    \
+	}                                                                      \
+	catch (const std::exception &e) {                                      \
+		esg_set_error("libtorch: %s", esg_shim::one_line(e.what()).c_str()); \
+		return ret;                                                    \
+	}                                                                      \
+	catch (...) {                                                          \
+		esg_set_error("libtorch: unknown exception");                  \
+		return ret;                                                    \
+	}
 
 #endif

@@ -1,15 +1,15 @@
-/* torch_layer.cpp - esg_torch_layer.h: the input gradient of a layer
- * objective under a backward rule (layer_guided_backprop).
+/* layer.cpp - esg_model_layer_input_grad (esg_torch.h): the input gradient
+ * of a layer objective under a backward rule (layer_guided_backprop).
  *
- * Same technique as torch_shim.cpp, on its own copy of the forward graph:
+ * Same technique as graph.cpp, on its own copy of the forward graph:
  * inline the calls on the path to the layer, clone the layer's output (so
  * in-place ops after it can't touch it) and return it with the model's
  * output, inline the rest, and replace each aten::relu / relu_ by the
- * shim's registered esg::guided_relu / esg::deconv_relu op.  Kept apart
- * from torch_shim.cpp (whose helpers are private to it); the layer lookup
- * there gives the detailed messages (attr_layer.c captures first). */
+ * shim's registered esg::guided_relu / esg::deconv_relu op
+ * (rules_guided.cpp).  Kept apart from graph.cpp (written when its helpers
+ * were private to it); the layer lookup there gives the detailed messages
+ * (lib/attr/layer/layer.c captures first). */
 #include "shim/internal.hpp"
-#include "shim/esg_torch_layer.h"
 
 #include <torch/csrc/autograd/autograd.h>
 #include <torch/csrc/jit/api/function_impl.h>

@@ -1,6 +1,6 @@
-/* torch_params.cpp - model parameters through the C API (esg_torch.h):
+/* params.cpp - model parameters through the C API (esg_torch.h):
  * enumerate them in the execution order of their modules, read them,
- * overwrite them in place.  Used by esg-randomise.  Like torch_shim.cpp,
+ * overwrite them in place.  Used by esg-randomise.  Like model.cpp,
  * every entry point catches everything and reports via esg_set_error. */
 #include "shim/internal.hpp"
 

@@ -14,14 +14,13 @@
  * grid when asked (F.interpolate, align_corners=False), and hands back
  * either x-shaped data in job->attr or a new buffer in job->layer_attr.
  * The per-item arithmetic is in layer_math.c, interpolation in upsample.c;
- * layer_guided_backprop uses the shim's layer-objective gradient.
+ * layer_guided_backprop uses lib/shim/layer.cpp's layer-objective gradient.
  * Excitation backprop (Zhang 2016) uses the shim's excitation rule: the
  * layer "gradient" is the marginal winning probability P.
  */
 #include "attr/family.h"
 #include "attr/layer/layer_math.h"
 #include "shim/esg_torch.h"
-#include "shim/esg_torch_layer.h"
 #include "image/image.h"
 
 #include <math.h>
