@@ -1,14 +1,29 @@
-/* metric.h - scores of attribution maps that need no model (esg-metric):
- * similarity between maps (randomisation sanity checks), agreement with a
- * ground-truth mask, and curve helpers.  No libtorch; nothing prints.
+/* eval.h - how trustworthy are attribution maps (esg-metric, esg-randomise).
+ *
+ *  - model-free scores (metric.c): similarity between maps (randomisation
+ *    sanity checks), agreement with a ground-truth mask, curve helpers;
+ *  - model metrics: records opened for scoring and a model's scores of a
+ *    batch (scoring.c), infidelity and max-sensitivity (faithfulness.c)
+ *    with the re-run of the recorded method (rerun.c), deletion and
+ *    insertion curves (curves.c);
+ *  - parameter randomisation (randomise.c): which parameters each step
+ *    changes, to what, and the manifest that says so.
  *
  * Maps are float32 arrays of n values.  Functions that can be undefined
- * (a constant map, a mask with no positives) return NAN.
+ * (a constant map, a mask with no positives) return NAN.  Nothing prints;
+ * errors are -1 (or NULL) with esg_error() set.
  */
-#ifndef ESG_METRIC_H
-#define ESG_METRIC_H
+#ifndef ESG_EVAL_H
+#define ESG_EVAL_H
 
+#include "attr/attr.h"
+#include "shim/esg_torch.h"
+#include "stream/stream.h"
+
+#include <stddef.h>
 #include <stdint.h>
+
+/* ---- model-free scores (metric.c) ------------------------------------ */
 
 /* Average ranks (1-based; ties share the mean of their ranks) of v[0..n). */
 int esg_rank_avg(const double *v, int64_t n, double *rank);
@@ -46,5 +61,106 @@ double esg_auroc(const float *a, const float *m, int64_t n);
 int esg_argsort_desc(const float *v, int64_t n, int64_t *idx);
 /* Trapezoid area under y[0..n) sampled at uniform fractions 0 .. 1. */
 double esg_trapz_unit(const double *y, int n);
+
+/* ---- records opened for scoring (scoring.c) ---------------------------
+ * A record written by esg-attr as the metrics read it.  Errors of the
+ * functions that take one do not name the record: the caller adds its
+ * source and number to the message. */
+typedef struct esg_eval_record {
+	esg_record *r;           /* owned */
+	const char *source;      /* the caller's name of its stream (rows, messages) */
+	size_t index;            /* 0-based place in that stream; keys the random draws */
+	float *x, *a;            /* image (NULL if none), attribution: F32 copies */
+	int ndim, andim;
+	int64_t shape[ESG_MAX_DIMS], ashape[ESG_MAX_DIMS];
+	int64_t N, numel, anumel;
+	int64_t *target;         /* N, or NULL if the record has no esg.target */
+	int per_patch;           /* esg-attr --patch without --target: no one target */
+	const char *method;      /* esg.method_alias, else esg.method, else "" */
+	const char *params;      /* esg.params, else "{}" */
+} esg_eval_record;
+
+/* Open r (taken over: esg_eval_record_close frees it, and so does a failed
+ * open, which leaves source and index set for the message): the tensor
+ * 'attribution' [N, ...] is required, 'image' too if need_image. */
+int esg_eval_record_open(esg_eval_record *R, esg_record *r, const char *source, size_t index,
+			 int need_image);
+void esg_eval_record_close(esg_eval_record *R);
+/* R fits a model metric: it has an image and one target per item, and
+ * (shaped_like_image) an attribution shaped like the image.  Messages
+ * start with `metric`. */
+int esg_eval_check(const esg_eval_record *R, const char *metric, int shaped_like_image);
+
+/* The scored model, shared by the model metrics. */
+typedef struct esg_eval_model {
+	esg_model *model;        /* borrowed; gives per-class scores [N, C] */
+	long internal_batch;     /* at most this many inputs per model call */
+} esg_eval_model;
+
+/* s[i] = output[i, target[i]] of the model on n inputs xs, each shaped
+ * shape[1..ndim) (shape[0] is ignored), in chunks of internal_batch. */
+int esg_eval_scores(const esg_eval_model *M, int ndim, const int64_t *shape, const float *xs,
+		    int64_t n, const int64_t *target, double *s);
+
+/* ---- model metrics (faithfulness.c, curves.c) -------------------------
+ * Parameters (esg-metric --param; doc/evaluation.md has the definitions). */
+typedef struct esg_eval_params {
+	long n_perturb;          /* perturbations of infidelity and max_sensitivity */
+	int perturbation;        /* infidelity: 0 gaussian, 1 towards the baseline */
+	double noise_std;        /* infidelity's Gaussian perturbation */
+	int normalize;           /* infidelity: scale sum(a * I) by beta */
+	int mbi;                 /* multiply_by_inputs: -1 auto, 0, 1 */
+	double radius;           /* max_sensitivity: radius of the L-inf ball */
+	const esg_tensor *perturbations;  /* borrowed F32 [S] + the image's shape,
+	                                   * or NULL: drawn from seed */
+	uint64_t seed;
+	long n_steps;            /* deletion / insertion: fractions 0, 1/n, ..., 1 */
+	double fill;             /* deletion / insertion: value of removed elements */
+} esg_eval_params;
+#define ESG_EVAL_PARAMS_INIT { .n_perturb = 10, .noise_std = 0.003, .mbi = -1, \
+			       .radius = 0.02, .n_steps = 20 }
+
+/* Room for a metric's parameters as JSON (the table's metric_params). */
+#define ESG_METRIC_PARAMS_BYTES 256
+
+/* Infidelity and max-sensitivity (Yeh et al. 2019, as Captum) of each item
+ * of R into value[0..N); the parameters used, as JSON, into mp. */
+int esg_infidelity(const esg_eval_model *M, const esg_eval_params *p, const esg_eval_record *R,
+		   double *value, char mp[ESG_METRIC_PARAMS_BYTES]);
+int esg_max_sensitivity(const esg_eval_model *M, const esg_eval_params *p,
+			const esg_eval_record *R, double *value, char mp[ESG_METRIC_PARAMS_BYTES]);
+
+/* The deletion (insert 0) or insertion (insert 1) curve of item b of R:
+ * score[k] (k = 0 .. n_steps) of the input with the top k / n_steps of the
+ * attribution set to the baseline (or of the baseline with it inserted),
+ * normalised[k] = 1 at the full input and 0 at the full baseline, and
+ * *area under the normalised curve; the parameters used into mp. */
+int esg_curve(const esg_eval_model *M, const esg_eval_params *p, const esg_eval_record *R,
+	      int insert, int64_t b, double *score, double *normalised, double *area,
+	      char mp[ESG_METRIC_PARAMS_BYTES]);
+
+/* ---- the recorded method, run again (rerun.c) -------------------------
+ * What the record's esg.* metadata says about the run that made its map.
+ * `who` starts the messages that a missing or bad piece gives. */
+typedef struct esg_rerun {
+	const esg_method *method;
+	esg_params params;       /* owned */
+	uint64_t seed;
+	int ibatch;
+	const char *layer;       /* borrowed from the record */
+	int layer_call, upsample;
+	const char *who;
+} esg_rerun;
+int esg_rerun_open(esg_rerun *U, const esg_eval_record *R, const char *who);
+/* The map of the recorded method at input x (shaped like R's image) into
+ * out (R->anumel floats). */
+int esg_rerun_at(const esg_rerun *U, const esg_eval_model *M, const esg_eval_record *R,
+		 const float *x, float *out);
+void esg_rerun_close(esg_rerun *U);
+
+/* The record's baselines (esg.baseline; "zero" if none), built for input x
+ * as its run built them (random ones from its esg.seed): *n new buffers
+ * shaped like x in *bl. */
+int esg_eval_baselines(const esg_eval_record *R, const float *x, float ***bl, int *n);
 
 #endif
