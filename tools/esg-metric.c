@@ -425,18 +425,6 @@ static void curve(ctx *C, const esg_eval_record *R, int insert)
 
 /* ---- similarity and ground truth ---------------------------------------- */
 
-/* Rescale to [0, 1] by the map's own range (all 0 if constant). */
-static void minmax(float *v, int64_t n)
-{
-	float lo = v[0], hi = v[0];
-	for (int64_t i = 1; i < n; i++) {
-		lo = v[i] < lo ? v[i] : lo;
-		hi = v[i] > hi ? v[i] : hi;
-	}
-	for (int64_t i = 0; i < n; i++)
-		v[i] = hi > lo ? (float)(((double)v[i] - lo) / ((double)hi - lo)) : 0;
-}
-
 static void similarity(ctx *C, const esg_eval_record *R, const esg_eval_record *ref, int metric)
 {
 	char s1[128], s2[128];
@@ -459,7 +447,6 @@ static void similarity(ctx *C, const esg_eval_record *R, const esg_eval_record *
 	else
 		snprintf(mp, sizeof mp, "{\"reference\":%s}", rn);
 	free(rn);
-	float *ta = NULL, *tb = NULL;
 	for (int64_t b = 0; b < N; b++) {
 		const float *a = ref->a + b * item, *m = R->a + b * item;
 		double v;
@@ -472,37 +459,12 @@ static void similarity(ctx *C, const esg_eval_record *R, const esg_eval_record *
 			if (nsp < 1 || nsp > 3)
 				die_rec(R, "%s needs maps [N, C, spatial...] with 1 to 3 spatial axes, not %s",
 					METRIC_NAMES[metric], s1);
-			int64_t chans = R->ashape[1], per = item / chans;
-			if (!ta) {
-				ta = malloc((size_t)per * sizeof *ta);
-				tb = malloc((size_t)per * sizeof *tb);
-				if (!ta || !tb)
-					cli_die(EXIT_RUNTIME, "out of memory");
-			}
-			v = 0;
-			for (int64_t c = 0; c < chans; c++) {
-				for (int64_t i = 0; i < per; i++) {
-					ta[i] = a[c * per + i];
-					tb[i] = m[c * per + i];
-					if (metric == M_SSIM_ABS) {
-						ta[i] = fabsf(ta[i]);
-						tb[i] = fabsf(tb[i]);
-					}
-				}
-				if (C->o->p.ssim_minmax) {
-					minmax(ta, per);
-					minmax(tb, per);
-				}
-				double sv;
-				if (esg_ssim(ta, tb, nsp, R->ashape + 2, C->o->p.sigma, 0, &sv))
-					die_rec(R, "%s", esg_error());
-				v += sv / (double)chans;
-			}
+			if (esg_ssim_channels(a, m, R->ashape[1], nsp, R->ashape + 2, C->o->p.sigma,
+					      metric == M_SSIM_ABS, C->o->p.ssim_minmax, &v))
+				die_rec_lib(R);
 		}
 		emit(&C->oc, R, b, R->target ? R->target[b] : -1, METRIC_NAMES[metric], v, mp);
 	}
-	free(ta);
-	free(tb);
 }
 
 /* The mask for a record's attribution: n values per item (broadcast). */

@@ -43,6 +43,12 @@ double esg_spearman(const float *a, const float *b, int64_t n, int absolute);
 int esg_ssim(const float *a, const float *b, int nsp, const int64_t *dim,
 	     double sigma, double data_range, double *out);
 
+/* The mean over chans channels of the SSIM (data range from the maps) of
+ * maps a and b [chans, dim...], each channel made absolute first if
+ * `absolute`, then rescaled to [0, 1] by its own range if `rescale`. */
+int esg_ssim_channels(const float *a, const float *b, int64_t chans, int nsp, const int64_t *dim,
+		      double sigma, int absolute, int rescale, double *out);
+
 /* Intersection over union of the top-k fractions (0 < frac <= 1) of |a|
  * and |b| (ceil(frac * n) elements each; ties by index). */
 double esg_topk_iou(const float *a, const float *b, int64_t n, double frac);
