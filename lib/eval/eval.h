@@ -169,4 +169,54 @@ void esg_rerun_close(esg_rerun *U);
  * shaped like x in *bl. */
 int esg_eval_baselines(const esg_eval_record *R, const float *x, float ***bl, int *n);
 
+/* ---- parameter randomisation (randomise.c) -----------------------------
+ * Sanity checks by parameter randomisation (Adebayo et al. 2018).  Layers
+ * are groups of parameters changed together, ordered by execution; step s
+ * (0-based) changes the s-th layer from the output: on top of the earlier
+ * steps (cascading) or alone (independent).  New values come from
+ * esg_rng_init(seed, fnv1a64(parameter name), 0x52414e44), so a parameter
+ * gets the same values in every step, mode and run. */
+typedef enum esg_init {
+	ESG_INIT_DEFAULT,        /* the layer type's own reset (kaiming_uniform, ones/zeros) */
+	ESG_INIT_GAUSSIAN,       /* N(mean, std) of the original parameter */
+	ESG_INIT_UNIFORM,        /* U(mean - std, mean + std) */
+	ESG_INIT_COUNT
+} esg_init;
+/* "default", "gaussian", "uniform". */
+const char *esg_init_name(esg_init init);
+
+typedef struct esg_randomise_opts {
+	const char *model_name;  /* the model's file, for messages and the manifest */
+	int cascading;
+	esg_init init;
+	uint64_t seed;
+	char *const *layers;     /* modules (or parameters), each with every parameter
+	                          * below it; n_layers 0: every module that owns
+	                          * parameters and that forward calls */
+	size_t n_layers;
+} esg_randomise_opts;
+
+typedef struct esg_randomisation esg_randomisation;
+
+/* The layers of model m and their order; m and P (esg_model_params(m), np
+ * entries) are borrowed for the plan's life.  NULL with an error if a
+ * named layer holds no parameter or shares one with another, or if no
+ * parameter is used. */
+esg_randomisation *esg_randomise_plan(esg_model *m, const esg_param_info *P, size_t np,
+				      const esg_randomise_opts *o);
+/* Read the original values of every parameter of the layers and draw the
+ * new ones. */
+int esg_randomise_draw(esg_randomisation *R);
+size_t esg_randomise_steps(const esg_randomisation *R);
+/* Put step s into the model (call for s = 0, 1, ... in turn: independent
+ * mode puts the previous step's layer back first). */
+int esg_randomise_apply(esg_randomisation *R, size_t s);
+/* The file name of step s: step-NN-LAYER.pt ('/' in a name becomes '_'). */
+void esg_randomise_file(const esg_randomisation *R, size_t s, char *buf, size_t n);
+/* The manifest (new JSON text, free()): the run's settings, the layers,
+ * and per step every parameter that differs from the original and how it
+ * was drawn (doc/evaluation.md). */
+char *esg_randomise_manifest(const esg_randomisation *R, const char *model_sha256);
+void esg_randomise_free(esg_randomisation *R);
+
 #endif
