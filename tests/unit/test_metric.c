@@ -1,4 +1,4 @@
-/* test_metric.c - lib/metric.c against hand-computed values and a numpy
+/* test_metric.c - lib/eval/metric.c against hand-computed values and a numpy
  * reference (tests/py/ref_metric.py small: the same arrays, numbers below). */
 #include "eval/eval.h"
 #include "tap.h"
