@@ -403,12 +403,13 @@ static void curve(ctx *C, const esg_eval_record *R, int insert)
 	const char *name = insert ? "insertion" : "deletion";
 	const esg_eval_params *p = &C->o->p.model;
 	int64_t K = p->n_steps + 1;
-	double *f = malloc((size_t)K * sizeof *f), *y = malloc((size_t)K * sizeof *y), area;
-	if (!f || !y)
+	double *score = malloc((size_t)K * sizeof *score), area;
+	double *normalised = malloc((size_t)K * sizeof *normalised);
+	if (!score || !normalised)
 		cli_die(EXIT_RUNTIME, "out of memory");
 	char mp[ESG_METRIC_PARAMS_BYTES];
 	for (int64_t b = 0; b < R->N; b++) {
-		if (esg_curve(&C->M, p, R, insert, b, f, y, &area, mp))
+		if (esg_curve(&C->M, p, R, insert, b, score, normalised, &area, mp))
 			die_rec_lib(R);
 		emit(&C->oc, R, b, R->target[b], name, area, mp);
 		if (C->oc.curves)
@@ -416,11 +417,11 @@ static void curve(ctx *C, const esg_eval_record *R, int insert)
 				tsv_field(C->oc.curves, R->source);
 				fprintf(C->oc.curves, "\t%zu\t%lld\t%s\t%lld\t%s\t%.9g\t%.9g\t%.9g\n", R->index,
 					(long long)b, R->method, (long long)R->target[b], name,
-					(double)k / (double)p->n_steps, f[k], y[k]);
+					(double)k / (double)p->n_steps, score[k], normalised[k]);
 			}
 	}
-	free(f);
-	free(y);
+	free(score);
+	free(normalised);
 }
 
 /* ---- similarity and ground truth ---------------------------------------- */
