@@ -2,7 +2,8 @@
  * (Yeh et al. 2019, as Captum), similarity between maps (randomisation
  * sanity checks), ground-truth scores against a mask, deletion / insertion
  * curves.  Reads records written by esg-attr; writes a tidy table, one row
- * per record x item x metric. */
+ * per record x item x metric.  The scores are lib/eval's (eval/eval.h):
+ * this file parses options, reads records, calls them and writes rows. */
 #include "attr/attr.h"
 #include "cli.h"
 #include "stream/stream.h"
@@ -120,18 +121,10 @@ static const char *METRIC_NAMES[M_COUNT] = {
 /* ---- options and parameters ------------------------------------------ */
 
 typedef struct mparams {
-	long n_perturb;
-	int perturbation;        /* 0 gaussian, 1 baseline */
-	double noise_std;
-	int normalize;
-	int mbi;                 /* -1 auto, 0, 1 */
-	double radius;
-	const char *perturbations;
-	uint64_t seed;
+	esg_eval_params model;   /* of the model metrics (eval/eval.h) */
+	const char *perturbations;  /* the file of model.perturbations */
 	double sigma, topk;
 	int ssim_minmax;         /* rescale each map to [0, 1] before SSIM */
-	long n_steps;
-	double fill;
 } mparams;
 
 typedef struct opts {
@@ -166,27 +159,27 @@ static void set_param(mparams *p, const char *kv)
 	char opt[80];
 	snprintf(opt, sizeof opt, "--param %s", key);
 	if (!strcmp(key, "n_perturb_samples"))
-		p->n_perturb = cli_long(opt, v, 1, 1000000);
+		p->model.n_perturb = cli_long(opt, v, 1, 1000000);
 	else if (!strcmp(key, "perturbation")) {
 		if (strcmp(v, "gaussian") && strcmp(v, "baseline"))
 			cli_usage("--param perturbation: '%s' is not gaussian or baseline", v);
-		p->perturbation = !strcmp(v, "baseline");
+		p->model.perturbation = !strcmp(v, "baseline");
 	} else if (!strcmp(key, "noise_std")) {
-		p->noise_std = cli_double(opt, v);
-		if (!(p->noise_std >= 0))
+		p->model.noise_std = cli_double(opt, v);
+		if (!(p->model.noise_std >= 0))
 			cli_usage("--param noise_std: must be >= 0");
 	} else if (!strcmp(key, "normalize"))
-		p->normalize = parse_bool(key, v);
+		p->model.normalize = parse_bool(key, v);
 	else if (!strcmp(key, "multiply_by_inputs"))
-		p->mbi = !strcmp(v, "auto") ? -1 : parse_bool(key, v);
+		p->model.mbi = !strcmp(v, "auto") ? -1 : parse_bool(key, v);
 	else if (!strcmp(key, "perturb_radius")) {
-		p->radius = cli_double(opt, v);
-		if (!(p->radius >= 0))
+		p->model.radius = cli_double(opt, v);
+		if (!(p->model.radius >= 0))
 			cli_usage("--param perturb_radius: must be >= 0");
 	} else if (!strcmp(key, "perturbations"))
 		p->perturbations = v;
 	else if (!strcmp(key, "seed"))
-		p->seed = (uint64_t)cli_long(opt, v, 0, 0x7fffffffffffffffL);
+		p->model.seed = (uint64_t)cli_long(opt, v, 0, 0x7fffffffffffffffL);
 	else if (!strcmp(key, "sigma")) {
 		p->sigma = cli_double(opt, v);
 		if (!(p->sigma > 0))
@@ -200,9 +193,9 @@ static void set_param(mparams *p, const char *kv)
 		if (!(p->topk > 0 && p->topk <= 100))
 			cli_usage("--param topk: a percentage in (0, 100], not '%s'", v);
 	} else if (!strcmp(key, "n_steps"))
-		p->n_steps = cli_long(opt, v, 1, 100000);
+		p->model.n_steps = cli_long(opt, v, 1, 100000);
 	else if (!strcmp(key, "baseline"))
-		p->fill = cli_double(opt, v);
+		p->model.fill = cli_double(opt, v);
 	else
 		cli_usage("--param: unknown key '%s' (see esg-metric --help)", key);
 }
@@ -212,8 +205,7 @@ static void parse(int argc, char **argv, opts *o)
 	memset(o, 0, sizeof *o);
 	o->device = "cpu";
 	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
-	o->p = (mparams){ .n_perturb = 10, .noise_std = 0.003, .mbi = -1, .radius = 0.02,
-			  .sigma = 1.5, .ssim_minmax = 1, .topk = 10, .n_steps = 20 };
+	o->p = (mparams){ .model = ESG_EVAL_PARAMS_INIT, .sigma = 1.5, .ssim_minmax = 1, .topk = 10 };
 	int c;
 	opterr = 0;
 	while ((c = getopt_long(argc, argv, ":m:o:h", LONGOPTS, NULL)) != -1) {
@@ -290,13 +282,9 @@ static void parse(int argc, char **argv, opts *o)
 typedef struct out_ctx {
 	FILE *f, *curves;
 	int jsonl;
+	const char *amp;      /* the model's precision under --amp ("bf16", "fp16"),
+	                       * NULL in float32: the model metrics record it */
 } out_ctx;
-
-/* A row's record context. */
-typedef struct rowctx {
-	const char *source, *method, *params;
-	size_t record;
-} rowctx;
 
 static void tsv_field(FILE *f, const char *s)
 {
@@ -304,29 +292,25 @@ static void tsv_field(FILE *f, const char *s)
 		fputc(*s == '\t' || *s == '\n' ? ' ' : *s, f);
 }
 
-/* The model's precision under --amp ("bf16", "fp16"), NULL in float32: the
- * model metrics record it in their metric_params. */
-static const char *g_amp;
-
-static void emit(out_ctx *oc, const rowctx *rc, int64_t item, long long target, const char *metric,
-		 double value, const char *mparams_json)
+static void emit(out_ctx *oc, const esg_eval_record *R, int64_t item, long long target,
+		 const char *metric, double value, const char *mparams_json)
 {
 	char with_amp[1400];
-	if (g_amp && (!strcmp(metric, "infidelity") || !strcmp(metric, "max_sensitivity") ||
-		      !strcmp(metric, "deletion") || !strcmp(metric, "insertion")) &&
+	if (oc->amp && (!strcmp(metric, "infidelity") || !strcmp(metric, "max_sensitivity") ||
+			!strcmp(metric, "deletion") || !strcmp(metric, "insertion")) &&
 	    mparams_json[0] == '{') {
-		snprintf(with_amp, sizeof with_amp, "{\"amp\":\"%s\"%s%s", g_amp,
+		snprintf(with_amp, sizeof with_amp, "{\"amp\":\"%s\"%s%s", oc->amp,
 			 mparams_json[1] == '}' ? "" : ",", mparams_json + 1);
 		mparams_json = with_amp;
 	}
 	if (oc->jsonl) {
 		cJSON *o = cJSON_CreateObject();
-		cJSON_AddStringToObject(o, "source", rc->source);
-		cJSON_AddNumberToObject(o, "record", (double)rc->record);
+		cJSON_AddStringToObject(o, "source", R->source);
+		cJSON_AddNumberToObject(o, "record", (double)R->index);
 		cJSON_AddNumberToObject(o, "item", (double)item);
-		cJSON_AddStringToObject(o, "method", rc->method);
-		cJSON *pj = cJSON_Parse(rc->params);
-		cJSON_AddItemToObject(o, "params", pj ? pj : cJSON_CreateString(rc->params));
+		cJSON_AddStringToObject(o, "method", R->method);
+		cJSON *pj = cJSON_Parse(R->params);
+		cJSON_AddItemToObject(o, "params", pj ? pj : cJSON_CreateString(R->params));
 		if (target >= 0)
 			cJSON_AddNumberToObject(o, "target", (double)target);
 		else
@@ -346,11 +330,11 @@ static void emit(out_ctx *oc, const rowctx *rc, int64_t item, long long target, 
 		cJSON_Delete(o);
 		return;
 	}
-	tsv_field(oc->f, rc->source);
-	fprintf(oc->f, "\t%zu\t%lld\t", rc->record, (long long)item);
-	tsv_field(oc->f, rc->method);
+	tsv_field(oc->f, R->source);
+	fprintf(oc->f, "\t%zu\t%lld\t", R->index, (long long)item);
+	tsv_field(oc->f, R->method);
 	fputc('\t', oc->f);
-	tsv_field(oc->f, rc->params);
+	tsv_field(oc->f, R->params);
 	if (target >= 0)
 		fprintf(oc->f, "\t%lld\t%s\t", target, metric);
 	else
@@ -363,108 +347,29 @@ static void emit(out_ctx *oc, const rowctx *rc, int64_t item, long long target, 
 	fputc('\n', oc->f);
 }
 
-/* ---- record helpers ------------------------------------------------------ */
+/* ---- records ---------------------------------------------------------------- */
 
-typedef struct rec {
-	esg_record *r;
-	const char *src;
-	size_t index;
-	float *x, *a;            /* image, attribution (F32 copies) */
-	int ndim, andim;
-	int64_t shape[ESG_MAX_DIMS], ashape[ESG_MAX_DIMS];
-	int64_t N, numel, anumel;
-	int64_t *target;         /* N, or NULL if the record has no esg.target */
-	int per_patch;           /* esg-attr --patch without --target: no one target */
-} rec;
-
-noreturn static void die_rec(const rec *R, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-noreturn static void die_rec(const rec *R, const char *fmt, ...)
+noreturn static void die_rec(const esg_eval_record *R, const char *fmt, ...)
+	__attribute__((format(printf, 2, 3)));
+noreturn static void die_rec(const esg_eval_record *R, const char *fmt, ...)
 {
 	char msg[1024];
 	va_list ap;
 	va_start(ap, fmt);
 	vsnprintf(msg, sizeof msg, fmt, ap);
 	va_end(ap);
-	cli_die(EXIT_RUNTIME, "%s: record %zu: %s", R->src, R->index + 1, msg);
+	cli_die(EXIT_RUNTIME, "%s: record %zu: %s", R->source, R->index + 1, msg);
 }
 
-static void rec_open(rec *R, esg_record *r, const char *src, size_t index, int need_image)
+/* The library's message about record R (it does not name the record). */
+noreturn static void die_rec_lib(const esg_eval_record *R)
 {
-	memset(R, 0, sizeof *R);
-	R->r = r;
-	R->src = src;
-	R->index = index;
-	esg_tensor *a = esg_record_get(r, "attribution");
-	if (!a)
-		die_rec(R, "%s (run esg-attr first)", esg_error());
-	R->andim = a->ndim;
-	memcpy(R->ashape, a->shape, sizeof a->shape);
-	R->anumel = esg_tensor_numel(a);
-	if (a->ndim < 1 || a->shape[0] < 1)
-		die_rec(R, "tensor 'attribution' must be [N, ...] with N >= 1");
-	R->a = esg_tensor_to_f32(a);
-	if (!R->a)
-		cli_die_lib();
-	R->N = a->shape[0];
-	esg_tensor *x = esg_record_find(r, "image");
-	if (x) {
-		R->ndim = x->ndim;
-		memcpy(R->shape, x->shape, sizeof x->shape);
-		R->numel = esg_tensor_numel(x);
-		R->x = esg_tensor_to_f32(x);
-		if (!R->x)
-			cli_die_lib();
-	} else if (need_image) {
-		die_rec(R, "record has no tensor 'image'");
-	}
-	const char *t = esg_meta_get(r, "esg.target");
-	R->per_patch = t && !strcmp(t, "per-patch");
-	if (t && !R->per_patch) {
-		R->target = malloc((size_t)R->N * sizeof *R->target);
-		cJSON *j = cJSON_Parse(t);
-		int okj = j && (cJSON_IsNumber(j) || (cJSON_IsArray(j) && cJSON_GetArraySize(j) == R->N));
-		for (int64_t b = 0; okj && b < R->N; b++) {
-			cJSON *v = cJSON_IsNumber(j) ? j : cJSON_GetArrayItem(j, (int)b);
-			okj = cJSON_IsNumber(v) && v->valuedouble >= 0;
-			R->target[b] = okj ? (int64_t)v->valuedouble : 0;
-		}
-		cJSON_Delete(j);
-		if (!okj)
-			die_rec(R, "esg.target '%s' is not a class index or an array of %lld", t,
-				(long long)R->N);
-	}
+	die_rec(R, "%s", esg_error());
 }
-
-static void rec_close(rec *R)
-{
-	free(R->x);
-	free(R->a);
-	free(R->target);
-	esg_record_free(R->r);
-}
-
-/* The attribution must be shaped like the image for the model metrics. */
-static void need_input_shaped(const rec *R, const char *metric)
-{
-	if (!R->x)
-		die_rec(R, "%s: record has no tensor 'image'", metric);
-	if (!R->target)
-		die_rec(R, "%s: record has %s", metric, R->per_patch ?
-			"a target per patch (esg-attr --patch without --target), not one to score" :
-			"no esg.target");
-	char s1[128], s2[128];
-	esg_shape_str(R->ndim, R->shape, s1, sizeof s1);
-	esg_shape_str(R->andim, R->ashape, s2, sizeof s2);
-	if (R->ndim != R->andim || memcmp(R->shape, R->ashape, (size_t)R->ndim * sizeof *R->shape))
-		die_rec(R, "%s needs an attribution shaped like the image (%s), not %s "
-			"(upsample layer maps: esg-attr --upsample)", metric, s1, s2);
-}
-
-/* ---- the model side ------------------------------------------------------ */
 
 typedef struct ctx {
 	const opts *o;
-	esg_model *model;
+	esg_eval_model M;            /* -m, for the model metrics */
 	char sha[65];                /* of -m, to warn about maps of another model */
 	int warned;
 	int warned_amp;              /* maps made with another precision */
@@ -472,426 +377,66 @@ typedef struct ctx {
 	esg_tensor *pert;            /* --param perturbations: [S, N, C, ...] */
 	esg_tensor *mask_t;          /* stream mask (F32) */
 	esg_image *mask_img;         /* NIfTI / PNG / NPY mask */
-	int64_t classes;
 } ctx;
 
-/* Scores output[b, target[b]] of n inputs (each `item` floats) in chunks. */
-static void scores(ctx *C, const rec *R, const float *xs, int64_t n, const int64_t *tg, double *s)
-{
-	int64_t item = R->numel / R->N;
-	int64_t sh[ESG_MAX_DIMS];
-	memcpy(sh, R->shape, sizeof sh);
-	for (int64_t i0 = 0; i0 < n; i0 += C->o->ibatch) {
-		sh[0] = n - i0 < C->o->ibatch ? n - i0 : C->o->ibatch;
-		esg_tensor *out = NULL;
-		if (esg_model_forward(C->model, xs + i0 * item, R->ndim, sh, &out))
-			die_rec(R, "model: %s", esg_error());
-		if (out->ndim != 2 || out->shape[0] != sh[0]) {
-			char s[128];
-			esg_shape_str(out->ndim, out->shape, s, sizeof s);
-			die_rec(R, "model output is %s, not per-class scores [N, C]; use the wrapped model "
-				"the maps were made with (esg-wrap)", s);
-		}
-		const float *o = out->data;
-		for (int64_t b = 0; b < sh[0]; b++) {
-			int64_t t = tg[i0 + b];
-			if (t >= out->shape[1])
-				die_rec(R, "esg.target %lld is out of range: the model has %lld classes",
-					(long long)t, (long long)out->shape[1]);
-			s[i0 + b] = o[b * out->shape[1] + t];
-		}
-		esg_torch_tensor_free(out);
-	}
-}
+/* ---- the model metrics (eval/faithfulness.c, eval/curves.c) --------------- */
 
-/* Perturbation sample s (numel floats): from the file or drawn. */
-static void perturbation(ctx *C, const rec *R, int64_t s, esg_rng *rng, int kind, float *buf)
+static void faithfulness(ctx *C, const esg_eval_record *R, int metric)
 {
-	if (C->pert) {
-		const float *p = C->pert->data;
-		memcpy(buf, p + s * R->numel, (size_t)R->numel * sizeof *buf);
-		return;
-	}
-	for (int64_t i = 0; i < R->numel; i++)
-		buf[i] = kind == 0 ? (float)(C->o->p.noise_std * esg_rng_normal(rng)) :
-		         kind == 1 ? (float)esg_rng_uniform(rng) :
-			 (float)(C->o->p.radius * (2 * esg_rng_uniform(rng) - 1));
-}
-
-static int64_t n_samples(ctx *C, const rec *R, const char *metric)
-{
-	if (!C->pert)
-		return C->o->p.n_perturb;
-	const esg_tensor *p = C->pert;
-	char s1[128], s2[128];
-	esg_shape_str(p->ndim, p->shape, s1, sizeof s1);
-	esg_shape_str(R->ndim, R->shape, s2, sizeof s2);
-	if (p->ndim != R->ndim + 1 || memcmp(p->shape + 1, R->shape, (size_t)R->ndim * sizeof *R->shape))
-		die_rec(R, "%s: perturbations %s do not fit the image %s (want [S] + the image's shape)",
-			metric, s1, s2);
-	return p->shape[0];
-}
-
-static cJSON *json_parse_meta(const rec *R, const char *key)
-{
-	const char *v = esg_meta_get(R->r, key);
+	double *v = malloc((size_t)R->N * sizeof *v);
 	if (!v)
-		return NULL;
-	cJSON *j = cJSON_Parse(v);
-	if (!j)
-		die_rec(R, "metadata %s is not JSON: %s", key, v);
-	return j;
-}
-
-/* The recorded baselines (esg.baseline), built for input x. */
-static void record_baselines(const rec *R, const float *x, uint64_t seed, float ***bl, int *n)
-{
-	cJSON *j = json_parse_meta(R, "esg.baseline");
-	int count = j && cJSON_IsArray(j) ? cJSON_GetArraySize(j) : 0;
-	for (int i = 0; i < (count ? count : 1); i++) {
-		const char *spec = count ? cJSON_GetArrayItem(j, i)->valuestring : "zero";
-		esg_baseline b;
-		if (!spec || esg_baseline_parse(spec, &b))
-			die_rec(R, "esg.baseline: %s", spec ? esg_error() : "not a list of strings");
-		if (esg_baseline_build(&b, i, x, R->ndim, R->shape, seed, R->index, bl, n))
-			die_rec(R, "baseline %s: %s", spec, esg_error());
-		esg_baseline_clear(&b);
-	}
-	cJSON_Delete(j);
-}
-
-static uint64_t meta_u64(const rec *R, const char *key, uint64_t dflt)
-{
-	const char *v = esg_meta_get(R->r, key);
-	return v ? strtoull(v, NULL, 10) : dflt;
-}
-
-/* Captum's multiply_by_inputs: maps of these methods carry (x - baseline). */
-static int multiplies_by_inputs(const char *method, const char *params)
-{
-	static const char *const M[] = { "integrated_gradients", "input_x_gradient", "deeplift",
-		"deeplift_shap", "gradient_shap", "occlusion", "feature_ablation",
-		"shapley_value_sampling", NULL };
-	const char *name = method;
-	cJSON *j = NULL;
-	if (!strcmp(method, "noise_tunnel") && params && (j = cJSON_Parse(params))) {
-		cJSON *b = cJSON_GetObjectItem(j, "base");
-		if (cJSON_IsString(b))
-			name = b->valuestring;
-	}
-	int r = 0;
-	for (int i = 0; M[i]; i++)
-		r |= !strcmp(name, M[i]);
-	cJSON_Delete(j);
-	return r;
-}
-
-static void infidelity(ctx *C, const rec *R, const rowctx *rc)
-{
-	need_input_shaped(R, "infidelity");
-	const mparams *p = &C->o->p;
-	int64_t S = n_samples(C, R, "infidelity"), N = R->N, item = R->numel / N;
-	int mbi = p->mbi >= 0 ? p->mbi : multiplies_by_inputs(rc->method, rc->params);
-	float **bl = NULL;
-	int nbl = 0;
-	float *base = calloc((size_t)R->numel, sizeof *base);
-	float *xt = malloc((size_t)R->numel * sizeof *xt), *buf = malloc((size_t)R->numel * sizeof *buf);
-	double *fx = malloc((size_t)N * sizeof *fx), *fp = malloc((size_t)N * sizeof *fp);
-	double *ia = calloc((size_t)(S * N), sizeof *ia), *df = calloc((size_t)(S * N), sizeof *df);
-	if (!base || !xt || !buf || !fx || !fp || !ia || !df)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	if (mbi || p->perturbation == 1) {
-		/* the baseline: the recorded one (the mean of a distribution) */
-		record_baselines(R, R->x, meta_u64(R, "esg.seed", 0), &bl, &nbl);
-		for (int k = 0; k < nbl; k++) {
-			for (int64_t i = 0; i < R->numel; i++)
-				base[i] += bl[k][i] / (float)nbl;
-			free(bl[k]);
-		}
-		free(bl);
-	}
-	scores(C, R, R->x, N, R->target, fx);
-	esg_rng rng;
-	esg_rng_init(&rng, p->seed, R->index, 0x494e4644 /* "INFD" */);
-	for (int64_t s = 0; s < S; s++) {
-		/* buf = I (what is subtracted from x) */
-		perturbation(C, R, s, &rng, p->perturbation == 1 ? 1 : 0, buf);
-		if (!C->pert && p->perturbation == 1)
-			for (int64_t i = 0; i < R->numel; i++)
-				buf[i] *= R->x[i] - base[i];
-		for (int64_t i = 0; i < R->numel; i++)
-			xt[i] = R->x[i] - buf[i];
-		scores(C, R, xt, N, R->target, fp);
-		for (int64_t b = 0; b < N; b++) {
-			double acc = 0;
-			for (int64_t i = b * item; i < (b + 1) * item; i++) {
-				double I = buf[i];
-				if (mbi) {  /* Captum's safe_div(x - x~, x - baseline), default 1 */
-					double d = (double)R->x[i] - base[i];
-					I = I / (d != 0 ? d : 1);
-				}
-				acc += (double)R->a[i] * I;
-			}
-			ia[s * N + b] = acc;
-			df[s * N + b] = fx[b] - fp[b];
-		}
-	}
-	char mp[256];
-	snprintf(mp, sizeof mp, "{\"n_perturb_samples\":%lld,\"perturbation\":\"%s\",\"noise_std\":%.9g,"
-		 "\"normalize\":%s,\"multiply_by_inputs\":%s,\"seed\":%llu}", (long long)S,
-		 C->pert ? "file" : p->perturbation ? "baseline" : "gaussian", p->noise_std,
-		 p->normalize ? "true" : "false", mbi ? "true" : "false", (unsigned long long)p->seed);
-	for (int64_t b = 0; b < N; b++) {
-		double beta = 1;
-		if (p->normalize) {
-			double num = 0, den = 0;
-			for (int64_t s = 0; s < S; s++) {
-				num += ia[s * N + b] * df[s * N + b];
-				den += ia[s * N + b] * ia[s * N + b];
-			}
-			beta = den > 0 ? num / den : 0;
-		}
-		double v = 0;
-		for (int64_t s = 0; s < S; s++) {
-			double e = beta * ia[s * N + b] - df[s * N + b];
-			v += e * e;
-		}
-		emit(&C->oc, rc, b, R->target[b], "infidelity", v / (double)S, mp);
-	}
-	free(base);
-	free(xt);
-	free(buf);
-	free(fx);
-	free(fp);
-	free(ia);
-	free(df);
+	char mp[ESG_METRIC_PARAMS_BYTES];
+	const esg_eval_params *p = &C->o->p.model;
+	if (metric == M_INFIDELITY ? esg_infidelity(&C->M, p, R, v, mp) :
+	    esg_max_sensitivity(&C->M, p, R, v, mp))
+		die_rec_lib(R);
+	for (int64_t b = 0; b < R->N; b++)
+		emit(&C->oc, R, b, R->target[b], METRIC_NAMES[metric], v[b], mp);
+	free(v);
 }
 
-/* Re-run the recorded method at x (the same parameters, target, seed,
- * baselines and layer) into *out (anumel floats). */
-typedef struct rerun {
-	const esg_method *method;
-	esg_params params;
-	uint64_t seed;
-	int ibatch;
-	const char *layer;
-	int layer_call, upsample;
-} rerun;
-
-static void rerun_setup(const rec *R, rerun *U)
-{
-	memset(U, 0, sizeof *U);
-	const char *name = esg_meta_get(R->r, "esg.method");
-	if (!name)
-		die_rec(R, "max_sensitivity: record has no esg.method");
-	const esg_method_alias *alias = NULL;
-	U->method = esg_method_find(name, &alias);
-	if (!U->method)
-		die_rec(R, "max_sensitivity: %s", esg_error());
-	cJSON *j = json_parse_meta(R, "esg.params");
-	char *kv[ESG_MAX_PARAMS];
-	int n = 0;
-	for (cJSON *e = j ? j->child : NULL; e && n < ESG_MAX_PARAMS; e = e->next) {
-		char val[512];
-		if (cJSON_IsBool(e))
-			snprintf(val, sizeof val, "%s", cJSON_IsTrue(e) ? "true" : "false");
-		else if (cJSON_IsNumber(e))
-			snprintf(val, sizeof val, "%.17g", e->valuedouble);
-		else if (cJSON_IsString(e))
-			snprintf(val, sizeof val, "%s", e->valuestring);
-		else
-			die_rec(R, "esg.params: '%s' is neither a number, a string nor a boolean", e->string);
-		size_t len = strlen(e->string) + strlen(val) + 2;
-		kv[n] = malloc(len);
-		snprintf(kv[n++], len, "%s=%s", e->string, val);
-	}
-	cJSON_Delete(j);
-	if (esg_params_resolve(U->method, NULL, kv, n, &U->params))
-		die_rec(R, "max_sensitivity: recorded parameters: %s", esg_error());
-	for (int i = 0; i < n; i++)
-		free(kv[i]);
-	U->seed = meta_u64(R, "esg.seed", 0);
-	U->ibatch = (int)meta_u64(R, "esg.internal_batch", ESG_DEFAULT_INTERNAL_BATCH);
-	if (U->ibatch < 1)
-		U->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
-	U->layer = esg_meta_get(R->r, "esg.layer");
-	U->layer_call = (int)meta_u64(R, "esg.layer_call", 0);
-	const char *up = esg_meta_get(R->r, "esg.upsample");
-	U->upsample = !U->layer ? 0 : up && strcmp(up, "none") ? 1 : 2;
-}
-
-static void rerun_at(ctx *C, const rec *R, rerun *U, const float *x, float *out)
-{
-	float **bl = NULL;
-	int nbl = 0;
-	const esg_method *need = U->params.base ? U->params.base : U->method;
-	if (need->baseline)
-		record_baselines(R, x, U->seed, &bl, &nbl);
-	float *attr = malloc((size_t)R->numel * sizeof *attr);
-	double *delta = calloc((size_t)R->N, sizeof *delta);
-	if (!attr || !delta)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	esg_attr_job job = { 0 };
-	job.model = C->model;
-	job.method = U->method;
-	job.params = &U->params;
-	job.ndim = R->ndim;
-	memcpy(job.shape, R->shape, sizeof job.shape);
-	job.x = x;
-	job.target = R->target;
-	job.baselines = bl;
-	job.n_baselines = nbl;
-	job.internal_batch = U->ibatch;
-	job.seed = U->seed;
-	job.record = R->index;
-	job.attr = attr;
-	job.delta = delta;
-	job.axes = esg_meta_get(R->r, "esg.axes");
-	job.layer = U->layer;
-	job.layer_call = U->layer_call;
-	job.upsample = U->upsample;
-	if (esg_attr_run(&job))
-		die_rec(R, "max_sensitivity: re-running %s: %s", U->method->name, esg_error());
-	const float *res = job.layer_attr ? job.layer_attr : attr;
-	int64_t n = 1;
-	for (int d = 0; d < (job.layer_attr ? job.out_ndim : R->ndim); d++)
-		n *= job.layer_attr ? job.out_shape[d] : R->shape[d];
-	if (n != R->anumel)
-		die_rec(R, "max_sensitivity: the re-run gives %lld values, the record's attribution has %lld",
-			(long long)n, (long long)R->anumel);
-	memcpy(out, res, (size_t)n * sizeof *out);
-	free(job.layer_attr);
-	free(attr);
-	free(delta);
-	for (int k = 0; k < nbl; k++)
-		free(bl[k]);
-	free(bl);
-}
-
-static void max_sensitivity(ctx *C, const rec *R, const rowctx *rc)
-{
-	if (!R->x)
-		die_rec(R, "max_sensitivity: record has no tensor 'image'");
-	if (!R->target)
-		die_rec(R, "max_sensitivity: record has %s", R->per_patch ?
-			"a target per patch (esg-attr --patch without --target), not one to score" :
-			"no esg.target");
-	/* the re-run knows no patches: it would explain another map */
-	if (esg_meta_get(R->r, "esg.patch"))
-		die_rec(R, "max_sensitivity: the map was made patch by patch (esg.patch); "
-			"re-running it is not supported");
-	rerun U;
-	rerun_setup(R, &U);
-	int64_t S = n_samples(C, R, "max_sensitivity"), N = R->N, aitem = R->anumel / N;
-	float *xp = malloc((size_t)R->numel * sizeof *xp), *phi = malloc((size_t)R->anumel * sizeof *phi);
-	double *best = calloc((size_t)N, sizeof *best);
-	if (!xp || !phi || !best)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	esg_rng rng;
-	esg_rng_init(&rng, C->o->p.seed, R->index, 0x53454e53 /* "SENS" */);
-	for (int64_t s = 0; s < S; s++) {
-		perturbation(C, R, s, &rng, 2, xp);
-		for (int64_t i = 0; i < R->numel; i++)
-			xp[i] += R->x[i];
-		rerun_at(C, R, &U, xp, phi);
-		for (int64_t b = 0; b < N; b++) {
-			double num = 0, den = 0;
-			for (int64_t i = b * aitem; i < (b + 1) * aitem; i++) {
-				double d = (double)R->a[i] - phi[i];
-				num += d * d;
-				den += (double)R->a[i] * R->a[i];
-			}
-			double v = sqrt(num) / (den > 0 ? sqrt(den) : 1);
-			if (v > best[b])
-				best[b] = v;
-		}
-	}
-	char mp[256];
-	snprintf(mp, sizeof mp, "{\"n_perturb_samples\":%lld,\"perturb_radius\":%.9g,\"norm\":\"fro\","
-		 "\"seed\":%llu%s}", (long long)S, C->o->p.radius, (unsigned long long)C->o->p.seed,
-		 C->pert ? ",\"perturbations\":\"file\"" : "");
-	for (int64_t b = 0; b < N; b++)
-		emit(&C->oc, rc, b, R->target[b], "max_sensitivity", best[b], mp);
-	esg_params_clear(&U.params);
-	free(xp);
-	free(phi);
-	free(best);
-}
-
-/* Deletion (insert = 0) or insertion (insert = 1) curve of every item. */
-static void curve(ctx *C, const rec *R, const rowctx *rc, int insert)
+/* Deletion (insert = 0) or insertion (insert = 1): a row per item, and
+ * with --curves the curve. */
+static void curve(ctx *C, const esg_eval_record *R, int insert)
 {
 	const char *name = insert ? "insertion" : "deletion";
-	need_input_shaped(R, name);
-	const mparams *p = &C->o->p;
-	int64_t N = R->N, item = R->numel / N, K = p->n_steps + 1;
-	float *xs = malloc((size_t)(K * item) * sizeof *xs);
-	int64_t *idx = malloc((size_t)item * sizeof *idx), *tg = malloc((size_t)K * sizeof *tg);
-	double *f = malloc((size_t)K * sizeof *f), *y = malloc((size_t)K * sizeof *y);
-	if (!xs || !idx || !tg || !f || !y)
+	const esg_eval_params *p = &C->o->p.model;
+	int64_t K = p->n_steps + 1;
+	double *score = malloc((size_t)K * sizeof *score), area;
+	double *normalised = malloc((size_t)K * sizeof *normalised);
+	if (!score || !normalised)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	char mp[160];
-	snprintf(mp, sizeof mp, "{\"n_steps\":%ld,\"baseline\":%.9g,\"order\":\"attribution descending\"}",
-		 p->n_steps, p->fill);
-	for (int64_t b = 0; b < N; b++) {
-		const float *x = R->x + b * item;
-		if (esg_argsort_desc(R->a + b * item, item, idx))
-			cli_die_lib();
-		for (int64_t k = 0; k < K; k++) {
-			float *xk = xs + k * item;
-			int64_t cnt = (int64_t)llround((double)k / (double)p->n_steps * (double)item);
-			for (int64_t i = 0; i < item; i++)
-				xk[i] = insert ? (float)p->fill : x[i];
-			for (int64_t i = 0; i < cnt; i++)
-				xk[idx[i]] = insert ? x[idx[i]] : (float)p->fill;
-			tg[k] = R->target[b];
-		}
-		scores(C, R, xs, K, tg, f);
-		/* normalised: 1 at the full input, 0 at the full baseline */
-		double full = insert ? f[K - 1] : f[0], none = insert ? f[0] : f[K - 1];
-		for (int64_t k = 0; k < K; k++)
-			y[k] = full != none ? (f[k] - none) / (full - none) : NAN;
-		emit(&C->oc, rc, b, R->target[b], name, esg_trapz_unit(y, (int)K), mp);
+	char mp[ESG_METRIC_PARAMS_BYTES];
+	for (int64_t b = 0; b < R->N; b++) {
+		if (esg_curve(&C->M, p, R, insert, b, score, normalised, &area, mp))
+			die_rec_lib(R);
+		emit(&C->oc, R, b, R->target[b], name, area, mp);
 		if (C->oc.curves)
 			for (int64_t k = 0; k < K; k++) {
-				tsv_field(C->oc.curves, rc->source);
-				fprintf(C->oc.curves, "\t%zu\t%lld\t%s\t%lld\t%s\t%.9g\t%.9g\t%.9g\n", rc->record,
-					(long long)b, rc->method, (long long)R->target[b], name,
-					(double)k / (double)p->n_steps, f[k], y[k]);
+				tsv_field(C->oc.curves, R->source);
+				fprintf(C->oc.curves, "\t%zu\t%lld\t%s\t%lld\t%s\t%.9g\t%.9g\t%.9g\n", R->index,
+					(long long)b, R->method, (long long)R->target[b], name,
+					(double)k / (double)p->n_steps, score[k], normalised[k]);
 			}
 	}
-	free(xs);
-	free(idx);
-	free(tg);
-	free(f);
-	free(y);
+	free(score);
+	free(normalised);
 }
 
 /* ---- similarity and ground truth ---------------------------------------- */
 
-/* Rescale to [0, 1] by the map's own range (all 0 if constant). */
-static void minmax(float *v, int64_t n)
-{
-	float lo = v[0], hi = v[0];
-	for (int64_t i = 1; i < n; i++) {
-		lo = v[i] < lo ? v[i] : lo;
-		hi = v[i] > hi ? v[i] : hi;
-	}
-	for (int64_t i = 0; i < n; i++)
-		v[i] = hi > lo ? (float)(((double)v[i] - lo) / ((double)hi - lo)) : 0;
-}
-
-static void similarity(ctx *C, const rec *R, const rec *ref, const rowctx *rc, int metric)
+static void similarity(ctx *C, const esg_eval_record *R, const esg_eval_record *ref, int metric)
 {
 	char s1[128], s2[128];
 	esg_shape_str(R->andim, R->ashape, s1, sizeof s1);
 	esg_shape_str(ref->andim, ref->ashape, s2, sizeof s2);
 	if (R->andim != ref->andim || memcmp(R->ashape, ref->ashape, (size_t)R->andim * sizeof *R->ashape))
 		die_rec(R, "%s: attribution %s differs in shape from the reference's %s (%s)",
-			METRIC_NAMES[metric], s1, s2, ref->src);
+			METRIC_NAMES[metric], s1, s2, ref->source);
 	int64_t N = R->N, item = R->anumel / N;
 	char mp[1200];
-	cJSON *refname = cJSON_CreateString(ref->src);
+	cJSON *refname = cJSON_CreateString(ref->source);
 	char *rn = cJSON_PrintUnformatted(refname);
 	cJSON_Delete(refname);
 	if (metric == M_SSIM || metric == M_SSIM_ABS)
@@ -903,7 +448,6 @@ static void similarity(ctx *C, const rec *R, const rec *ref, const rowctx *rc, i
 	else
 		snprintf(mp, sizeof mp, "{\"reference\":%s}", rn);
 	free(rn);
-	float *ta = NULL, *tb = NULL;
 	for (int64_t b = 0; b < N; b++) {
 		const float *a = ref->a + b * item, *m = R->a + b * item;
 		double v;
@@ -916,41 +460,16 @@ static void similarity(ctx *C, const rec *R, const rec *ref, const rowctx *rc, i
 			if (nsp < 1 || nsp > 3)
 				die_rec(R, "%s needs maps [N, C, spatial...] with 1 to 3 spatial axes, not %s",
 					METRIC_NAMES[metric], s1);
-			int64_t chans = R->ashape[1], per = item / chans;
-			if (!ta) {
-				ta = malloc((size_t)per * sizeof *ta);
-				tb = malloc((size_t)per * sizeof *tb);
-				if (!ta || !tb)
-					cli_die(EXIT_RUNTIME, "out of memory");
-			}
-			v = 0;
-			for (int64_t c = 0; c < chans; c++) {
-				for (int64_t i = 0; i < per; i++) {
-					ta[i] = a[c * per + i];
-					tb[i] = m[c * per + i];
-					if (metric == M_SSIM_ABS) {
-						ta[i] = fabsf(ta[i]);
-						tb[i] = fabsf(tb[i]);
-					}
-				}
-				if (C->o->p.ssim_minmax) {
-					minmax(ta, per);
-					minmax(tb, per);
-				}
-				double sv;
-				if (esg_ssim(ta, tb, nsp, R->ashape + 2, C->o->p.sigma, 0, &sv))
-					die_rec(R, "%s", esg_error());
-				v += sv / (double)chans;
-			}
+			if (esg_ssim_channels(a, m, R->ashape[1], nsp, R->ashape + 2, C->o->p.sigma,
+					      metric == M_SSIM_ABS, C->o->p.ssim_minmax, &v))
+				die_rec_lib(R);
 		}
-		emit(&C->oc, rc, b, R->target ? R->target[b] : -1, METRIC_NAMES[metric], v, mp);
+		emit(&C->oc, R, b, R->target ? R->target[b] : -1, METRIC_NAMES[metric], v, mp);
 	}
-	free(ta);
-	free(tb);
 }
 
 /* The mask for a record's attribution: n values per item (broadcast). */
-static const float *mask_for(ctx *C, const rec *R, int64_t item, int64_t *mnumel, int64_t *chans)
+static const float *mask_for(ctx *C, const esg_eval_record *R, int64_t item, int64_t *mnumel, int64_t *chans)
 {
 	const float *m = NULL;
 	int64_t n = 0;
@@ -1035,7 +554,7 @@ static const float *mask_for(ctx *C, const rec *R, int64_t item, int64_t *mnumel
 	return m;
 }
 
-static void ground_truth(ctx *C, const rec *R, const rowctx *rc, int metric)
+static void ground_truth(ctx *C, const esg_eval_record *R, int metric)
 {
 	int64_t N = R->N, item = R->anumel / N, mn, chans;
 	const float *m = mask_for(C, R, item, &mn, &chans);
@@ -1051,16 +570,17 @@ static void ground_truth(ctx *C, const rec *R, const rowctx *rc, int metric)
 		const float *a = R->a + b * item;
 		double v = metric == M_MASS ? esg_mass_in_mask(a, mm, item) :
 			   metric == M_POINTING ? esg_pointing_game(a, mm, item) : esg_auroc(a, mm, item);
-		emit(&C->oc, rc, b, R->target ? R->target[b] : -1, METRIC_NAMES[metric], v, mp);
+		emit(&C->oc, R, b, R->target ? R->target[b] : -1, METRIC_NAMES[metric], v, mp);
 	}
 	free(mm);
 }
 
 /* ---- main ---------------------------------------------------------------- */
 
-static void load_perturbations(ctx *C)
+/* --param perturbations=FILE: the tensor 'perturbations' (or the only one)
+ * of the stream's first record, as F32. */
+static esg_tensor *load_perturbations(const char *path)
 {
-	const char *path = C->o->p.perturbations;
 	FILE *f = fopen(path, "rb");
 	if (!f)
 		cli_die(EXIT_RUNTIME, "--param perturbations=%s: cannot open: %s", path, strerror(errno));
@@ -1074,109 +594,99 @@ static void load_perturbations(ctx *C)
 		t = &r->tensors[0];
 	if (!t)
 		cli_die(EXIT_RUNTIME, "--param perturbations=%s: no tensor 'perturbations'", path);
-	C->pert = calloc(1, sizeof *C->pert);
-	C->pert->ndim = t->ndim;
-	memcpy(C->pert->shape, t->shape, sizeof t->shape);
-	C->pert->data = esg_tensor_to_f32(t);
-	if (!C->pert->data)
+	esg_tensor *pert = calloc(1, sizeof *pert);
+	if (!pert)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	pert->ndim = t->ndim;
+	memcpy(pert->shape, t->shape, sizeof t->shape);
+	pert->data = esg_tensor_to_f32(t);
+	if (!pert->data)
 		cli_die_lib();
 	esg_record_free(r);
 	esg_reader_free(rd);
 	fclose(f);
+	return pert;
 }
 
-static void process(ctx *C, rec *R, const rec *ref)
+static int wants_model(const opts *o)
 {
-	rowctx rc;
-	rc.source = R->src;
-	rc.record = R->index;
-	rc.method = esg_meta_get(R->r, "esg.method_alias");
-	if (!rc.method)
-		rc.method = esg_meta_get(R->r, "esg.method");
-	if (!rc.method)
-		rc.method = "";
-	rc.params = esg_meta_get(R->r, "esg.params");
-	if (!rc.params)
-		rc.params = "{}";
+	int model = 0;
+	for (int q = 0; q < M_COUNT; q++)
+		model |= o->want[q] && NEEDS_MODEL(q);
+	return model;
+}
+
+static int wants_similarity(const opts *o)
+{
+	int sim = 0;
+	for (int q = 0; q < M_COUNT; q++)
+		sim |= o->want[q] && IS_SIMILARITY(q);
+	return sim;
+}
+
+/* Warn (once) about maps made with another model or another precision. */
+static void check_provenance(ctx *C, const esg_eval_record *R)
+{
+	esg_model *model = C->M.model;
 	const char *msha = esg_meta_get(R->r, "esg.model_sha256");
-	if (C->model && msha && strcmp(msha, C->sha) && !C->warned) {
-		int model_metric = 0;
-		for (int q = 0; q < M_COUNT; q++)
-			model_metric |= C->o->want[q] && NEEDS_MODEL(q);
-		if (model_metric) {
-			cli_warn("%s: record %zu was made with another model (%s) than -m %s", R->src,
-				 R->index + 1, esg_meta_get(R->r, "esg.model") ? esg_meta_get(R->r, "esg.model") : "?",
-				 C->o->model);
-			C->warned = 1;
-		}
+	if (model && msha && strcmp(msha, C->sha) && !C->warned && wants_model(C->o)) {
+		cli_warn("%s: record %zu was made with another model (%s) than -m %s", R->source,
+			 R->index + 1, esg_meta_get(R->r, "esg.model") ? esg_meta_get(R->r, "esg.model") : "?",
+			 C->o->model);
+		C->warned = 1;
 	}
 	const char *amp = esg_meta_get(R->r, "esg.amp");
-	const char *ours = C->model ? esg_amp_name(esg_model_amp(C->model)) : "off";
-	if (C->model && !C->warned_amp && strcmp(amp ? amp : "off", ours)) {
-		cli_warn("%s: record %zu was made %s%s%s; the model passes here run %s%s", R->src,
+	const char *ours = model ? esg_amp_name(esg_model_amp(model)) : "off";
+	if (model && !C->warned_amp && strcmp(amp ? amp : "off", ours)) {
+		cli_warn("%s: record %zu was made %s%s%s; the model passes here run %s%s", R->source,
 			 R->index + 1, amp ? "with --amp (" : "in float32", amp ? amp : "",
 			 amp ? ")" : "", strcmp(ours, "off") ? "in " : "in float32",
 			 strcmp(ours, "off") ? ours : "");
 		C->warned_amp = 1;
 	}
+}
+
+static void process(ctx *C, const esg_eval_record *R, const esg_eval_record *ref)
+{
+	check_provenance(C, R);
 	for (int k = 0; k < C->o->n_metrics; k++) {
 		int m = C->o->order[k];
 		if (IS_SIMILARITY(m)) {
 			if (ref)
-				similarity(C, R, ref, &rc, m);
+				similarity(C, R, ref, m);
 			continue;
 		}
 		switch (m) {
-		case M_INFIDELITY: infidelity(C, R, &rc); break;
-		case M_SENSITIVITY: max_sensitivity(C, R, &rc); break;
-		case M_DELETION: curve(C, R, &rc, 0); break;
-		case M_INSERTION: curve(C, R, &rc, 1); break;
-		default: ground_truth(C, R, &rc, m); break;
+		case M_INFIDELITY:
+		case M_SENSITIVITY: faithfulness(C, R, m); break;
+		case M_DELETION: curve(C, R, 0); break;
+		case M_INSERTION: curve(C, R, 1); break;
+		default: ground_truth(C, R, m); break;
 		}
 	}
 }
 
-int main(int argc, char **argv)
+static void open_model(ctx *C, opts *o)
 {
-	cli_init("esg-metric", argc, argv);
-	opts o;
-	parse(argc, argv, &o);
-	ctx C;
-	memset(&C, 0, sizeof C);
-	C.o = &o;
-	C.oc.jsonl = o.jsonl;
-	if (o.p.perturbations)
-		load_perturbations(&C);
-	if (o.model) {
-		if (esg_torch_set_threads((int)o.threads))
-			cli_die_lib();
-		C.model = esg_model_load(o.model, o.device);
-		if (!C.model)
-			cli_die_lib();
-		if (o.amp && esg_model_set_amp(C.model, o.amp))
-			cli_usage("--amp: %s", esg_error());
-		g_amp = o.amp ? esg_amp_name(esg_model_amp(C.model)) : NULL;
-		if (esg_sha256_file(o.model, C.sha))
-			cli_die(EXIT_RUNTIME, "model: %s", esg_error());
-	}
-	int sim = 0;
-	for (int i = 0; i < M_COUNT; i++)
-		sim |= o.want[i] && IS_SIMILARITY(i);
+	if (esg_torch_set_threads((int)o->threads))
+		cli_die_lib();
+	C->M.model = esg_model_load(o->model, o->device);
+	if (!C->M.model)
+		cli_die_lib();
+	C->M.internal_batch = o->ibatch;
+	if (o->amp && esg_model_set_amp(C->M.model, o->amp))
+		cli_usage("--amp: %s", esg_error());
+	C->oc.amp = o->amp ? esg_amp_name(esg_model_amp(C->M.model)) : NULL;
+	if (esg_sha256_file(o->model, C->sha))
+		cli_die(EXIT_RUNTIME, "model: %s", esg_error());
+}
 
-	char *stdin_only[1] = { "-" };
-	char **ins = o.n_in ? o.in : stdin_only;
-	int n_in = o.n_in ? o.n_in : 1;
-
-	C.oc.f = cli_open_out(o.out, 0);
-	if (o.curves) {
-		C.oc.curves = cli_open_out(o.curves, 0);
-		fprintf(C.oc.curves, "source\trecord\titem\tmethod\ttarget\tcurve\tfraction\tscore\tnormalised\n");
-	}
-	if (!o.jsonl)
-		fprintf(C.oc.f, "source\trecord\titem\tmethod\tparams\ttarget\tmetric\tvalue\tmetric_params\n");
-
-	/* the first input's records are the similarity reference: kept */
-	rec *refs = NULL;
+/* Score every record of every input; the first input's records are kept
+ * as the similarity reference of the others. */
+static void score_inputs(ctx *C, char **ins, int n_in)
+{
+	int sim = wants_similarity(C->o), model = wants_model(C->o);
+	esg_eval_record *refs = NULL;
 	size_t n_refs = 0;
 	for (int k = 0; k < n_in; k++) {
 		const char *name = cli_in_name(ins[k]);
@@ -1188,22 +698,20 @@ int main(int argc, char **argv)
 		int got;
 		size_t i = 0;
 		while ((got = esg_reader_next(rd, &r)) == 1) {
-			rec R;
-			int model_metric = 0;
-			for (int q = 0; q < M_COUNT; q++)
-				model_metric |= o.want[q] && NEEDS_MODEL(q);
-			rec_open(&R, r, name, i, model_metric);
+			esg_eval_record R;
+			if (esg_eval_record_open(&R, r, name, i, model))
+				die_rec_lib(&R);
 			if (sim && k > 0 && i >= n_refs)
 				die_rec(&R, "the reference %s has only %zu records", cli_in_name(ins[0]), n_refs);
-			process(&C, &R, sim && k > 0 ? &refs[i] : NULL);
+			process(C, &R, sim && k > 0 ? &refs[i] : NULL);
 			if (sim && k == 0) {
-				rec *t = realloc(refs, (n_refs + 1) * sizeof *refs);
+				esg_eval_record *t = realloc(refs, (n_refs + 1) * sizeof *refs);
 				if (!t)
 					cli_die(EXIT_RUNTIME, "out of memory");
 				refs = t;
 				refs[n_refs++] = R;
 			} else {
-				rec_close(&R);
+				esg_eval_record_close(&R);
 			}
 			i++;
 		}
@@ -1218,21 +726,48 @@ int main(int argc, char **argv)
 		if (in != stdin)
 			fclose(in);
 	}
+	for (size_t i = 0; i < n_refs; i++)
+		esg_eval_record_close(&refs[i]);
+	free(refs);
+}
+
+static void open_outputs(ctx *C, const opts *o)
+{
+	C->oc.f = cli_open_out(o->out, 0);
+	if (o->curves) {
+		C->oc.curves = cli_open_out(o->curves, 0);
+		fprintf(C->oc.curves, "source\trecord\titem\tmethod\ttarget\tcurve\tfraction\tscore\tnormalised\n");
+	}
+	if (!o->jsonl)
+		fprintf(C->oc.f, "source\trecord\titem\tmethod\tparams\ttarget\tmetric\tvalue\tmetric_params\n");
+}
+
+static void free_tensor(esg_tensor *t)
+{
+	if (t)
+		free(t->data);
+	free(t);
+}
+
+int main(int argc, char **argv)
+{
+	cli_init("esg-metric", argc, argv);
+	opts o;
+	parse(argc, argv, &o);
+	ctx C = { .o = &o, .oc.jsonl = o.jsonl };
+	if (o.p.perturbations)
+		o.p.model.perturbations = C.pert = load_perturbations(o.p.perturbations);
+	if (o.model)
+		open_model(&C, &o);
+	char *stdin_only[1] = { "-" };
+	open_outputs(&C, &o);
+	score_inputs(&C, o.n_in ? o.in : stdin_only, o.n_in ? o.n_in : 1);
 	if (C.oc.curves)
 		cli_commit_out(C.oc.curves);
 	cli_commit_out(C.oc.f);
-	for (size_t i = 0; i < n_refs; i++)
-		rec_close(&refs[i]);
-	free(refs);
-	if (C.pert) {
-		free(C.pert->data);
-		free(C.pert);
-	}
-	if (C.mask_t) {
-		free(C.mask_t->data);
-		free(C.mask_t);
-	}
+	free_tensor(C.pert);
+	free_tensor(C.mask_t);
 	esg_image_free(C.mask_img);
-	esg_model_free(C.model);
+	esg_model_free(C.M.model);
 	return 0;
 }

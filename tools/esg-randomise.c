@@ -1,21 +1,16 @@
 /* esg-randomise - parameter randomisation for sanity checks (Adebayo et al.
  * 2018): write randomised copies of a TorchScript model, cascading (top
  * layer first, cumulative) or independent (one layer at a time), with a
- * manifest of every parameter changed and how.
- *
- * Random draws come from the project's own PRNG (attr.h: xoshiro256**), one
- * stream per parameter keyed by (seed, FNV-1a 64 of the parameter's name),
- * so a parameter gets the same values in every step and every run, whatever
- * the libtorch version or thread count. */
-#include "attr/attr.h"
+ * manifest of every parameter changed and how.  Which parameters each step
+ * changes and to what is lib/eval/randomise.c's; this file parses options,
+ * makes the directory and writes the files. */
 #include "cli.h"
-#include "stream/stream.h"
+#include "eval/eval.h"
 #include "shim/esg_torch.h"
+#include "stream/stream.h"
 
-#include <cjson/cJSON.h>
 #include <errno.h>
 #include <getopt.h>
-#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
@@ -67,23 +62,15 @@ static const struct option LONGOPTS[] = {
 	{ NULL, 0, NULL, 0 }
 };
 
-enum init_kind { INIT_DEFAULT, INIT_GAUSSIAN, INIT_UNIFORM };
-static const char *INIT_NAMES[] = { "default", "gaussian", "uniform" };
-
 typedef struct opts {
 	const char *model, *dir, *layers, *device;
+	char *names_buf;    /* --layers, split in place at commas into names */
+	char **names;
+	size_t n_names;
 	int cascading;
-	enum init_kind init;
+	esg_init init;
 	uint64_t seed;
 } opts;
-
-/* A layer: a group of parameters randomised together. */
-typedef struct layer {
-	char *name;
-	int order;          /* execution position (min over its parameters) */
-	size_t *params;     /* indices into the parameter list */
-	size_t n;
-} layer;
 
 /* Step files written so far, as pending temporary files (tools/cli.c
  * removes them on any failure, signal or --timeout); renamed into place
@@ -91,6 +78,20 @@ typedef struct layer {
  * directory as it was. */
 static const char **written;
 static size_t n_written;
+
+static void split_layers(opts *o)
+{
+	char *save = NULL;
+	if (!(o->names_buf = strdup(o->layers)))
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (char *t = strtok_r(o->names_buf, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
+		char **n = realloc(o->names, (o->n_names + 1) * sizeof *n);
+		if (!n)
+			cli_die(EXIT_RUNTIME, "out of memory");
+		o->names = n;
+		o->names[o->n_names++] = t;
+	}
+}
 
 static void parse(int argc, char **argv, opts *o)
 {
@@ -112,12 +113,12 @@ static void parse(int argc, char **argv, opts *o)
 			break;
 		case OPT_INIT: {
 			int k = -1;
-			for (int i = 0; i < 3; i++)
-				if (!strcmp(optarg, INIT_NAMES[i]))
+			for (int i = 0; i < ESG_INIT_COUNT; i++)
+				if (!strcmp(optarg, esg_init_name((esg_init)i)))
 					k = i;
 			if (k < 0)
 				cli_usage("--init: '%s' is not default, gaussian or uniform", optarg);
-			o->init = (enum init_kind)k;
+			o->init = (esg_init)k;
 			break;
 		}
 		case OPT_SEED: {
@@ -147,243 +148,8 @@ static void parse(int argc, char **argv, opts *o)
 	if (!o->dir)
 		cli_usage("no output directory: give -o DIR");
 	o->cascading = mode;
-}
-
-static uint64_t fnv1a(const char *s)
-{
-	uint64_t h = 0xcbf29ce484222325ULL;
-	for (; *s; s++)
-		h = (h ^ (unsigned char)*s) * 0x100000001b3ULL;
-	return h;
-}
-
-/* 1 if `name` is module `mod` or below it. */
-static int under(const char *name, const char *mod)
-{
-	size_t n = strlen(mod);
-	if (!n)
-		return 1;
-	return !strncmp(name, mod, n) && (name[n] == 0 || name[n] == '.');
-}
-
-static void add_param(layer *l, size_t i)
-{
-	size_t *p = realloc(l->params, (l->n + 1) * sizeof *p);
-	if (!p)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	l->params = p;
-	l->params[l->n++] = i;
-	(void)0;
-}
-
-/* The layers, sorted by execution order (first executed first). */
-static layer *make_layers(const opts *o, const esg_param_info *P, size_t np, size_t *nl)
-{
-	layer *L = NULL;
-	*nl = 0;
-	if (o->layers) {
-		char *dup = strdup(o->layers), *save = NULL;
-		if (!dup)
-			cli_die(EXIT_RUNTIME, "out of memory");
-		for (char *t = strtok_r(dup, ",", &save); t; t = strtok_r(NULL, ",", &save)) {
-			L = realloc(L, (*nl + 1) * sizeof *L);
-			if (!L)
-				cli_die(EXIT_RUNTIME, "out of memory");
-			layer *l = &L[(*nl)++];
-			memset(l, 0, sizeof *l);
-			l->name = strdup(t);
-			l->order = -1;
-			for (size_t i = 0; i < np; i++)
-				if (under(P[i].module, t) || !strcmp(P[i].name, t)) {
-					add_param(l, i);
-					if (P[i].order >= 0 && (l->order < 0 || P[i].order < l->order))
-						l->order = P[i].order;
-				}
-			if (!l->n)
-				cli_die(EXIT_RUNTIME, "--layers: model '%s' has no module or parameter '%s' "
-					"with parameters (esg-attr -m MODEL --list-layers shows the modules)",
-					o->model, t);
-			for (size_t j = 0; j + 1 < *nl; j++)
-				for (size_t a = 0; a < L[j].n; a++)
-					for (size_t b = 0; b < l->n; b++)
-						if (L[j].params[a] == l->params[b])
-							cli_die(EXIT_RUNTIME, "--layers: '%s' and '%s' overlap (both hold '%s')",
-								L[j].name, t, P[l->params[b]].name);
-		}
-		free(dup);
-		if (!*nl)
-			cli_usage("--layers: empty list");
-	} else {
-		for (size_t i = 0; i < np; i++) {
-			if (P[i].order < 0)
-				continue;  /* never called: cannot change the output */
-			layer *l = *nl ? &L[*nl - 1] : NULL;
-			if (!l || strcmp(l->name, P[i].module)) {
-				L = realloc(L, (*nl + 1) * sizeof *L);
-				if (!L)
-					cli_die(EXIT_RUNTIME, "out of memory");
-				l = &L[(*nl)++];
-				memset(l, 0, sizeof *l);
-				l->name = strdup(P[i].module);
-				l->order = P[i].order;
-			}
-			add_param(l, i);
-		}
-		if (!*nl)
-			cli_die(EXIT_RUNTIME, "model '%s' has no parameters that forward uses", o->model);
-	}
-	/* stable insertion sort by execution order; never-called last */
-	for (size_t i = 1; i < *nl; i++) {
-		layer t = L[i];
-		int ot = t.order < 0 ? 1 << 30 : t.order;
-		size_t j = i;
-		while (j > 0 && (L[j - 1].order < 0 ? 1 << 30 : L[j - 1].order) > ot) {
-			L[j] = L[j - 1];
-			j--;
-		}
-		L[j] = t;
-	}
-	return L;
-}
-
-/* How one parameter is re-drawn: U(lo, hi) or N(mean, sd) or a constant. */
-typedef struct draw {
-	enum { D_UNIFORM, D_NORMAL, D_CONST } kind;
-	double a, b;            /* lo, hi | mean, sd | value */
-	char how[96];
-} draw;
-
-static double fan_in(const esg_param_info *p)
-{
-	double f = p->ndim >= 2 ? (double)p->shape[1] : 1;
-	for (int d = 2; d < p->ndim; d++)
-		f *= (double)p->shape[d];
-	return f;
-}
-
-static void plan_default(const esg_param_info *P, size_t np, size_t i, draw *d)
-{
-	const esg_param_info *p = &P[i];
-	if (strstr(p->module_type, "Norm") && p->ndim <= 1) {
-		int w = !strcmp(p->leaf, "weight");
-		d->kind = D_CONST;
-		d->a = w ? 1 : 0;
-		snprintf(d->how, sizeof d->how, "%s", w ? "ones" : "zeros");
-		return;
-	}
-	if (p->ndim >= 2) {
-		double b = 1 / sqrt(fan_in(p));
-		d->kind = D_UNIFORM;
-		d->a = -b;
-		d->b = b;
-		snprintf(d->how, sizeof d->how, "kaiming_uniform(a=sqrt(5))");
-		return;
-	}
-	/* a bias: U(+-1/sqrt(fan_in)) of its module's weight, as nn.Conv / nn.Linear */
-	double f = 0;
-	for (size_t j = 0; j < np; j++)
-		if (!strcmp(P[j].module, p->module) && !strcmp(P[j].leaf, "weight") && P[j].ndim >= 2)
-			f = fan_in(&P[j]);
-	const char *what = "uniform(+-1/sqrt(fan_in))";
-	if (f <= 0) {
-		int64_t n = 1;
-		for (int k = 0; k < p->ndim; k++)
-			n *= p->shape[k];
-		f = n > 0 ? (double)n : 1;
-		what = "uniform(+-1/sqrt(numel))";
-	}
-	d->kind = D_UNIFORM;
-	d->a = -1 / sqrt(f);
-	d->b = 1 / sqrt(f);
-	snprintf(d->how, sizeof d->how, "%s", what);
-}
-
-static void stats(const float *v, int64_t n, double *mean, double *sd)
-{
-	double s = 0, ss = 0;
-	for (int64_t i = 0; i < n; i++)
-		s += v[i];
-	*mean = n ? s / (double)n : 0;
-	for (int64_t i = 0; i < n; i++)
-		ss += (v[i] - *mean) * (v[i] - *mean);
-	*sd = n > 1 ? sqrt(ss / (double)(n - 1)) : 0;  /* torch.std: unbiased */
-}
-
-typedef struct param_state {
-	float *orig, *rand;
-	int64_t n;
-	double mean, sd;
-	draw d;
-	int changed;        /* any value differs from the original */
-} param_state;
-
-static void prepare(const opts *o, esg_model *m, const esg_param_info *P, size_t np, size_t i,
-		    param_state *s)
-{
-	esg_tensor *t = NULL;
-	if (esg_model_param_get(m, P[i].name, &t))
-		cli_die_lib();
-	s->n = esg_tensor_numel(t);
-	s->orig = t->data;
-	t->data = NULL;
-	esg_torch_tensor_free(t);
-	stats(s->orig, s->n, &s->mean, &s->sd);
-	if (o->init == INIT_DEFAULT) {
-		plan_default(P, np, i, &s->d);
-	} else if (o->init == INIT_GAUSSIAN) {
-		s->d.kind = D_NORMAL;
-		s->d.a = s->mean;
-		s->d.b = s->sd;
-		snprintf(s->d.how, sizeof s->d.how, "normal(mean, std)");
-	} else {
-		s->d.kind = D_UNIFORM;
-		s->d.a = s->mean - s->sd;
-		s->d.b = s->mean + s->sd;
-		snprintf(s->d.how, sizeof s->d.how, "uniform(mean - std, mean + std)");
-	}
-	s->rand = malloc((size_t)(s->n ? s->n : 1) * sizeof *s->rand);
-	if (!s->rand)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	esg_rng r;
-	esg_rng_init(&r, o->seed, fnv1a(P[i].name), 0x52414e44 /* "RAND" */);
-	for (int64_t k = 0; k < s->n; k++) {
-		double v = s->d.kind == D_CONST ? s->d.a :
-			   s->d.kind == D_UNIFORM ? s->d.a + (s->d.b - s->d.a) * esg_rng_uniform(&r) :
-			   s->d.a + s->d.b * esg_rng_normal(&r);
-		s->rand[k] = (float)v;
-		s->changed |= s->rand[k] != s->orig[k];
-	}
-}
-
-static cJSON *shape_json(const esg_param_info *p)
-{
-	cJSON *a = cJSON_CreateArray();
-	for (int d = 0; d < p->ndim; d++)
-		cJSON_AddItemToArray(a, cJSON_CreateNumber((double)p->shape[d]));
-	return a;
-}
-
-static cJSON *param_json(const esg_param_info *p, const param_state *s)
-{
-	cJSON *o = cJSON_CreateObject();
-	cJSON_AddStringToObject(o, "name", p->name);
-	cJSON_AddStringToObject(o, "module", p->module);
-	cJSON_AddStringToObject(o, "module_type", p->module_type);
-	cJSON_AddItemToObject(o, "shape", shape_json(p));
-	cJSON_AddStringToObject(o, "init", s->d.how);
-	if (s->d.kind == D_UNIFORM) {
-		cJSON_AddNumberToObject(o, "low", s->d.a);
-		cJSON_AddNumberToObject(o, "high", s->d.b);
-	} else if (s->d.kind == D_NORMAL) {
-		cJSON_AddNumberToObject(o, "mean", s->d.a);
-		cJSON_AddNumberToObject(o, "std", s->d.b);
-	} else {
-		cJSON_AddNumberToObject(o, "value", s->d.a);
-	}
-	cJSON_AddNumberToObject(o, "original_mean", s->mean);
-	cJSON_AddNumberToObject(o, "original_std", s->sd);
-	cJSON_AddBoolToObject(o, "changed", s->changed);
-	return o;
+	if (o->layers)
+		split_layers(o);
 }
 
 static void make_dir(const char *dir)
@@ -424,12 +190,52 @@ static void save_step(esg_model *m, const char *dir, const char *file)
 	written[n_written++] = tmp;
 }
 
+/* The layers of the model and their new values (lib/eval/randomise.c). */
+static esg_randomisation *plan(const opts *o, esg_model *m, const esg_param_info *P, size_t np)
+{
+	if (o->layers && !o->n_names)
+		cli_usage("--layers: empty list");
+	esg_randomise_opts ro = { .model_name = o->model, .cascading = o->cascading,
+				  .init = o->init, .seed = o->seed, .layers = o->names,
+				  .n_layers = o->n_names };
+	esg_randomisation *R = esg_randomise_plan(m, P, np, &ro);
+	if (!R)  /* the messages about named layers are about --layers */
+		cli_die(EXIT_RUNTIME, "%s%s", o->n_names ? "--layers: " : "", esg_error());
+	if (esg_randomise_draw(R))
+		cli_die_lib();
+	return R;
+}
+
+/* Every step's model, then the manifest; all committed together. */
+static void write_steps(const opts *o, esg_model *m, esg_randomisation *R, const char *sha)
+{
+	for (size_t s = 0; s < esg_randomise_steps(R); s++) {
+		char file[512];
+		if (esg_randomise_apply(R, s))
+			cli_die_lib();
+		esg_randomise_file(R, s, file, sizeof file);
+		save_step(m, o->dir, file);
+	}
+	char *txt = esg_randomise_manifest(R, sha);
+	if (!txt)
+		cli_die_lib();
+	char *mpath = path_join(o->dir, "manifest.json");
+	FILE *f = cli_open_out(mpath, 0);
+	fputs(txt, f);
+	fputc('\n', f);
+	for (size_t i = 0; i < n_written; i++) /* the steps, then the manifest */
+		cli_commit_path(written[i]);
+	cli_commit_out(f);
+	cli_keep_dirs();
+	free(txt);
+	free(mpath);
+}
+
 int main(int argc, char **argv)
 {
 	cli_init("esg-randomise", argc, argv);
 	opts o;
 	parse(argc, argv, &o);
-
 	char sha[65];
 	if (esg_sha256_file(o.model, sha))
 		cli_die(EXIT_RUNTIME, "model: %s", esg_error());
@@ -440,95 +246,14 @@ int main(int argc, char **argv)
 	esg_param_info *P = esg_model_params(m, &np);
 	if (!P)
 		cli_die(EXIT_RUNTIME, "model '%s': %s", o.model, esg_error());
-	size_t nl;
-	layer *L = make_layers(&o, P, np, &nl);
-	param_state *S = calloc(np ? np : 1, sizeof *S);
-	if (!S)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	for (size_t l = 0; l < nl; l++)
-		for (size_t k = 0; k < L[l].n; k++)
-			prepare(&o, m, P, np, L[l].params[k], &S[L[l].params[k]]);
+	esg_randomisation *R = plan(&o, m, P, np);
 	make_dir(o.dir);
+	write_steps(&o, m, R, sha);
 
-	cJSON *man = cJSON_CreateObject();
-	cJSON_AddStringToObject(man, "format", "esg-randomise manifest 1");
-	cJSON_AddStringToObject(man, "producer", "esg-randomise " ESG_VERSION);
-	cJSON_AddStringToObject(man, "model", o.model);
-	cJSON_AddStringToObject(man, "model_sha256", sha);
-	cJSON_AddStringToObject(man, "mode", o.cascading ? "cascading" : "independent");
-	cJSON_AddStringToObject(man, "init", INIT_NAMES[o.init]);
-	cJSON_AddNumberToObject(man, "seed", (double)o.seed);
-	cJSON_AddStringToObject(man, "prng", "xoshiro256** per parameter, "
-				"esg_rng_init(seed, fnv1a64(name), 0x52414e44)");
-	cJSON *jl = cJSON_AddArrayToObject(man, "layers");   /* execution order */
-	for (size_t l = 0; l < nl; l++)
-		cJSON_AddItemToArray(jl, cJSON_CreateString(L[l].name));
-	cJSON *steps = cJSON_AddArrayToObject(man, "steps");
-
-	/* top layer first: walk the layers from the last executed backwards */
-	for (size_t s = 0; s < nl; s++) {
-		layer *cur = &L[nl - 1 - s];
-		for (size_t k = 0; k < cur->n; k++) {
-			size_t i = cur->params[k];
-			if (esg_model_param_set(m, P[i].name, S[i].rand, S[i].n))
-				cli_die_lib();
-		}
-		char file[512];
-		const char *ln = cur->name[0] ? cur->name : "root";
-		snprintf(file, sizeof file, "step-%02zu-%s.pt", s + 1, ln);
-		for (char *c = file; *c; c++)
-			if (*c == '/')
-				*c = '_';
-		save_step(m, o.dir, file);
-
-		cJSON *js = cJSON_CreateObject();
-		cJSON_AddNumberToObject(js, "step", (double)(s + 1));
-		cJSON_AddStringToObject(js, "layer", cur->name);
-		cJSON_AddStringToObject(js, "file", file);
-		cJSON *rl = cJSON_AddArrayToObject(js, "randomised_layers");
-		cJSON *pl = cJSON_AddArrayToObject(js, "parameters");
-		size_t first = o.cascading ? 0 : s;
-		for (size_t t = first; t <= s; t++) {
-			layer *l = &L[nl - 1 - t];
-			cJSON_AddItemToArray(rl, cJSON_CreateString(l->name));
-			for (size_t k = 0; k < l->n; k++)
-				cJSON_AddItemToArray(pl, param_json(&P[l->params[k]], &S[l->params[k]]));
-		}
-		cJSON_AddItemToArray(steps, js);
-		if (!o.cascading)  /* restore: the next step changes one layer only */
-			for (size_t k = 0; k < cur->n; k++) {
-				size_t i = cur->params[k];
-				if (esg_model_param_set(m, P[i].name, S[i].orig, S[i].n))
-					cli_die_lib();
-			}
-	}
-
-	char *txt = cJSON_Print(man);
-	if (!txt)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	char *mpath = path_join(o.dir, "manifest.json");
-	FILE *f = cli_open_out(mpath, 0);
-	fputs(txt, f);
-	fputc('\n', f);
-	for (size_t i = 0; i < n_written; i++) /* the steps, then the manifest */
-		cli_commit_path(written[i]);
-	cli_commit_out(f);
-	cli_keep_dirs();
-
-	free(txt);
-	free(mpath);
-	cJSON_Delete(man);
-	for (size_t i = 0; i < np; i++) {
-		free(S[i].orig);
-		free(S[i].rand);
-	}
-	free(S);
-	for (size_t l = 0; l < nl; l++) {
-		free(L[l].name);
-		free(L[l].params);
-	}
-	free(L);
+	esg_randomise_free(R);
 	free(written);
+	free(o.names);
+	free(o.names_buf);
 	esg_model_params_free(P, np);
 	esg_model_free(m);
 	return 0;

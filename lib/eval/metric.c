@@ -212,6 +212,53 @@ oom:
 
 /* ---- top-k overlap, ground truth --------------------------------------- */
 
+/* Rescale to [0, 1] by the map's own range (all 0 if constant). */
+static void minmax(float *v, int64_t n)
+{
+	float lo = v[0], hi = v[0];
+	for (int64_t i = 1; i < n; i++) {
+		lo = v[i] < lo ? v[i] : lo;
+		hi = v[i] > hi ? v[i] : hi;
+	}
+	for (int64_t i = 0; i < n; i++)
+		v[i] = hi > lo ? (float)(((double)v[i] - lo) / ((double)hi - lo)) : 0;
+}
+
+int esg_ssim_channels(const float *a, const float *b, int64_t chans, int nsp, const int64_t *dim,
+		      double sigma, int absolute, int rescale, double *out)
+{
+	int64_t per = 1;
+	for (int d = 0; d < nsp; d++)
+		per *= dim[d];
+	float *ta = malloc((size_t)per * sizeof *ta), *tb = malloc((size_t)per * sizeof *tb);
+	int rc = 0;
+	if (!ta || !tb)
+		rc = esg_set_error("out of memory");
+	double v = 0;
+	for (int64_t c = 0; !rc && c < chans; c++) {
+		for (int64_t i = 0; i < per; i++) {
+			ta[i] = a[c * per + i];
+			tb[i] = b[c * per + i];
+			if (absolute) {
+				ta[i] = fabsf(ta[i]);
+				tb[i] = fabsf(tb[i]);
+			}
+		}
+		if (rescale) {
+			minmax(ta, per);
+			minmax(tb, per);
+		}
+		double sv;
+		rc = esg_ssim(ta, tb, nsp, dim, sigma, 0, &sv);
+		if (!rc)
+			v += sv / (double)chans;
+	}
+	free(ta);
+	free(tb);
+	*out = v;
+	return rc;
+}
+
 double esg_topk_iou(const float *a, const float *b, int64_t n, double frac)
 {
 	if (n < 1 || !(frac > 0) || frac > 1)

@@ -33,7 +33,7 @@ sys.path.insert(0, HERE)
 sys.path.insert(0, os.path.join(HERE, "..", "fixtures"))
 import safetensors_ref as st  # noqa: E402
 
-# ---- numpy references of lib/eval/metric.c ----------------------------------------
+# ---- numpy references of lib/eval/metric.c -----------------------------------
 
 
 def ranks(v):
