@@ -42,6 +42,10 @@ typedef struct esg_geom {
 } esg_geom;
 void esg_geom_make(const esg_vol *v, const esg_orient *o, esg_view view,
 		   int radiological, esg_geom *g);
+/* The size in pixels of one picture of the view: square millimetres with
+ * aspect set (the affine's smaller voxel size of the two axes shown is a
+ * pixel), else a pixel a voxel. */
+void esg_geom_pixels(const esg_geom *g, const double aff[16], int aspect, int64_t *w, int64_t *h);
 
 /* A 2D float picture, row-major, row 0 at the top; NaN = nothing there. */
 typedef struct esg_plane { int64_t w, h; float *v; } esg_plane;
@@ -64,6 +68,12 @@ void esg_vol_extent(const esg_vol *v, const esg_geom *g, int64_t *first, int64_t
 int esg_plane_tile(const esg_plane *tiles, int count, int cols, esg_plane *out);
 /* Nearest-neighbour resize to w x h (aspect correction and zoom). */
 int esg_plane_resize(const esg_plane *in, int64_t w, int64_t h, esg_plane *out);
+/* n pictures of v along g, each resized to tw x th and tiled
+ * ceil(sqrt(n)) wide (*cols, may be NULL): picture t is slice idx[t], or
+ * the projection `how` where idx[t] is ESG_PROJECTION. */
+#define ESG_PROJECTION (-1)
+int esg_plane_grid(const esg_vol *v, const esg_geom *g, const int64_t *idx, int n, esg_proj how,
+		   int64_t tw, int64_t th, esg_plane *out, int *cols);
 
 /* ---- colour ---------------------------------------------------------- */
 
@@ -93,6 +103,9 @@ double esg_map_scale(const float *v, int64_t n, esg_sign s, double clip_percenti
  * sign selection (for thresholds).  NaN x gives NaN. */
 double esg_map_norm(double x, esg_sign s, double vmax, double *magnitude);
 
+/* The window of a gray picture of v: its (100 - clip)-th and clip-th
+ * percentiles; 0 and 1 when v holds no number. */
+void esg_render_window(const float *v, int64_t n, double clip, double *lo, double *hi);
 /* Gray background: (x - lo) / (hi - lo) clamped, NaN black.  rgb is w*h*3. */
 void esg_render_gray(const esg_plane *p, double lo, double hi, unsigned char *rgb);
 /* Colour a map into rgb.  overlay = 0: every pixel gets its colour (NaN
