@@ -1,8 +1,9 @@
 /* render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
- * colour maps, overlays and colour bars into RGB buffers (the volumes, the
- * canvas and the PNG / NIfTI writers are image I/O: image/image.h).  Pure
- * computation; never prints.
+ * colour maps, overlays and colour bars into RGB buffers (render.c); the
+ * whole picture of a record (picture.c).  The volumes, the canvas and the
+ * PNG / NIfTI writers are image I/O: image/image.h.  Pure computation;
+ * never prints.
  *
  * Display orientation (3D).  The voxel axes i, j, k are matched to the
  * nearest anatomical axes R, A, S of the record's affine (permutations and
@@ -122,5 +123,46 @@ int esg_canvas_add_colorbar(const esg_canvas *in, const esg_cmap *c, double c0, 
 			   const char *lo_label, const char *hi_label, esg_canvas *out);
 /* Draw text (digits, - . e +) at x, y with the built-in 5x7 font, scale 1. */
 void esg_draw_text(esg_canvas *im, int64_t x, int64_t y, const char *s, const unsigned char rgb[3]);
+
+/* ---- pictures (picture.c) -------------------------------------------- */
+
+/* How to draw a record's tensor (esg-render --png's picture options). */
+#define ESG_PICTURE_CH_AUTO (-3)
+typedef struct esg_picture_opts {
+	esg_view view;
+	int radiological;
+	int aspect;         /* square millimetres; 0: a pixel a voxel */
+	int zoom;           /* enlarge by this (>= 1) */
+	int64_t slice;      /* voxel index along the cut axis; -1: the middle */
+	int mosaic;         /* that many evenly spaced slices of those holding
+			       something, in a grid; 0: one slice */
+	int mip;            /* the projection along the cut axis instead */
+	int64_t batch;      /* batch item */
+	int channel;        /* index, ESG_CH_SUM or ESG_CH_MEAN (the background
+			       takes the index, else the mean); ESG_PICTURE_CH_AUTO:
+			       the sum of a map's channels, the mean of an image's
+			       (a 2D 3-channel image is drawn in its colours), the
+			       background's mean */
+	int gray;           /* the tensor is an image: gray, windowed at the clip
+			       percentiles (another cmap: that map over the window);
+			       else a map, coloured by sign */
+	esg_sign sign;
+	const esg_cmap *cmap; /* NULL: gray for an image, hot for a map (bwr for
+				 ESG_SIGN_ALL) */
+	double clip;        /* the colour scale ends at this percentile */
+	double threshold;   /* magnitudes <= threshold x the scale are not drawn
+			       over the background; < 0: 0.1 over one, else 0 */
+	double alpha;       /* opacity of the map over the background */
+	int colorbar;       /* a colour bar with its end values on the right */
+} esg_picture_opts;
+
+/* The picture of tensor t of record r (whose esg.axes and affine place
+ * it): a slice, a mosaic or a projection, in pixels of square millimetres
+ * and as neuroimaging viewers orient it (see the top of this file).  bg:
+ * NULL, or the tensor drawn in gray under the map (overlay; same spatial
+ * shape); an image (o->gray) is drawn alone.  Messages name the tensors
+ * and esg-render's options.  New canvas in *out. */
+int esg_picture_make(const esg_record *r, const esg_tensor *t, const esg_tensor *bg,
+		     const esg_picture_opts *o, esg_canvas *out);
 
 #endif
