@@ -473,15 +473,11 @@ static void write_png(const esg_record *r, const struct opts *o)
 
 /* ---- --strip: several streams' pictures side by side ------------------- */
 
-#define STRIP_GAP 4
-#define LABEL_H 11
-
 static void write_strip(const struct opts *o)
 {
-	esg_canvas *cv = calloc((size_t)o->n_in, sizeof *cv);
+	esg_canvas *cv = calloc((size_t)o->n_in, sizeof *cv), strip;
 	if (!cv)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	int64_t w = 0, h = 0;
 	for (int k = 0; k < o->n_in; k++) {
 		const char *name = cli_in_name(o->ins[k]);
 		FILE *in = cli_open_in(o->ins[k], 1);
@@ -494,28 +490,14 @@ static void write_strip(const struct opts *o)
 		esg_reader_free(rd);
 		if (in != stdin)
 			fclose(in);
-		w += cv[k].w + (k ? STRIP_GAP : 0);
-		if (cv[k].h > h)
-			h = cv[k].h;
 	}
-	esg_canvas out = { w, h + LABEL_H, calloc((size_t)(w * (h + LABEL_H)), 3) };
-	if (!out.rgb)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	static const unsigned char white[3] = { 255, 255, 255 };
-	int64_t x0 = 0;
-	for (int k = 0; k < o->n_in; k++) {
-		for (int64_t y = 0; y < cv[k].h; y++)
-			memcpy(out.rgb + 3 * ((y + LABEL_H) * w + x0), cv[k].rgb + 3 * y * cv[k].w,
-			       (size_t)cv[k].w * 3);
-		char lab[16];
-		snprintf(lab, sizeof lab, "%d", k);
-		esg_draw_text(&out, x0 + 2, 2, lab, white);
-		x0 += cv[k].w + STRIP_GAP;
+	if (esg_picture_strip(cv, o->n_in, &strip) < 0)
+		cli_die_lib();
+	for (int k = 0; k < o->n_in; k++)
 		esg_canvas_free(&cv[k]);
-	}
 	free(cv);
-	save_png(o->strip, &out);
-	esg_canvas_free(&out);
+	save_png(o->strip, &strip);
+	esg_canvas_free(&strip);
 }
 
 /* ---- --curve-plot: deletion / insertion curves -------------------------- */

@@ -1,6 +1,6 @@
 /* picture.c - the picture of one record (esg-render --png): a slice, a
  * mosaic or a projection of its map or image, over a gray background, with
- * a colour bar (see render.h). */
+ * a colour bar; and strips of such pictures side by side (see render.h). */
 #include "render/render.h"
 
 #include <math.h>
@@ -237,4 +237,35 @@ out:
 	free(pic.slices);
 	vols_free(&v);
 	return rc;
+}
+
+/* ---- strips ------------------------------------------------------------ */
+
+#define STRIP_GAP 4
+#define LABEL_H 11
+
+int esg_picture_strip(const esg_canvas *pics, int n, esg_canvas *out)
+{
+	int64_t w = 0, h = 0;
+	for (int k = 0; k < n; k++) {
+		w += pics[k].w + (k ? STRIP_GAP : 0);
+		if (pics[k].h > h)
+			h = pics[k].h;
+	}
+	esg_canvas s = { w, h + LABEL_H, calloc((size_t)(w * (h + LABEL_H)), 3) };
+	if (!s.rgb)
+		return esg_set_error("out of memory");
+	static const unsigned char white[3] = { 255, 255, 255 };
+	int64_t x0 = 0;
+	for (int k = 0; k < n; k++) {
+		for (int64_t y = 0; y < pics[k].h; y++)
+			memcpy(s.rgb + 3 * ((y + LABEL_H) * w + x0), pics[k].rgb + 3 * y * pics[k].w,
+			       (size_t)pics[k].w * 3);
+		char lab[16];
+		snprintf(lab, sizeof lab, "%d", k);
+		esg_draw_text(&s, x0 + 2, 2, lab, white);
+		x0 += pics[k].w + STRIP_GAP;
+	}
+	*out = s;
+	return 0;
 }

@@ -1,9 +1,9 @@
 /* render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
  * colour maps, overlays and colour bars into RGB buffers (render.c); the
- * whole picture of a record (picture.c).  The volumes, the canvas and the
- * PNG / NIfTI writers are image I/O: image/image.h.  Pure computation;
- * never prints.
+ * whole picture of a record and strips of them (picture.c).  The volumes,
+ * the canvas and the PNG / NIfTI writers are image I/O: image/image.h.
+ * Pure computation; never prints.
  *
  * Display orientation (3D).  The voxel axes i, j, k are matched to the
  * nearest anatomical axes R, A, S of the record's affine (permutations and
@@ -164,5 +164,10 @@ typedef struct esg_picture_opts {
  * and esg-render's options.  New canvas in *out. */
 int esg_picture_make(const esg_record *r, const esg_tensor *t, const esg_tensor *bg,
 		     const esg_picture_opts *o, esg_canvas *out);
+
+/* n >= 1 pictures side by side, top-aligned, 4 pixels apart, under an
+ * 11-pixel band where each is numbered from 0 (a randomisation strip: the
+ * original map first).  New canvas in *out. */
+int esg_picture_strip(const esg_canvas *pics, int n, esg_canvas *out);
 
 #endif
