@@ -502,28 +502,31 @@ static void write_strip(const struct opts *o)
 
 /* ---- --curve-plot: deletion / insertion curves -------------------------- */
 
-#define PLOT_W 480
-#define PLOT_H 360
-#define PLOT_M 24
+/* The points of esg-metric --curves output: a curve is a run of rows that
+ * agree in every column before 'fraction'; rows without a number in
+ * 'normalised' are left out. */
+struct points {
+	double *x, *y;
+	size_t n, cap;
+	size_t *first;       /* curve k starts at point first[k] */
+	size_t curves, cap_curves;
+};
 
-static void plot_line(esg_canvas *c, double x0, double y0, double x1, double y1,
-		      const unsigned char rgb[3])
+/* Room for element n of *p (of *cap elements of `size` bytes). */
+static void grow(void *p, size_t *cap, size_t n, size_t size)
 {
-	double n = fmax(fabs(x1 - x0), fabs(y1 - y0));
-	int steps = (int)n + 1;
-	for (int i = 0; i <= steps; i++) {
-		double t = (double)i / steps;
-		int64_t x = llround(x0 + t * (x1 - x0)), y = llround(y0 + t * (y1 - y0));
-		for (int dy = 0; dy < 2; dy++)  /* 2 px thick */
-			if (x >= 0 && x < c->w && y + dy >= 0 && y + dy < c->h)
-				memcpy(c->rgb + 3 * ((y + dy) * c->w + x), rgb, 3);
-	}
+	if (n < *cap)
+		return;
+	size_t c = *cap ? 2 * *cap : 256;
+	void *q = realloc(*(void **)p, c * size);
+	if (!q)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	*(void **)p = q;
+	*cap = c;
 }
 
-static void write_curve_plot(const struct opts *o)
+static void read_curves(FILE *in, const char *name, struct points *pt)
 {
-	const char *name = cli_in_name(o->in);
-	FILE *in = cli_open_in(o->in, 0);
 	char line[8192];
 	if (!fgets(line, sizeof line, in))
 		cli_die(EXIT_RUNTIME, "%s: empty (expected esg-metric --curves output)", name);
@@ -538,28 +541,7 @@ static void write_curve_plot(const struct opts *o)
 	if (col_frac < 0 || col_y < 0)
 		cli_die(EXIT_RUNTIME, "%s: no 'fraction' and 'normalised' columns (expected esg-metric --curves output)",
 			name);
-	esg_canvas c = { PLOT_W, PLOT_H, calloc(PLOT_W * PLOT_H, 3) };
-	if (!c.rgb)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	memset(c.rgb, 255, PLOT_W * PLOT_H * 3);
-	static const unsigned char black[3] = { 0, 0, 0 }, grey[3] = { 190, 190, 190 };
-	static const unsigned char pal[8][3] = { { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 },
-		{ 214, 39, 40 }, { 148, 103, 189 }, { 140, 86, 75 }, { 227, 119, 194 }, { 127, 127, 127 } };
-	const double x0 = PLOT_M, x1 = PLOT_W - PLOT_M, y0 = PLOT_H - PLOT_M, y1 = PLOT_M;
-	/* y from -0.25 to 1.25: a little room around [0, 1] */
-#define PX(f) (x0 + (f) * (x1 - x0))
-#define PY(v) (y0 + ((v) + 0.25) / 1.5 * (y1 - y0))
-	plot_line(&c, PX(0), PY(0), PX(1), PY(0), grey);
-	plot_line(&c, PX(0), PY(1), PX(1), PY(1), grey);
-	plot_line(&c, x0, y0, x1, y0, black);
-	plot_line(&c, x0, y0, x0, y1, black);
-	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(0) - 3, "0", black);
-	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(1) - 3, "1", black);
-	esg_draw_text(&c, (int64_t)PX(1) - 2, (int64_t)y0 + 6, "1", black);
 	char key[4096] = "", prev_key[4096] = "";
-	int series = -1;
-	double px = 0, py = 0;
-	long rows = 0;
 	while (fgets(line, sizeof line, in)) {
 		char *f[64];
 		int n = 0;
@@ -567,7 +549,7 @@ static void write_curve_plot(const struct opts *o)
 			f[n++] = t;
 		if (n <= col_frac || n <= col_y)
 			continue;
-		/* a series: every column but fraction and the values */
+		/* a curve: every column but fraction and the values */
 		key[0] = 0;
 		for (int i = 0; i < n && i < col_frac; i++) {
 			strncat(key, f[i], sizeof key - strlen(key) - 2);
@@ -576,38 +558,47 @@ static void write_curve_plot(const struct opts *o)
 		double fr = strtod(f[col_frac], NULL), v = strtod(f[col_y], NULL);
 		if (!isfinite(v))
 			continue;
-		v = fmin(1.25, fmax(-0.25, v));
-		int fresh = strcmp(key, prev_key) != 0;
-		if (fresh) {
-			if (series >= 0) {
-				char lab[16];
-				snprintf(lab, sizeof lab, "%d", series);
-				esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
-			}
-			series++;
+		if (!pt->curves || strcmp(key, prev_key) != 0) {
+			grow(&pt->first, &pt->cap_curves, pt->curves, sizeof *pt->first);
+			pt->first[pt->curves++] = pt->n;
 			snprintf(prev_key, sizeof prev_key, "%s", key);
-		} else {
-			plot_line(&c, px, py, PX(fr), PY(v), pal[series % 8]);
 		}
-		px = PX(fr);
-		py = PY(v);
-		rows++;
-	}
-	if (series >= 0) {
-		char lab[16];
-		snprintf(lab, sizeof lab, "%d", series);
-		esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
+		size_t cap = pt->cap;
+		grow(&pt->x, &cap, pt->n, sizeof *pt->x);
+		grow(&pt->y, &pt->cap, pt->n, sizeof *pt->y);
+		pt->x[pt->n] = fr;
+		pt->y[pt->n++] = v;
 	}
 	if (ferror(in))
 		cli_die(EXIT_RUNTIME, "%s: read error", name);
-	if (!rows)
+	if (!pt->n)
 		cli_die(EXIT_RUNTIME, "%s: no curve rows", name);
+}
+
+static void write_curve_plot(const struct opts *o)
+{
+	const char *name = cli_in_name(o->in);
+	FILE *in = cli_open_in(o->in, 0);
+	struct points pt = { 0 };
+	read_curves(in, name, &pt);
 	if (in != stdin)
 		fclose(in);
-	save_png(o->curve_plot, &c);
-	esg_canvas_free(&c);
-#undef PX
-#undef PY
+	esg_curve *c = calloc(pt.curves, sizeof *c);
+	if (!c)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (size_t k = 0; k < pt.curves; k++) {
+		size_t end = k + 1 < pt.curves ? pt.first[k + 1] : pt.n;
+		c[k] = (esg_curve){ pt.x + pt.first[k], pt.y + pt.first[k], (int64_t)(end - pt.first[k]) };
+	}
+	esg_canvas plot;
+	if (esg_plot_curves(c, (int)pt.curves, &plot) < 0)
+		cli_die_lib();
+	free(c);
+	free(pt.x);
+	free(pt.y);
+	free(pt.first);
+	save_png(o->curve_plot, &plot);
+	esg_canvas_free(&plot);
 }
 
 /* ---- --html: the report of many streams -------------------------------- */

@@ -1,9 +1,9 @@
 /* render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
  * colour maps, overlays and colour bars into RGB buffers (render.c); the
- * whole picture of a record and strips of them (picture.c).  The volumes,
- * the canvas and the PNG / NIfTI writers are image I/O: image/image.h.
- * Pure computation; never prints.
+ * whole picture of a record and strips of them (picture.c); curve plots
+ * (plot.c).  The volumes, the canvas and the PNG / NIfTI writers are image
+ * I/O: image/image.h.  Pure computation; never prints.
  *
  * Display orientation (3D).  The voxel axes i, j, k are matched to the
  * nearest anatomical axes R, A, S of the record's affine (permutations and
@@ -169,5 +169,16 @@ int esg_picture_make(const esg_record *r, const esg_tensor *t, const esg_tensor 
  * 11-pixel band where each is numbered from 0 (a randomisation strip: the
  * original map first).  New canvas in *out. */
 int esg_picture_strip(const esg_canvas *pics, int n, esg_canvas *out);
+
+/* ---- plots (plot.c) ---------------------------------------------------- */
+
+/* One curve: n >= 1 points (x[i], y[i]). */
+typedef struct esg_curve { const double *x, *y; int64_t n; } esg_curve;
+/* Deletion / insertion curves (esg-metric --curves): the fraction x in
+ * [0, 1] against the normalised score y, drawn from -0.25 to 1.25 (y
+ * clamped there) on a white 480x360 canvas with axes and gray lines at 0
+ * and 1; curve k in the k-th of 8 colours (cycling), numbered k at its last
+ * point.  New canvas in *out. */
+int esg_plot_curves(const esg_curve *curves, int n, esg_canvas *out);
 
 #endif
