@@ -123,14 +123,9 @@ struct opts {
 	int n_in;
 	long record, batch;       /* record -1: all (--info); batch -1: default */
 	int channel, channel_set; /* ESG_CH_SUM / ESG_CH_MEAN / index */
-	esg_view view;
-	long slice, mosaic;       /* -1: middle; 0: no mosaic */
-	int mip, radiological, overlay, colorbar, aspect, sign_set;
-	esg_sign sign;
-	const esg_cmap *cmap;
-	double clip, threshold, alpha;
-	long zoom;
-	int zoom_set, slice_set, mosaic_set;
+	esg_picture_opts pic;     /* the picture options as given (batch, channel
+				     and gray are set per picture) */
+	int overlay, sign_set, zoom_set, slice_set;
 };
 
 static double unit_interval(const char *opt, const char *s)
@@ -143,9 +138,10 @@ static double unit_interval(const char *opt, const char *s)
 
 static void parse_args(int argc, char **argv, struct opts *o)
 {
-	*o = (struct opts){ .record = -1, .batch = -1, .channel = ESG_CH_SUM, .slice = -1, .threshold = -1,
-			    .aspect = 1, .sign = ESG_SIGN_ABS, .clip = 99.5, .alpha = 0.5,
-			    .zoom = 1, .background = "image" };
+	*o = (struct opts){ .record = -1, .batch = -1, .channel = ESG_CH_SUM, .background = "image",
+			    .pic = { .slice = -1, .threshold = -1, .aspect = 1, .sign = ESG_SIGN_ABS,
+				     .clip = 99.5, .alpha = 0.5, .zoom = 1 } };
+	esg_picture_opts *pic = &o->pic;
 	int c, slice_set = 0;
 	while ((c = getopt_long(argc, argv, "ho:t:r:", long_opts, NULL)) != -1) {
 		switch (c) {
@@ -191,34 +187,34 @@ static void parse_args(int argc, char **argv, struct opts *o)
 				o->channel = (int)cli_long("--channel", optarg, 0, 1 << 30);
 			break;
 		case O_VIEW:
-			if (esg_view_parse(optarg, &o->view) < 0)
+			if (esg_view_parse(optarg, &pic->view) < 0)
 				cli_usage("--view: %s", esg_error());
 			break;
-		case O_SLICE: o->slice = cli_long("--slice", optarg, 0, 1L << 40), slice_set = 1; break;
-		case O_MOSAIC: o->mosaic = cli_long("--mosaic", optarg, 1, 1024); break;
-		case O_MIP: o->mip = 1; break;
-		case O_RADIO: o->radiological = 1; break;
+		case O_SLICE: pic->slice = cli_long("--slice", optarg, 0, 1L << 40), slice_set = 1; break;
+		case O_MOSAIC: pic->mosaic = (int)cli_long("--mosaic", optarg, 1, 1024); break;
+		case O_MIP: pic->mip = 1; break;
+		case O_RADIO: pic->radiological = 1; break;
 		case O_OVERLAY: o->overlay = 1; break;
 		case O_BACKGROUND: o->background = optarg; break;
 		case O_SIGN:
-			if (esg_sign_parse(optarg, &o->sign) < 0)
+			if (esg_sign_parse(optarg, &pic->sign) < 0)
 				cli_usage("--sign: %s", esg_error());
 			o->sign_set = 1;
 			break;
 		case O_CMAP:
-			if (!(o->cmap = esg_cmap_find(optarg)))
+			if (!(pic->cmap = esg_cmap_find(optarg)))
 				cli_usage("--cmap: %s", esg_error());
 			break;
 		case O_CLIP:
-			o->clip = cli_double("--clip-percentile", optarg);
-			if (o->clip <= 0 || o->clip > 100)
+			pic->clip = cli_double("--clip-percentile", optarg);
+			if (pic->clip <= 0 || pic->clip > 100)
 				cli_usage("--clip-percentile: %s is out of range (0, 100]", optarg);
 			break;
-		case O_THRESH: o->threshold = unit_interval("--threshold", optarg); break;
-		case O_ALPHA: o->alpha = unit_interval("--alpha", optarg); break;
-		case O_COLORBAR: o->colorbar = 1; break;
-		case O_ZOOM: o->zoom = cli_long("--zoom", optarg, 1, 16), o->zoom_set = 1; break;
-		case O_NOASPECT: o->aspect = 0; break;
+		case O_THRESH: pic->threshold = unit_interval("--threshold", optarg); break;
+		case O_ALPHA: pic->alpha = unit_interval("--alpha", optarg); break;
+		case O_COLORBAR: pic->colorbar = 1; break;
+		case O_ZOOM: pic->zoom = (int)cli_long("--zoom", optarg, 1, 16), o->zoom_set = 1; break;
+		case O_NOASPECT: pic->aspect = 0; break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case 'h': cli_help(usage_text);
 		case O_VERSION: cli_version();
@@ -226,14 +222,13 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		}
 	}
 	o->slice_set = slice_set;
-	o->mosaic_set = o->mosaic != 0;
 	if ((o->title || o->tables || o->link) && !o->html)
 		cli_usage("--title, --table and --link belong to --html");
 	if (o->html) {
 		if (o->info || o->nifti || o->png || o->strip || o->curve_plot)
 			cli_usage("--html makes its own page; give it without --info, --nifti, --png, --strip or --curve-plot");
 		/* (--colorbar is welcome: the page always shows its colour bar) */
-		if (o->mosaic || o->record >= 0)
+		if (pic->mosaic || o->record >= 0)
 			cli_usage("--mosaic and --record do not apply to --html (it shows every slice of every record)");
 		o->ins = argv + optind;
 		o->n_in = argc - optind;
@@ -265,7 +260,7 @@ static void parse_args(int argc, char **argv, struct opts *o)
 		cli_usage("--info prints to standard output; give it alone");
 	if (o->nifti && strcmp(o->nifti, "-") == 0)
 		cli_usage("--nifti needs a file name (.nii or .nii.gz)");
-	if ((o->mip != 0) + (o->mosaic != 0) + slice_set > 1)
+	if ((pic->mip != 0) + (pic->mosaic != 0) + slice_set > 1)
 		cli_usage("--slice, --mosaic and --mip exclude each other");
 	if (o->record < 0 && !o->info)
 		o->record = 0;
@@ -443,212 +438,21 @@ static void write_nifti(const esg_record *r, const struct opts *o)
 
 /* ---- --png ----------------------------------------------------------- */
 
-struct picture {
-	esg_geom g;
-	int64_t tile_w, tile_h;    /* after aspect and zoom */
-	int64_t *slices;           /* mosaic / slice indices */
-	int count;
-};
-
-static void plan_picture(const esg_vol *v, const esg_vol *extent_of, const double aff[16],
-			 const struct opts *o, struct picture *p)
-{
-	esg_orient ori;
-	esg_orient_from_affine(aff, &ori);
-	esg_geom_make(v, &ori, o->view, o->radiological, &p->g);
-	if (v->spatial == 2 && (o->mip || o->mosaic || o->slice >= 0))
-		cli_die(EXIT_RUNTIME, "the tensor is 2D: --slice, --mosaic and --mip do not apply");
-	p->count = o->mosaic ? (int)o->mosaic : 1;
-	if (p->count > p->g.depth)
-		p->count = (int)p->g.depth;
-	p->slices = malloc((size_t)p->count * sizeof *p->slices);
-	if (!p->slices)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	if (o->mosaic) { /* over the slices that hold something */
-		int64_t first, last;
-		esg_vol_extent(extent_of, &p->g, &first, &last);
-		if (p->count > last - first + 1)
-			p->count = (int)(last - first + 1);
-		esg_mosaic_indices(last - first + 1, p->count, p->slices);
-		for (int m = 0; m < p->count; m++)
-			p->slices[m] += first;
-	} else
-		p->slices[0] = o->slice >= 0 ? o->slice : p->g.depth / 2;
-	if (!o->mip && p->slices[0] >= p->g.depth)
-		cli_die(EXIT_RUNTIME, "--slice %lld is out of range 0..%lld for the %s view",
-			(long long)p->slices[0], (long long)p->g.depth - 1,
-			o->view == ESG_AXIAL ? "axial" : o->view == ESG_CORONAL ? "coronal" : "sagittal");
-	double vs[3] = { 1, 1, 1 };
-	if (o->aspect)
-		esg_affine_voxel_sizes(aff, vs);
-	double sc = vs[p->g.col], sr = vs[p->g.row], m = sc < sr ? sc : sr;
-	if (!(m > 0))
-		sc = sr = m = 1;
-	p->tile_w = llround((double)p->g.w * sc / m) * o->zoom;
-	p->tile_h = llround((double)p->g.h * sr / m) * o->zoom;
-	if (p->tile_w * p->tile_h > (int64_t)1 << 28)
-		cli_die(EXIT_RUNTIME, "the picture would be %lldx%lld pixels; use --no-aspect or a smaller --zoom",
-			(long long)p->tile_w, (long long)p->tile_h);
-}
-
-/* The plane a picture shows of one frame volume. */
-static void make_plane(const esg_vol *v, const struct picture *p, const struct opts *o,
-		       esg_proj proj, esg_plane *out)
-{
-	int n = o->mip ? 1 : p->count;
-	esg_plane *tiles = calloc((size_t)n, sizeof *tiles);
-	if (!tiles)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	for (int t = 0; t < n; t++) {
-		esg_plane raw;
-		int rc = o->mip ? esg_plane_project(v, &p->g, proj, &raw)
-				: esg_plane_slice(v, &p->g, p->slices[t], &raw);
-		if (rc < 0 || esg_plane_resize(&raw, p->tile_w, p->tile_h, &tiles[t]) < 0)
-			cli_die_lib();
-		esg_plane_free(&raw);
-	}
-	int cols = 1;
-	while (cols * cols < n)
-		cols++;
-	if (esg_plane_tile(tiles, n, cols, out) < 0)
-		cli_die_lib();
-	for (int t = 0; t < n; t++)
-		esg_plane_free(&tiles[t]);
-	free(tiles);
-}
-
-static void frame_of(const esg_vol *v, const struct opts *o, int channel, esg_vol *out)
-{
-	if (esg_vol_frame(v, o->batch >= 0 ? o->batch : 0, channel, out) < 0)
-		cli_die_lib();
-}
-
-/* Channels 0, 1, 2 as red, green, blue, each windowed lo..hi. */
-static void render_colour(const esg_vol *full, const struct picture *pic, const struct opts *o,
-			  double lo, double hi, esg_canvas *cv)
-{
-	unsigned char *tmp = malloc((size_t)(cv->w * cv->h) * 3);
-	if (!tmp)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	for (int ch = 0; ch < 3; ch++) {
-		esg_vol one;
-		esg_plane p;
-		frame_of(full, o, ch, &one);
-		make_plane(&one, pic, o, ESG_PROJ_MAX, &p);
-		esg_render_gray(&p, lo, hi, tmp);
-		for (int64_t i = 0; i < cv->w * cv->h; i++)
-			cv->rgb[3 * i + ch] = tmp[3 * i];
-		esg_plane_free(&p);
-		esg_vol_free(&one);
-	}
-	free(tmp);
-}
-
-static void fmt_label(char *buf, size_t n, double x)
-{
-	snprintf(buf, n, "%.3g", x);
-}
-
-/* The picture of one record (colour bar included) into *out. */
+/* The picture of one record: the tool chooses the tensors, the library draws. */
 static void render_png(const esg_record *r, const struct opts *o, esg_canvas *out)
 {
 	const char *name = o->tensor;
 	if (!name)
 		name = esg_record_find(r, "attribution") || o->overlay ? "attribution" : "image";
-	esg_vol full, map;
 	const esg_tensor *t = get_tensor(r, name, o->record);
-	to_volume(r, t, &full);
+	const esg_tensor *bg = o->overlay ? get_tensor(r, o->background, o->record) : NULL;
+	esg_picture_opts pic = o->pic;
+	pic.batch = o->batch >= 0 ? o->batch : 0;
+	pic.channel = o->channel_set ? o->channel : ESG_PICTURE_CH_AUTO;
 	/* the image alone is shown as a gray picture, a map in colour */
-	int gray = !o->overlay && strcmp(name, o->background) == 0 && !o->sign_set;
-	frame_of(&full, o, o->channel_set ? o->channel : gray ? ESG_CH_MEAN : ESG_CH_SUM, &map);
-	/* a 2D image with 3 channels alone: in its colours */
-	int colour = gray && !o->channel_set && !o->cmap && full.c == 3 && full.spatial == 2;
-
-	esg_vol bg = { .data = NULL };
-	if (o->overlay) {
-		esg_vol full_bg;
-		to_volume(r, get_tensor(r, o->background, o->record), &full_bg);
-		frame_of(&full_bg, o, o->channel_set ? o->channel : ESG_CH_MEAN, &bg);
-		esg_vol_free(&full_bg);
-		if (memcmp(bg.dim, map.dim, sizeof bg.dim) != 0)
-			cli_die(EXIT_RUNTIME, "tensors '%s' and '%s' differ in spatial shape (%lldx%lldx%lld vs %lldx%lldx%lld)",
-				name, o->background, (long long)map.dim[0], (long long)map.dim[1],
-				(long long)map.dim[2], (long long)bg.dim[0], (long long)bg.dim[1],
-				(long long)bg.dim[2]);
-	}
-	/* without an affine or spacing: identity, square voxels */
-	double aff[16];
-	record_affine(r, &map, aff);
-	struct picture pic;
-	plan_picture(&map, o->overlay ? &bg : &map, aff, o, &pic);
-
-	int64_t vox = map.dim[0] * map.dim[1] * map.dim[2];
-	esg_plane plane;
-	make_plane(&map, &pic, o, gray ? ESG_PROJ_MAX : esg_sign_proj(o->sign), &plane);
-	esg_canvas cv = { plane.w, plane.h, calloc((size_t)(plane.w * plane.h), 3) };
-	if (!cv.rgb)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	char lo_s[32], hi_s[32];
-	const esg_cmap *cm = o->cmap;
-	double c0 = 0, c1 = 1;
-	if (gray) {
-		double lo, hi;
-		if (esg_render_percentile(map.data, vox, 100 - o->clip, &lo) < 0 ||
-		    esg_render_percentile(map.data, vox, o->clip, &hi) < 0)
-			lo = 0, hi = 1;
-		if (colour) {
-			const float *item = full.data + (o->batch >= 0 ? o->batch : 0) * 3 * vox;
-			if (esg_render_percentile(item, 3 * vox, 100 - o->clip, &lo) < 0 ||
-			    esg_render_percentile(item, 3 * vox, o->clip, &hi) < 0)
-				lo = 0, hi = 1;
-			render_colour(&full, &pic, o, lo, hi, &cv);
-			cm = esg_cmap_find("gray");
-		} else if (!cm || cm == esg_cmap_find("gray")) {
-			esg_render_gray(&plane, lo, hi, cv.rgb);
-			cm = esg_cmap_find("gray");
-		} else { /* a colour map on the image: window lo..hi */
-			for (int64_t i = 0; i < plane.w * plane.h; i++)
-				if (!isnan(plane.v[i]))
-					plane.v[i] = (float)(hi > lo ? (plane.v[i] - lo) / (hi - lo) : 0);
-			esg_render_map(&plane, ESG_SIGN_POSITIVE, 1, cm, 0, 1, 0, cv.rgb);
-		}
-		fmt_label(lo_s, sizeof lo_s, lo);
-		fmt_label(hi_s, sizeof hi_s, hi);
-	} else {
-		if (!cm)
-			cm = esg_cmap_find(o->sign == ESG_SIGN_ALL ? "bwr" : "hot");
-		double vmax = esg_map_scale(map.data, vox, o->sign, o->clip);
-		if (o->overlay) {
-			double lo, hi;
-			if (esg_render_percentile(bg.data, vox, 100 - o->clip, &lo) < 0 ||
-			    esg_render_percentile(bg.data, vox, o->clip, &hi) < 0)
-				lo = 0, hi = 1;
-			esg_plane bp;
-			make_plane(&bg, &pic, o, ESG_PROJ_MAX, &bp);
-			esg_render_gray(&bp, lo, hi, cv.rgb);
-			esg_plane_free(&bp);
-		}
-		double thr = o->threshold >= 0 ? o->threshold : o->overlay ? 0.1 : 0;
-		esg_render_map(&plane, o->sign, vmax, cm, thr, o->overlay ? o->alpha : 1,
-			       o->overlay, cv.rgb);
-		const char *neg = o->sign == ESG_SIGN_NEGATIVE ? "-" : "";
-		fmt_label(lo_s, sizeof lo_s, o->sign == ESG_SIGN_ALL ? -vmax : 0);
-		snprintf(hi_s, sizeof hi_s, "%s%.3g", neg, vmax);
-	}
-	esg_plane_free(&plane);
-	esg_vol_free(&map);
-	esg_vol_free(&bg);
-	esg_vol_free(&full);
-	free(pic.slices);
-
-	if (o->colorbar) {
-		esg_canvas wide;
-		if (esg_canvas_add_colorbar(&cv, cm, c0, c1, lo_s, hi_s, &wide) < 0)
-			cli_die_lib();
-		esg_canvas_free(&cv);
-		cv = wide;
-	}
-	*out = cv;
+	pic.gray = !o->overlay && strcmp(name, o->background) == 0 && !o->sign_set;
+	if (esg_picture_make(r, t, bg, &pic, out) < 0)
+		cli_die_lib();
 }
 
 static void save_png(const char *path, const esg_canvas *cv)
@@ -669,15 +473,11 @@ static void write_png(const esg_record *r, const struct opts *o)
 
 /* ---- --strip: several streams' pictures side by side ------------------- */
 
-#define STRIP_GAP 4
-#define LABEL_H 11
-
 static void write_strip(const struct opts *o)
 {
-	esg_canvas *cv = calloc((size_t)o->n_in, sizeof *cv);
+	esg_canvas *cv = calloc((size_t)o->n_in, sizeof *cv), strip;
 	if (!cv)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	int64_t w = 0, h = 0;
 	for (int k = 0; k < o->n_in; k++) {
 		const char *name = cli_in_name(o->ins[k]);
 		FILE *in = cli_open_in(o->ins[k], 1);
@@ -690,54 +490,43 @@ static void write_strip(const struct opts *o)
 		esg_reader_free(rd);
 		if (in != stdin)
 			fclose(in);
-		w += cv[k].w + (k ? STRIP_GAP : 0);
-		if (cv[k].h > h)
-			h = cv[k].h;
 	}
-	esg_canvas out = { w, h + LABEL_H, calloc((size_t)(w * (h + LABEL_H)), 3) };
-	if (!out.rgb)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	static const unsigned char white[3] = { 255, 255, 255 };
-	int64_t x0 = 0;
-	for (int k = 0; k < o->n_in; k++) {
-		for (int64_t y = 0; y < cv[k].h; y++)
-			memcpy(out.rgb + 3 * ((y + LABEL_H) * w + x0), cv[k].rgb + 3 * y * cv[k].w,
-			       (size_t)cv[k].w * 3);
-		char lab[16];
-		snprintf(lab, sizeof lab, "%d", k);
-		esg_draw_text(&out, x0 + 2, 2, lab, white);
-		x0 += cv[k].w + STRIP_GAP;
+	if (esg_picture_strip(cv, o->n_in, &strip) < 0)
+		cli_die_lib();
+	for (int k = 0; k < o->n_in; k++)
 		esg_canvas_free(&cv[k]);
-	}
 	free(cv);
-	save_png(o->strip, &out);
-	esg_canvas_free(&out);
+	save_png(o->strip, &strip);
+	esg_canvas_free(&strip);
 }
 
 /* ---- --curve-plot: deletion / insertion curves -------------------------- */
 
-#define PLOT_W 480
-#define PLOT_H 360
-#define PLOT_M 24
+/* The points of esg-metric --curves output: a curve is a run of rows that
+ * agree in every column before 'fraction'; rows without a number in
+ * 'normalised' are left out. */
+struct points {
+	double *x, *y;
+	size_t n, cap;
+	size_t *first;       /* curve k starts at point first[k] */
+	size_t curves, cap_curves;
+};
 
-static void plot_line(esg_canvas *c, double x0, double y0, double x1, double y1,
-		      const unsigned char rgb[3])
+/* Room for element n of *p (of *cap elements of `size` bytes). */
+static void grow(void *p, size_t *cap, size_t n, size_t size)
 {
-	double n = fmax(fabs(x1 - x0), fabs(y1 - y0));
-	int steps = (int)n + 1;
-	for (int i = 0; i <= steps; i++) {
-		double t = (double)i / steps;
-		int64_t x = llround(x0 + t * (x1 - x0)), y = llround(y0 + t * (y1 - y0));
-		for (int dy = 0; dy < 2; dy++)  /* 2 px thick */
-			if (x >= 0 && x < c->w && y + dy >= 0 && y + dy < c->h)
-				memcpy(c->rgb + 3 * ((y + dy) * c->w + x), rgb, 3);
-	}
+	if (n < *cap)
+		return;
+	size_t c = *cap ? 2 * *cap : 256;
+	void *q = realloc(*(void **)p, c * size);
+	if (!q)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	*(void **)p = q;
+	*cap = c;
 }
 
-static void write_curve_plot(const struct opts *o)
+static void read_curves(FILE *in, const char *name, struct points *pt)
 {
-	const char *name = cli_in_name(o->in);
-	FILE *in = cli_open_in(o->in, 0);
 	char line[8192];
 	if (!fgets(line, sizeof line, in))
 		cli_die(EXIT_RUNTIME, "%s: empty (expected esg-metric --curves output)", name);
@@ -752,28 +541,7 @@ static void write_curve_plot(const struct opts *o)
 	if (col_frac < 0 || col_y < 0)
 		cli_die(EXIT_RUNTIME, "%s: no 'fraction' and 'normalised' columns (expected esg-metric --curves output)",
 			name);
-	esg_canvas c = { PLOT_W, PLOT_H, calloc(PLOT_W * PLOT_H, 3) };
-	if (!c.rgb)
-		cli_die(EXIT_RUNTIME, "out of memory");
-	memset(c.rgb, 255, PLOT_W * PLOT_H * 3);
-	static const unsigned char black[3] = { 0, 0, 0 }, grey[3] = { 190, 190, 190 };
-	static const unsigned char pal[8][3] = { { 31, 119, 180 }, { 255, 127, 14 }, { 44, 160, 44 },
-		{ 214, 39, 40 }, { 148, 103, 189 }, { 140, 86, 75 }, { 227, 119, 194 }, { 127, 127, 127 } };
-	const double x0 = PLOT_M, x1 = PLOT_W - PLOT_M, y0 = PLOT_H - PLOT_M, y1 = PLOT_M;
-	/* y from -0.25 to 1.25: a little room around [0, 1] */
-#define PX(f) (x0 + (f) * (x1 - x0))
-#define PY(v) (y0 + ((v) + 0.25) / 1.5 * (y1 - y0))
-	plot_line(&c, PX(0), PY(0), PX(1), PY(0), grey);
-	plot_line(&c, PX(0), PY(1), PX(1), PY(1), grey);
-	plot_line(&c, x0, y0, x1, y0, black);
-	plot_line(&c, x0, y0, x0, y1, black);
-	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(0) - 3, "0", black);
-	esg_draw_text(&c, (int64_t)x0 - 8, (int64_t)PY(1) - 3, "1", black);
-	esg_draw_text(&c, (int64_t)PX(1) - 2, (int64_t)y0 + 6, "1", black);
 	char key[4096] = "", prev_key[4096] = "";
-	int series = -1;
-	double px = 0, py = 0;
-	long rows = 0;
 	while (fgets(line, sizeof line, in)) {
 		char *f[64];
 		int n = 0;
@@ -781,7 +549,7 @@ static void write_curve_plot(const struct opts *o)
 			f[n++] = t;
 		if (n <= col_frac || n <= col_y)
 			continue;
-		/* a series: every column but fraction and the values */
+		/* a curve: every column but fraction and the values */
 		key[0] = 0;
 		for (int i = 0; i < n && i < col_frac; i++) {
 			strncat(key, f[i], sizeof key - strlen(key) - 2);
@@ -790,38 +558,47 @@ static void write_curve_plot(const struct opts *o)
 		double fr = strtod(f[col_frac], NULL), v = strtod(f[col_y], NULL);
 		if (!isfinite(v))
 			continue;
-		v = fmin(1.25, fmax(-0.25, v));
-		int fresh = strcmp(key, prev_key) != 0;
-		if (fresh) {
-			if (series >= 0) {
-				char lab[16];
-				snprintf(lab, sizeof lab, "%d", series);
-				esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
-			}
-			series++;
+		if (!pt->curves || strcmp(key, prev_key) != 0) {
+			grow(&pt->first, &pt->cap_curves, pt->curves, sizeof *pt->first);
+			pt->first[pt->curves++] = pt->n;
 			snprintf(prev_key, sizeof prev_key, "%s", key);
-		} else {
-			plot_line(&c, px, py, PX(fr), PY(v), pal[series % 8]);
 		}
-		px = PX(fr);
-		py = PY(v);
-		rows++;
-	}
-	if (series >= 0) {
-		char lab[16];
-		snprintf(lab, sizeof lab, "%d", series);
-		esg_draw_text(&c, (int64_t)px + 3, (int64_t)py - 3, lab, pal[series % 8]);
+		size_t cap = pt->cap;
+		grow(&pt->x, &cap, pt->n, sizeof *pt->x);
+		grow(&pt->y, &pt->cap, pt->n, sizeof *pt->y);
+		pt->x[pt->n] = fr;
+		pt->y[pt->n++] = v;
 	}
 	if (ferror(in))
 		cli_die(EXIT_RUNTIME, "%s: read error", name);
-	if (!rows)
+	if (!pt->n)
 		cli_die(EXIT_RUNTIME, "%s: no curve rows", name);
+}
+
+static void write_curve_plot(const struct opts *o)
+{
+	const char *name = cli_in_name(o->in);
+	FILE *in = cli_open_in(o->in, 0);
+	struct points pt = { 0 };
+	read_curves(in, name, &pt);
 	if (in != stdin)
 		fclose(in);
-	save_png(o->curve_plot, &c);
-	esg_canvas_free(&c);
-#undef PX
-#undef PY
+	esg_curve *c = calloc(pt.curves, sizeof *c);
+	if (!c)
+		cli_die(EXIT_RUNTIME, "out of memory");
+	for (size_t k = 0; k < pt.curves; k++) {
+		size_t end = k + 1 < pt.curves ? pt.first[k + 1] : pt.n;
+		c[k] = (esg_curve){ pt.x + pt.first[k], pt.y + pt.first[k], (int64_t)(end - pt.first[k]) };
+	}
+	esg_canvas plot;
+	if (esg_plot_curves(c, (int)pt.curves, &plot) < 0)
+		cli_die_lib();
+	free(c);
+	free(pt.x);
+	free(pt.y);
+	free(pt.first);
+	save_png(o->curve_plot, &plot);
+	esg_canvas_free(&plot);
 }
 
 /* ---- --html: the report of many streams -------------------------------- */
@@ -850,13 +627,14 @@ static char *slurp(const char *path, size_t *n)
 
 static void write_html(const struct opts *o)
 {
+	const esg_picture_opts *p = &o->pic;
 	esg_report_opts ro = {
 		.title = o->title, .link = o->link, .tensor = o->tensor, .background = o->background,
-		.view = o->view, .radiological = o->radiological, .aspect = o->aspect,
-		.zoom = o->zoom_set ? (int)o->zoom : 0, .mip = o->mip, .slice = o->slice_set ? o->slice : -1,
+		.view = p->view, .radiological = p->radiological, .aspect = p->aspect,
+		.zoom = o->zoom_set ? p->zoom : 0, .mip = p->mip, .slice = o->slice_set ? p->slice : -1,
 		.batch = o->batch >= 0 ? o->batch : 0, .channel = o->channel_set ? o->channel : ESG_CH_SUM,
-		.sign = o->sign, .cmap = o->cmap, .clip = o->clip, .threshold = o->threshold,
-		.alpha = o->alpha,
+		.sign = p->sign, .cmap = p->cmap, .clip = p->clip, .threshold = p->threshold,
+		.alpha = p->alpha,
 	};
 	esg_report *rp = esg_report_new(&ro);
 	if (!rp)

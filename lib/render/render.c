@@ -82,6 +82,18 @@ void esg_geom_make(const esg_vol *v, const esg_orient *o, esg_view view,
 	g->depth = v->dim[g->cut];
 }
 
+void esg_geom_pixels(const esg_geom *g, const double aff[16], int aspect, int64_t *w, int64_t *h)
+{
+	double vs[3] = { 1, 1, 1 };
+	if (aspect)
+		esg_affine_voxel_sizes(aff, vs);
+	double sc = vs[g->col], sr = vs[g->row], m = sc < sr ? sc : sr;
+	if (!(m > 0))
+		sc = sr = m = 1;
+	*w = llround((double)g->w * sc / m);
+	*h = llround((double)g->h * sr / m);
+}
+
 void esg_plane_free(esg_plane *p)
 {
 	if (p) {
@@ -202,6 +214,34 @@ int esg_plane_resize(const esg_plane *in, int64_t w, int64_t h, esg_plane *out)
 		}
 	}
 	return 0;
+}
+
+int esg_plane_grid(const esg_vol *v, const esg_geom *g, const int64_t *idx, int n, esg_proj how,
+		   int64_t tw, int64_t th, esg_plane *out, int *cols)
+{
+	esg_plane *t = calloc((size_t)n, sizeof *t);
+	if (!t)
+		return esg_set_error("out of memory");
+	int rc = 0;
+	for (int k = 0; k < n && rc == 0; k++) {
+		esg_plane raw = { 0, 0, NULL };
+		rc = idx[k] == ESG_PROJECTION ? esg_plane_project(v, g, how, &raw)
+					      : esg_plane_slice(v, g, idx[k], &raw);
+		if (rc == 0)
+			rc = esg_plane_resize(&raw, tw, th, &t[k]);
+		esg_plane_free(&raw);
+	}
+	int c = 1;
+	while (c * c < n)
+		c++;
+	if (rc == 0)
+		rc = esg_plane_tile(t, n, c, out);
+	for (int k = 0; k < n; k++)
+		esg_plane_free(&t[k]);
+	free(t);
+	if (cols)
+		*cols = c;
+	return rc;
 }
 
 /* ---- colour ---------------------------------------------------------- */
@@ -340,6 +380,12 @@ int esg_render_percentile(const float *v, int64_t n, double p, double *out)
 	*out = a + (pos - (double)lo) * (b - a);
 	free(s);
 	return 0;
+}
+
+void esg_render_window(const float *v, int64_t n, double clip, double *lo, double *hi)
+{
+	if (esg_render_percentile(v, n, 100 - clip, lo) < 0 || esg_render_percentile(v, n, clip, hi) < 0)
+		*lo = 0, *hi = 1;
 }
 
 /* Magnitude of x under a sign (0 when the sign does not select it). */

@@ -1,8 +1,9 @@
 /* render.h - turning tensors into what people look at: float volumes in
  * NIfTI voxel order, views (slice, mosaic, maximum-intensity projection),
- * colour maps, overlays and colour bars into RGB buffers (the volumes, the
- * canvas and the PNG / NIfTI writers are image I/O: image/image.h).  Pure
- * computation; never prints.
+ * colour maps, overlays and colour bars into RGB buffers (render.c); the
+ * whole picture of a record and strips of them (picture.c); curve plots
+ * (plot.c).  The volumes, the canvas and the PNG / NIfTI writers are image
+ * I/O: image/image.h.  Pure computation; never prints.
  *
  * Display orientation (3D).  The voxel axes i, j, k are matched to the
  * nearest anatomical axes R, A, S of the record's affine (permutations and
@@ -42,6 +43,10 @@ typedef struct esg_geom {
 } esg_geom;
 void esg_geom_make(const esg_vol *v, const esg_orient *o, esg_view view,
 		   int radiological, esg_geom *g);
+/* The size in pixels of one picture of the view: square millimetres with
+ * aspect set (the affine's smaller voxel size of the two axes shown is a
+ * pixel), else a pixel a voxel. */
+void esg_geom_pixels(const esg_geom *g, const double aff[16], int aspect, int64_t *w, int64_t *h);
 
 /* A 2D float picture, row-major, row 0 at the top; NaN = nothing there. */
 typedef struct esg_plane { int64_t w, h; float *v; } esg_plane;
@@ -64,6 +69,12 @@ void esg_vol_extent(const esg_vol *v, const esg_geom *g, int64_t *first, int64_t
 int esg_plane_tile(const esg_plane *tiles, int count, int cols, esg_plane *out);
 /* Nearest-neighbour resize to w x h (aspect correction and zoom). */
 int esg_plane_resize(const esg_plane *in, int64_t w, int64_t h, esg_plane *out);
+/* n pictures of v along g, each resized to tw x th and tiled
+ * ceil(sqrt(n)) wide (*cols, may be NULL): picture t is slice idx[t], or
+ * the projection `how` where idx[t] is ESG_PROJECTION. */
+#define ESG_PROJECTION (-1)
+int esg_plane_grid(const esg_vol *v, const esg_geom *g, const int64_t *idx, int n, esg_proj how,
+		   int64_t tw, int64_t th, esg_plane *out, int *cols);
 
 /* ---- colour ---------------------------------------------------------- */
 
@@ -93,6 +104,9 @@ double esg_map_scale(const float *v, int64_t n, esg_sign s, double clip_percenti
  * sign selection (for thresholds).  NaN x gives NaN. */
 double esg_map_norm(double x, esg_sign s, double vmax, double *magnitude);
 
+/* The window of a gray picture of v: its (100 - clip)-th and clip-th
+ * percentiles; 0 and 1 when v holds no number. */
+void esg_render_window(const float *v, int64_t n, double clip, double *lo, double *hi);
 /* Gray background: (x - lo) / (hi - lo) clamped, NaN black.  rgb is w*h*3. */
 void esg_render_gray(const esg_plane *p, double lo, double hi, unsigned char *rgb);
 /* Colour a map into rgb.  overlay = 0: every pixel gets its colour (NaN
@@ -109,5 +123,62 @@ int esg_canvas_add_colorbar(const esg_canvas *in, const esg_cmap *c, double c0, 
 			   const char *lo_label, const char *hi_label, esg_canvas *out);
 /* Draw text (digits, - . e +) at x, y with the built-in 5x7 font, scale 1. */
 void esg_draw_text(esg_canvas *im, int64_t x, int64_t y, const char *s, const unsigned char rgb[3]);
+
+/* ---- pictures (picture.c) -------------------------------------------- */
+
+/* How to draw a record's tensor (esg-render --png's picture options). */
+#define ESG_PICTURE_CH_AUTO (-3)
+typedef struct esg_picture_opts {
+	esg_view view;
+	int radiological;
+	int aspect;         /* square millimetres; 0: a pixel a voxel */
+	int zoom;           /* enlarge by this (>= 1) */
+	int64_t slice;      /* voxel index along the cut axis; -1: the middle */
+	int mosaic;         /* that many evenly spaced slices of those holding
+			       something, in a grid; 0: one slice */
+	int mip;            /* the projection along the cut axis instead */
+	int64_t batch;      /* batch item */
+	int channel;        /* index, ESG_CH_SUM or ESG_CH_MEAN (the background
+			       takes the index, else the mean); ESG_PICTURE_CH_AUTO:
+			       the sum of a map's channels, the mean of an image's
+			       (a 2D 3-channel image is drawn in its colours), the
+			       background's mean */
+	int gray;           /* the tensor is an image: gray, windowed at the clip
+			       percentiles (another cmap: that map over the window);
+			       else a map, coloured by sign */
+	esg_sign sign;
+	const esg_cmap *cmap; /* NULL: gray for an image, hot for a map (bwr for
+				 ESG_SIGN_ALL) */
+	double clip;        /* the colour scale ends at this percentile */
+	double threshold;   /* magnitudes <= threshold x the scale are not drawn
+			       over the background; < 0: 0.1 over one, else 0 */
+	double alpha;       /* opacity of the map over the background */
+	int colorbar;       /* a colour bar with its end values on the right */
+} esg_picture_opts;
+
+/* The picture of tensor t of record r (whose esg.axes and affine place
+ * it): a slice, a mosaic or a projection, in pixels of square millimetres
+ * and as neuroimaging viewers orient it (see the top of this file).  bg:
+ * NULL, or the tensor drawn in gray under the map (overlay; same spatial
+ * shape); an image (o->gray) is drawn alone.  Messages name the tensors
+ * and esg-render's options.  New canvas in *out. */
+int esg_picture_make(const esg_record *r, const esg_tensor *t, const esg_tensor *bg,
+		     const esg_picture_opts *o, esg_canvas *out);
+
+/* n >= 1 pictures side by side, top-aligned, 4 pixels apart, under an
+ * 11-pixel band where each is numbered from 0 (a randomisation strip: the
+ * original map first).  New canvas in *out. */
+int esg_picture_strip(const esg_canvas *pics, int n, esg_canvas *out);
+
+/* ---- plots (plot.c) ---------------------------------------------------- */
+
+/* One curve: n >= 1 points (x[i], y[i]). */
+typedef struct esg_curve { const double *x, *y; int64_t n; } esg_curve;
+/* Deletion / insertion curves (esg-metric --curves): the fraction x in
+ * [0, 1] against the normalised score y, drawn from -0.25 to 1.25 (y
+ * clamped there) on a white 480x360 canvas with axes and gray lines at 0
+ * and 1; curve k in the k-th of 8 colours (cycling), numbered k at its last
+ * point.  New canvas in *out. */
+int esg_plot_curves(const esg_curve *curves, int n, esg_canvas *out);
 
 #endif

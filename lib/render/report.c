@@ -288,27 +288,14 @@ static int sprite(const esg_vol *v, const esg_geom *g, int64_t tw, int64_t th, e
 		  esg_plane *out, int *tiles, int *cols)
 {
 	int n = (int)g->depth + (v->spatial == 3);
-	esg_plane *t = calloc((size_t)n, sizeof *t);
-	if (!t)
+	int64_t *idx = malloc((size_t)n * sizeof *idx);
+	if (!idx)
 		return esg_set_error("out of memory");
-	int rc = 0;
-	for (int k = 0; k < n && rc == 0; k++) {
-		esg_plane raw = { 0, 0, NULL };
-		rc = k < g->depth ? esg_plane_slice(v, g, k, &raw) : esg_plane_project(v, g, proj, &raw);
-		if (rc == 0)
-			rc = esg_plane_resize(&raw, tw, th, &t[k]);
-		esg_plane_free(&raw);
-	}
-	int c = 1;
-	while (c * c < n)
-		c++;
-	if (rc == 0)
-		rc = esg_plane_tile(t, n, c, out);
 	for (int k = 0; k < n; k++)
-		esg_plane_free(&t[k]);
-	free(t);
+		idx[k] = k < g->depth ? k : ESG_PROJECTION;
+	int rc = esg_plane_grid(v, g, idx, n, proj, tw, th, out, cols);
+	free(idx);
 	*tiles = n;
-	*cols = c;
 	return rc;
 }
 
@@ -340,9 +327,7 @@ static int background_pic(esg_report *rp, const esg_vol *bg, const esg_geom *g, 
 		return -1;
 	int64_t vox = bg->dim[0] * bg->dim[1] * bg->dim[2], npx = sp.w * sp.h;
 	double lo, hi;
-	if (esg_render_percentile(bg->data, vox, 100 - rp->o.clip, &lo) < 0 ||
-	    esg_render_percentile(bg->data, vox, rp->o.clip, &hi) < 0)
-		lo = 0, hi = 1;
+	esg_render_window(bg->data, vox, rp->o.clip, &lo, &hi);
 	unsigned char *rgb = malloc((size_t)npx * 3);
 	if (!rgb) {
 		esg_plane_free(&sp);
@@ -467,15 +452,7 @@ static int render_record(esg_report *rp, const esg_record *r, struct entry *e, d
 	esg_geom g;
 	esg_orient_from_affine(aff, &ori);
 	esg_geom_make(&map, &ori, o->view, o->radiological, &g);
-	/* square millimetres, as --png */
-	double vs[3] = { 1, 1, 1 };
-	if (o->aspect)
-		esg_affine_voxel_sizes(aff, vs);
-	double sc = vs[g.col], sr = vs[g.row], m = sc < sr ? sc : sr;
-	if (!(m > 0))
-		sc = sr = m = 1;
-	e->w = llround((double)g.w * sc / m);
-	e->h = llround((double)g.h * sr / m);
+	esg_geom_pixels(&g, aff, o->aspect, &e->w, &e->h); /* as --png */
 	e->depth = g.depth;
 	if (e->w * e->h * (g.depth + 1) > (int64_t)1 << 28) {
 		esg_set_error("the slices would take %lldx%lldx%lld pixels; use --no-aspect", (long long)e->w,
