@@ -458,3 +458,43 @@ void cli_amp_option(esg_amp *amp, const char *arg)
 	else
 		cli_usage("--amp-dtype: '%s' is not bf16 or fp16", arg);
 }
+
+/* ---- --allow-nonfinite -------------------------------------------------- */
+
+static int allow_nonfinite;
+
+void cli_nonfinite_option(void)
+{
+	allow_nonfinite = 1;
+}
+
+static void nonfinite_die(const char *in_name, size_t index, const char *what, const char *name,
+			  int64_t bad, int64_t n, const char *hint)
+{
+	cli_die(EXIT_RUNTIME, "%s: record %zu: %s '%s' has %lld non-finite value%s (NaN or Inf) "
+		"of %lld; %s", in_name, index + 1, what, name, (long long)bad, bad == 1 ? "" : "s",
+		(long long)n, hint);
+}
+
+void cli_check_finite(const char *in_name, size_t index, const esg_tensor *t)
+{
+	int64_t bad = allow_nonfinite ? 0 : esg_tensor_count_nonfinite(t);
+	if (bad)
+		nonfinite_die(in_name, index, "tensor", t->name, bad, esg_tensor_numel(t),
+			      "fix the input or pass --allow-nonfinite");
+}
+
+void cli_check_finite_f32(const char *in_name, size_t index, const char *name,
+			  const float *v, int64_t n)
+{
+	int64_t bad = allow_nonfinite ? 0 : esg_f32_count_nonfinite(v, n);
+	if (bad)
+		nonfinite_die(in_name, index, "the result", name, bad, n,
+			      "nothing written (--allow-nonfinite writes it anyway)");
+}
+
+void cli_check_record_finite(const char *in_name, size_t index, const esg_record *r)
+{
+	for (size_t i = 0; i < r->n_tensors; i++)
+		cli_check_finite(in_name, index, &r->tensors[i]);
+}

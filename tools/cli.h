@@ -28,8 +28,29 @@
 #define CLI_TIMEOUT_HELP(PAD, COL) \
 	"      --timeout SECONDS" PAD "stop after SECONDS (decimal; 0: never) of wall time:\n" \
 	COL "no output is left (an older one is kept), exit 124\n"
+/* --allow-nonfinite, shared by the libtorch tools: NaN / Inf in an input
+ * tensor, a model parameter, the model's output or a written map is an error
+ * unless this is given.  CLI_NONFINITE_LONGOPT in the getopt_long table,
+ * CLI_NONFINITE_HELP in the help text, and for CLI_OPT_NONFINITE call
+ * cli_nonfinite_option() and esg_torch_set_check_finite(0) (the shim's
+ * checks of model parameters and outputs; cli.o links without the shim). */
+#define CLI_OPT_NONFINITE 0x7e02
+#define CLI_NONFINITE_LONGOPT { "allow-nonfinite", no_argument, NULL, CLI_OPT_NONFINITE }
+#define CLI_NONFINITE_HELP(PAD, COL) \
+	"      --allow-nonfinite" PAD "let NaN / Inf through (inputs, model parameters and\n" \
+	COL "outputs, maps); default: one line naming them, exit 1\n"
 #define CLI_EXIT_STATUS_HELP \
 	"Exit status: 0 success, 1 runtime failure, 2 usage error, 124 timed out (--timeout).\n"
+
+void cli_nonfinite_option(void);
+/* Unless --allow-nonfinite: die naming the stream, the record (0-based
+ * index, printed 1-based), the tensor and how many values are NaN / Inf. */
+void cli_check_finite(const char *in_name, size_t index, const esg_tensor *t);
+/* cli_check_finite on every tensor of the record. */
+void cli_check_record_finite(const char *in_name, size_t index, const esg_record *r);
+/* The same for a float buffer the tool is about to write as tensor NAME. */
+void cli_check_finite_f32(const char *in_name, size_t index, const char *name,
+			  const float *v, int64_t n);
 
 /* Call first: remembers the program name and installs cleanup handlers. */
 void cli_init(const char *prog, int argc, char **argv);

@@ -64,6 +64,7 @@ static const char USAGE[] =
 	"                          output shapes when --shape or IN gives an input)\n"
 	"      --shape N,C,...     --list-layers: run a zero input of this shape\n"
 	CLI_TIMEOUT_HELP("   ", "                          ")
+	CLI_NONFINITE_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
 	"      --version           show the version\n"
 	"\n"
@@ -100,6 +101,7 @@ static const struct option LONGOPTS[] = {
 	{ "overlap", required_argument, NULL, OPT_OVERLAP },
 	{ "blend", required_argument, NULL, OPT_BLEND },
 	CLI_TIMEOUT_LONGOPT,
+	CLI_NONFINITE_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -315,6 +317,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_LIST_METHODS: o->list_methods = 1; break;
 		case OPT_LIST_LAYERS: o->list_layers = 1; break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
+		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -368,11 +371,10 @@ static int predict(run *R, const float *x, int ndim, const int64_t *shape, int64
 		int ok = out->ndim == 2 && out->shape[0] == sh[0] && out->shape[1] > 0;
 		if (ok) {
 			int64_t C = out->shape[1];
-			const float *o = out->data;
 			for (int64_t b = 0; target && b < sh[0]; b++) {
 				int64_t best = 0;
 				for (int64_t c = 1; c < C; c++)
-					if (o[b * C + c] > o[b * C + best])
+					if (esg_tensor_get(out, b * C + c) > esg_tensor_get(out, b * C + best))
 						best = c;
 				target[i0 + b] = best;
 			}
@@ -519,6 +521,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	if (img->ndim < 2)
 		cli_die(EXIT_RUNTIME, "%s: record %zu: tensor 'image' must be [N, C, ...], not %d-dimensional",
 			in_name, index + 1, img->ndim);
+	cli_check_finite(in_name, index, img);
 	int ndim = img->ndim;
 	int64_t shape[ESG_MAX_DIMS];
 	memcpy(shape, img->shape, sizeof shape);
@@ -581,6 +584,13 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->method->name, esg_error());
 	passes += job.passes;
 
+	if (job.layer_attr) {
+		int64_t lnumel = 1;
+		for (int d = 0; d < job.out_ndim; d++)
+			lnumel *= job.out_shape[d];
+		cli_check_finite_f32(in_name, index, "attribution", job.layer_attr, lnumel);
+	} else
+		cli_check_finite_f32(in_name, index, "attribution", attr, numel);
 	esg_record_remove(r, "attribution");
 	if (job.layer_attr) {
 		/* a layer-shaped result */

@@ -76,6 +76,7 @@ static const char USAGE[] =
 	"                          with --amp: a warning says so); recorded in metric_params\n"
 	"  -o, --output FILE       write the table here atomically instead of stdout\n"
 	CLI_TIMEOUT_HELP("   ", "                          ")
+	CLI_NONFINITE_HELP("   ", "                          ")
 	"  -h, --help              show this help\n"
 	"      --version           show the version\n"
 	"\n"
@@ -99,6 +100,7 @@ static const struct option LONGOPTS[] = {
 	{ "amp-dtype", required_argument, NULL, OPT_AMP_DTYPE },
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
+	CLI_NONFINITE_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -246,6 +248,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_AMP: cli_amp_option(&o->amp, NULL); break;
 		case OPT_AMP_DTYPE: cli_amp_option(&o->amp, optarg); break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
+		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -494,6 +497,7 @@ static const float *mask_for(ctx *C, const esg_eval_record *R, int64_t item, int
 				if (!t)
 					cli_die(EXIT_RUNTIME, "--mask %s: the first record has no tensor 'mask'",
 						C->o->mask);
+				cli_check_finite(C->o->mask, 0, t);
 				C->mask_t = calloc(1, sizeof *C->mask_t);
 				C->mask_t->ndim = t->ndim;
 				memcpy(C->mask_t->shape, t->shape, sizeof t->shape);
@@ -594,6 +598,7 @@ static esg_tensor *load_perturbations(const char *path)
 		t = &r->tensors[0];
 	if (!t)
 		cli_die(EXIT_RUNTIME, "--param perturbations=%s: no tensor 'perturbations'", path);
+	cli_check_finite(path, 0, t);
 	esg_tensor *pert = calloc(1, sizeof *pert);
 	if (!pert)
 		cli_die(EXIT_RUNTIME, "out of memory");
@@ -698,6 +703,7 @@ static void score_inputs(ctx *C, char **ins, int n_in)
 		int got;
 		size_t i = 0;
 		while ((got = esg_reader_next(rd, &r)) == 1) {
+			cli_check_record_finite(name, i, r);
 			esg_eval_record R;
 			if (esg_eval_record_open(&R, r, name, i, model))
 				die_rec_lib(&R);

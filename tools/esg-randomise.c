@@ -41,6 +41,7 @@ static const char USAGE[] =
 	"      --device DEV      cpu (default) or cuda:N\n"
 	"  -o, --output DIR      output directory (created if missing)\n"
 	CLI_TIMEOUT_HELP(" ", "                        ")
+	CLI_NONFINITE_HELP(" ", "                        ")
 	"  -h, --help            show this help\n"
 	"      --version         show the version\n"
 	"\n"
@@ -57,6 +58,7 @@ static const struct option LONGOPTS[] = {
 	{ "device", required_argument, NULL, OPT_DEVICE },
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
+	CLI_NONFINITE_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -133,6 +135,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_LAYERS: o->layers = optarg; break;
 		case OPT_DEVICE: o->device = optarg; break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
+		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);

@@ -47,6 +47,7 @@ static const char USAGE[] =
 	"                            and runs on any device)\n"
 	"  -o, --output FILE         the wrapped model (written atomically)\n"
 	CLI_TIMEOUT_HELP("     ", "                            ")
+	CLI_NONFINITE_HELP("     ", "                            ")
 	"  -h, --help                show this help\n"
 	"      --version             show the version\n"
 	"\n"
@@ -69,6 +70,7 @@ static const struct option LONGOPTS[] = {
 	{ "blend", required_argument, NULL, OPT_BLEND },
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
+	CLI_NONFINITE_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -111,6 +113,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_OVERLAP: cli_patch_option(&o->win, "--overlap", optarg); break;
 		case OPT_BLEND: cli_patch_option(&o->win, "--blend", optarg); break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
+		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -352,6 +355,7 @@ static esg_tensor *predict(esg_model *m, const char *path, const opts *o)
 	esg_tensor *img = esg_record_get(r, "image");
 	if (!img)
 		cli_die(EXIT_RUNTIME, "--input %s: %s", cli_in_name(path), esg_error());
+	cli_check_finite(cli_in_name(path), 0, img);
 	float *x = esg_tensor_to_f32(img);
 	esg_tensor *out = NULL;
 	if (x && o->win.spec)
@@ -401,12 +405,13 @@ int main(int argc, char **argv)
 	char act_name[64], red_name[64];
 	snprintf(act_name, sizeof act_name, "activation_%s.py", o.act);
 	snprintf(red_name, sizeof red_name, "reduce_%s.py", !strcmp(o.reduce, "fixed-mask") ? "fixed_mask" : o.reduce);
-	char *act_src = slurp(dir, act_name), *red_src = slurp(dir, red_name);
-	size_t n = strlen(act_src) + strlen(red_src) + 2;
+	char *act_src = slurp(dir, act_name), *sum_src = slurp(dir, "sum.py"),
+	     *red_src = slurp(dir, red_name);
+	size_t n = strlen(act_src) + strlen(sum_src) + strlen(red_src) + 3;
 	char *src = malloc(n);
 	if (!src)
 		cli_die(EXIT_RUNTIME, "out of memory");
-	snprintf(src, n, "%s\n%s", act_src, red_src);
+	snprintf(src, n, "%s\n%s\n%s", act_src, sum_src, red_src);
 
 	if (esg_torch_set_threads((int)o.threads))
 		cli_die_lib();
@@ -474,5 +479,6 @@ int main(int argc, char **argv)
 	free(src);
 	free(act_src);
 	free(red_src);
+	free(sum_src);
 	return 0;
 }

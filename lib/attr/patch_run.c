@@ -26,10 +26,9 @@ static int patch_targets(esg_attr_job *job, const esg_attr_job *sub, int64_t *ta
 		job->evaluations += sh[0];
 		int ok = out->ndim == 2 && out->shape[0] == sh[0] && out->shape[1] > 0;
 		for (int64_t b = 0; ok && b < sh[0]; b++) {
-			const float *o = (const float *)out->data + b * out->shape[1];
-			int64_t best = 0;
-			for (int64_t c = 1; c < out->shape[1]; c++)
-				if (o[c] > o[best])
+			int64_t C = out->shape[1], best = 0;
+			for (int64_t c = 1; c < C; c++)
+				if (esg_tensor_get(out, b * C + c) > esg_tensor_get(out, b * C + best))
 					best = c;
 			target[i0 + b] = best;
 		}

@@ -133,7 +133,6 @@ int esg_eval_scores(const esg_eval_model *M, int ndim, const int64_t *shape, con
 			return esg_set_error("model output is %s, not per-class scores [N, C]; use the "
 					     "wrapped model the maps were made with (esg-wrap)", str);
 		}
-		const float *o = out->data;
 		for (int64_t b = 0; b < sh[0]; b++) {
 			int64_t t = target[i0 + b];
 			if (t >= out->shape[1]) {
@@ -142,7 +141,7 @@ int esg_eval_scores(const esg_eval_model *M, int ndim, const int64_t *shape, con
 				return esg_set_error("esg.target %lld is out of range: the model has %lld classes",
 						     (long long)t, (long long)classes);
 			}
-			s[i0 + b] = o[b * out->shape[1] + t];
+			s[i0 + b] = esg_tensor_get(out, b * out->shape[1] + t);
 		}
 		esg_torch_tensor_free(out);
 	}

@@ -22,6 +22,10 @@ typedef struct esg_model esg_model;
 
 /* Threads for intra-op parallelism; n <= 0 means all cores. */
 int esg_torch_set_threads(int n);
+/* On by default: NaN / Inf in a loaded model's parameters or buffers, or in
+ * any model output (all outputs, scores included), fails the call with an
+ * error naming how many; 0 lets them through. */
+void esg_torch_set_check_finite(int on);
 /* The model calls made since the last reset, as a JSON array of
  * {"grad": bool, "batch": B, "count": n} (new string): what a method cost,
  * recorded by esg-attr as esg.model_calls for the benchmark. */
@@ -66,8 +70,10 @@ int esg_model_set_amp(esg_model *m, esg_amp amp);
 esg_amp esg_model_amp(const esg_model *m);
 const char *esg_amp_name(esg_amp amp);
 
-/* Forward pass without autograd.  x: [B, ...].  *out: new F32 tensor named
- * "output" with the model's output shape. */
+/* Forward pass without autograd.  x: [B, ...].  *out: new tensor named
+ * "output" with the model's output shape: F32, or F64 for [B, C] scores a
+ * wrapper summed in float64 (read them with esg_tensor_get).  The outputs of
+ * esg_model_forward_capture / _replace are the same. */
 int esg_model_forward(esg_model *m, const float *x, int ndim,
 		      const int64_t *shape, esg_tensor **out);
 

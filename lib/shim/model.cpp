@@ -156,10 +156,12 @@ at::Tensor from_esg(const esg_tensor *t, c10::Device dev, bool as_float)
 	return as_float ? a.to(dev, at::kFloat, false, true) : a.to(dev, a.scalar_type(), false, true);
 }
 
-/* New esg_tensor (float32, C order, on the host) from a libtorch tensor. */
-esg_tensor *to_esg(const char *name, const at::Tensor &src)
+/* A new esg_tensor (C order, on the host): float32, or float64 where src is and keep_f64 (model
+ * outputs: scores summed in float64, see out_f32). */
+esg_tensor *to_esg(const char *name, const at::Tensor &src, bool keep_f64 = false)
 {
-	at::Tensor t = src.detach().to(at::kCPU, at::kFloat).contiguous();
+	bool f64 = keep_f64 && src.scalar_type() == at::kDouble;
+	at::Tensor t = src.detach().to(at::kCPU, f64 ? at::kDouble : at::kFloat).contiguous();
 	if (t.dim() > ESG_MAX_DIMS)
 		fail("tensor has " + std::to_string(t.dim()) + " dimensions (max " +
 		     std::to_string(ESG_MAX_DIMS) + ")");
@@ -167,17 +169,17 @@ esg_tensor *to_esg(const char *name, const at::Tensor &src)
 	if (!e)
 		throw std::bad_alloc();
 	e->name = strdup(name);
-	e->dtype = ESG_F32;
+	e->dtype = f64 ? ESG_F64 : ESG_F32;
 	e->ndim = (int)t.dim();
 	for (int i = 0; i < e->ndim; i++)
 		e->shape[i] = t.size(i);
-	size_t nb = (size_t)t.numel() * sizeof(float);
+	size_t nb = (size_t)t.numel() * t.element_size();
 	e->data = malloc(nb ? nb : 1);
 	if (!e->name || !e->data) {
 		esg_torch_tensor_free(e);
 		throw std::bad_alloc();
 	}
-	memcpy(e->data, t.data_ptr<float>(), nb);
+	memcpy(e->data, t.data_ptr(), nb);
 	return e;
 }
 
@@ -207,6 +209,20 @@ c10::IValue run_fn(esg_model *m, GraphFunction &fn, std::vector<c10::IValue> st)
 {
 	fn.run(st);
 	return st.back();
+}
+
+/* NaN / Inf anywhere in t is an error (unless esg_torch_set_check_finite(0)):
+ * every model output passes here, so no method turns them into a map. */
+static bool g_check_finite = true;
+
+void check_finite(const at::Tensor &t, const std::string &what)
+{
+	if (!g_check_finite || !t.is_floating_point() || !t.numel())
+		return;
+	int64_t bad = t.numel() - at::isfinite(t.detach()).sum().item<int64_t>();
+	if (bad)
+		fail(what + " has " + std::to_string(bad) + " non-finite value" +
+		     (bad == 1 ? "" : "s") + " (NaN or Inf) of " + std::to_string(t.numel()));
 }
 
 /* Per-class scores output[b, target[b % B]] of an output that must be
@@ -247,10 +263,16 @@ at::Tensor rule_input(esg_model *m, esg_backward_rule rule, const float *x, cons
 }
 
 /* The model's output as float32 (a no-op without amp): scores, sums and
- * everything downstream are computed in float32. */
+ * everything downstream are computed in float32 -- except [N, C] scores a
+ * wrapper summed in float64 (a fixed-mask score over millions of voxels),
+ * kept so that the change one voxel makes is not rounded away. */
 at::Tensor out_f32(const c10::IValue &v)
 {
-	return as_tensor(v, "model output").to(at::kFloat);
+	at::Tensor t = as_tensor(v, "model output");
+	if (!(t.dim() == 2 && t.scalar_type() == at::kDouble))
+		t = t.to(at::kFloat);
+	check_finite(t, "the model's output");
+	return t;
 }
 
 } // namespace
@@ -275,6 +297,11 @@ void esg_torch_tensor_free(esg_tensor *t)
 	free(t->name);
 	free(t->data);
 	free(t);
+}
+
+void esg_torch_set_check_finite(int on)
+{
+	g_check_finite = on != 0;
 }
 
 int esg_torch_set_threads(int n)
@@ -355,6 +382,12 @@ esg_model *esg_model_load(const char *path, const char *device)
 		}
 		m->dev = dev;
 		m->mod.eval();
+		for (const auto &p : m->mod.named_parameters())
+			check_finite(p.value, std::string("model '") + path + "': parameter '" +
+				     p.name + "'");
+		for (const auto &b : m->mod.named_buffers())
+			check_finite(b.value, std::string("model '") + path + "': buffer '" +
+				     b.name + "'");
 		for (auto p : m->mod.parameters())
 			p.set_requires_grad(false);
 		auto fn = m->mod.find_method("forward");
@@ -439,7 +472,7 @@ int esg_model_forward(esg_model *m, const float *x, int ndim, const int64_t *sha
 				ov = run_fn(m, *edited(m, EDIT_RULE, nullptr, ESG_RULE_PLAIN),
 					    make_stack(m, xi));
 		}
-		*out = to_esg("output", out_f32(ov));
+		*out = to_esg("output", out_f32(ov), true);
 		return 0;
 	}
 	SHIM_CATCH(-1)
@@ -509,7 +542,7 @@ int esg_model_forward_capture(esg_model *m, esg_layer_ref layer, const float *x,
 		esg_tensor *eo = nullptr;
 		try {
 			if (out)
-				eo = to_esg("output", o);
+				eo = to_esg("output", o, true);
 		} catch (...) {
 			esg_torch_tensor_free(ea);
 			throw;
@@ -602,7 +635,7 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer, const float *x,
 			copy_out(grad_act, g[0].defined() ? g[0] : at::zeros_like(a));
 		}
 		if (out)
-			*out = to_esg("output", o);
+			*out = to_esg("output", o, true);
 		return 0;
 	}
 	SHIM_CATCH(-1)

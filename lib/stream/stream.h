@@ -58,6 +58,9 @@ size_t esg_tensor_nbytes(const esg_tensor *t);
 float *esg_tensor_to_f32(const esg_tensor *t);
 /* Convert element i to double (any dtype). */
 double esg_tensor_get(const esg_tensor *t, int64_t i);
+/* How many elements are NaN or +-Inf (0 for integer dtypes). */
+int64_t esg_tensor_count_nonfinite(const esg_tensor *t);
+int64_t esg_f32_count_nonfinite(const float *v, int64_t n);
 /* "[1, 1, 64, 64, 64]" into buf (always NUL-terminated). */
 void esg_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 

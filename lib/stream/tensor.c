@@ -90,6 +90,34 @@ double esg_tensor_get(const esg_tensor *t, int64_t i)
 	}
 }
 
+int64_t esg_f32_count_nonfinite(const float *v, int64_t n)
+{
+	int64_t bad = 0;
+	for (int64_t i = 0; i < n; i++)
+		bad += !isfinite(v[i]);
+	return bad;
+}
+
+int64_t esg_tensor_count_nonfinite(const esg_tensor *t)
+{
+	int64_t n = esg_tensor_numel(t), bad = 0;
+	switch (t->dtype) {
+	case ESG_F32:
+		if (((uintptr_t)t->data & (sizeof(float) - 1)) == 0)
+			return esg_f32_count_nonfinite(t->data, n);
+		break; /* unaligned data of a decoded document: element-wise below */
+	case ESG_F64:
+	case ESG_F16:
+	case ESG_BF16:
+		break;
+	default:
+		return 0;
+	}
+	for (int64_t i = 0; i < n; i++)
+		bad += !isfinite(esg_tensor_get(t, i));
+	return bad;
+}
+
 float *esg_tensor_to_f32(const esg_tensor *t)
 {
 	int64_t n = esg_tensor_numel(t);

@@ -7,7 +7,8 @@
 # at self.origin (set per patch through the shim; zeros by default).
 # A model returning [N, C] passes through.
 # .float(): under mixed precision (esg-attr --amp) the model may return bf16 /
-# fp16; activation and sums run in float32 (a no-op for a float32 output).
+# fp16; activation runs in float32 (a no-op for a float32 output), the sum
+# over voxels in float64 (sum.py).
 def forward(self, x: Tensor) -> Tensor:
     y = self.activation(self.model.forward(x).float())
     if y.dim() == 2:
@@ -16,4 +17,4 @@ def forward(self, x: Tensor) -> Tensor:
     if m.shape[2:] != y.shape[2:]:
         for d in range(2, y.dim()):
             m = m.narrow(d, self.origin[d - 2], y.size(d))
-    return (y * m).flatten(2).sum(2)
+    return self.voxel_sum(y * m)

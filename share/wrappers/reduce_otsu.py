@@ -6,7 +6,8 @@
 # outputs give two scores: [sum over z <= t, sum over z > t].
 # Masks carry no gradient; a model returning [N, C] passes through.
 # .float(): under mixed precision (esg-attr --amp) the model may return bf16 /
-# fp16; activation and sums run in float32 (a no-op for a float32 output).
+# fp16; activation runs in float32 (a no-op for a float32 output), the sum
+# over voxels in float64 (sum.py).
 def otsu(self, z: Tensor) -> float:
     nbins = 256
     hist = torch.histc(z, bins=nbins, min=0.0, max=1.0).double()
@@ -34,7 +35,7 @@ def forward(self, x: Tensor) -> Tensor:
             cols.append((z[i, j] > self.otsu(z[i, j])).to(yf.dtype))
         rows.append(torch.stack(cols))
     mask = torch.stack(rows)
-    above = (yf * mask).sum(2)
+    above = self.voxel_sum(yf * mask)
     if y.size(1) == 1:
-        return torch.cat([(yf * (1.0 - mask)).sum(2), above], 1)
+        return torch.cat([self.voxel_sum(yf * (1.0 - mask)), above], 1)
     return above

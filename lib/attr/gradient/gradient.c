@@ -126,13 +126,12 @@ static int bt_flush(batcher *b)
 					     "(wrap a segmentation model with esg-wrap)", s);
 		}
 		int64_t c = out->shape[1];
-		const float *o = out->data;
 		int bad = -1;
 		for (int i = 0; i < n; i++) {
 			if (b->target[i] < 0 || b->target[i] >= c)
 				bad = i;
 			else
-				b->score[i] = o[i * c + b->target[i]];
+				b->score[i] = (float)esg_tensor_get(out, i * c + b->target[i]);
 		}
 		esg_torch_tensor_free(out);
 		if (bad >= 0)

@@ -101,12 +101,11 @@ static int out_scores(const esg_tensor *out, int64_t B, const int64_t *target, f
 		return esg_set_error("model output is %s, not per-class scores [N, C] "
 				     "(wrap a segmentation model with esg-wrap)", s);
 	int64_t C = out->shape[1];
-	const float *o = out->data;
 	for (int64_t b = 0; b < B; b++) {
 		if (target[b] < 0 || target[b] >= C)
 			return esg_set_error("target %lld is out of range: the model has %lld outputs",
 					     (long long)target[b], (long long)C);
-		score[b] = o[b * C + target[b]];
+		score[b] = (float)esg_tensor_get(out, b * C + target[b]);
 	}
 	return 0;
 }

@@ -71,7 +71,9 @@ static const esg_param_spec esg_p_kernel_shap[] = {
 
 /* ---- the forward batcher ----------------------------------------------------- */
 
-typedef void (*score_fn)(void *ctx, int64_t tag, float score, int slot);
+/* Scores arrive as double: a wrapper's float64 sum keeps the change a small
+ * window makes to a score over millions of voxels. */
+typedef void (*score_fn)(void *ctx, int64_t tag, double score, int slot);
 
 typedef struct fb {
 	esg_attr_job *job;
@@ -143,16 +145,9 @@ static int fb_flush(fb *b)
 		return -1;
 	int ok = out->ndim == 2 && out->shape[0] == n;
 	int64_t c = ok ? out->shape[1] : 0, bad = -1;
-	float *score = NULL;
-	if (ok) {
-		score = out->data;  /* in place: score[i] <= data[i * c + t] */
-		for (int i = 0; i < n; i++) {
-			if (b->target[i] < 0 || b->target[i] >= c)
-				bad = i;
-			else
-				score[i] = score[i * c + b->target[i]];
-		}
-	}
+	for (int i = 0; ok && i < n; i++)
+		if (b->target[i] < 0 || b->target[i] >= c)
+			bad = i;
 	if (!ok || bad >= 0) {
 		char s[128];
 		esg_shape_str(out->ndim, out->shape, s, sizeof s);
@@ -167,7 +162,7 @@ static int fb_flush(fb *b)
 	job->evaluations += n;
 	b->used = 0;
 	for (int i = 0; i < n; i++)
-		b->fn(b->ctx, b->tag[i], score[i], i);
+		b->fn(b->ctx, b->tag[i], esg_tensor_get(out, i * c + b->target[i]), i);
 	esg_torch_tensor_free(out);
 	b->done += n;
 	if (b->done < b->total)  /* the last line (with its newline) comes from fb_finish */
@@ -282,7 +277,7 @@ typedef struct occ {
 	int64_t W;                       /* windows per item */
 	size_t item;
 	float *attr, *count;             /* current item */
-	float f0;
+	double f0;
 } occ;
 
 /* Box of window w: [lo, hi) per item axis. */
@@ -332,7 +327,7 @@ static void box_apply(const occ *o, const int64_t *lo, const int64_t *hi, int op
 	}
 }
 
-static void occ_consume(void *ctx, int64_t tag, float score, int slot)
+static void occ_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)slot;
 	occ *o = ctx;
@@ -443,10 +438,10 @@ static int esg_run_occlusion(esg_attr_job *job)
 typedef struct abl {
 	const esg_fmask *mask;
 	float *attr;
-	float f0;
+	double f0;
 } abl;
 
-static void abl_consume(void *ctx, int64_t tag, float score, int slot)
+static void abl_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)slot;
 	abl *a = ctx;
@@ -511,10 +506,10 @@ typedef struct perm_ctx {
 	const esg_fmask *mask;
 	esg_attr_job *job;
 	size_t item;
-	float *f0;
+	double *f0;
 } perm_ctx;
 
-static void perm_consume(void *ctx, int64_t tag, float score, int slot)
+static void perm_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)slot;
 	perm_ctx *c = ctx;
@@ -540,7 +535,7 @@ static int esg_run_feature_permutation(esg_attr_job *job)
 	esg_fmask fm = { 0 };
 	esg_rng rng;
 	esg_rng_init(&rng, job->seed, job->record, ESG_STREAM_PERTURB);
-	float *f0 = malloc((size_t)N * sizeof *f0);
+	double *f0 = malloc((size_t)N * sizeof *f0);
 	int64_t *perm = malloc((size_t)N * sizeof *perm);
 	perm_ctx c = { &fm, job, item, f0 };
 	fb b;
@@ -598,10 +593,10 @@ out:
 
 typedef struct shap_ctx {
 	double *acc;      /* per feature */
-	float fbase, prev;
+	double fbase, prev;
 } shap_ctx;
 
-static void shap_consume(void *ctx, int64_t tag, float score, int slot)
+static void shap_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)slot;
 	shap_ctx *c = ctx;
@@ -692,7 +687,7 @@ typedef struct sur_ctx {
 	double *y;
 } sur_ctx;
 
-static void sur_consume(void *ctx, int64_t tag, float score, int slot)
+static void sur_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)slot;
 	((sur_ctx *)ctx)->y[tag] = score;
@@ -848,7 +843,7 @@ typedef struct rise_ctx {
 	int64_t V;
 } rise_ctx;
 
-static void rise_consume(void *ctx, int64_t tag, float score, int slot)
+static void rise_consume(void *ctx, int64_t tag, double score, int slot)
 {
 	(void)tag;
 	rise_ctx *c = ctx;
