@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # needs: torch
 # The Make pipelines on a real one-node Slurm cluster, started (and stopped,
-# by pid) by this test (tests/cli/slurm-cluster.sh): configs/angio2d.json
+# by pid) by this test (tests/cli/slurm_cluster.bash): configs/angio2d.json
 # through srun with -j2 -- every job a Slurm job, the same outputs as a local
 # run, a second run submits nothing; a job past Slurm's time limit and a
 # job that finishes itself at a 1-second timeout inside Slurm are reported
@@ -11,7 +11,59 @@
 # where Slurm can't run (not root, slurm-wlm or munge not installed: make
 # deps-cluster).
 . "$(dirname "$0")/lib.sh"
-. "$ESG_ROOT/tests/cli/slurm-cluster.sh"
+. "$ESG_ROOT/tests/cli/slurm_cluster.bash"
+
+BIN=${ESG_BIN:-$ESG_ROOT/build/bin}
+RUN="$ESG_ROOT/pipelines/run"
+
+# ---- esg-config: jobs.scheduler and jobs.slurm (no cluster needed) -----------
+bad() { # bad DESC PATTERN JOBS-JSON
+	printf '{"output": "o", "inputs": [{"image": "%s"}], "models": [{"name": "m", "file": "%s"}], "methods": [{"name": "saliency"}], "jobs": %s}\n' \
+		"$ESG_ROOT/share/data/angio2d_20001_aneurysm.png" "$ESG_ROOT/share/models/classifier2d.pt" "$3" >bad.json
+	expect_fail "esg-config refuses $1" 1 "^esg-config: error: bad.json: $2" esg-config bad.json
+	[ "$(wc -l <"$T/.err")" = 1 ] || not_ok "$1: one line ($(cat "$T/.err"))"
+}
+bad "an unknown scheduler" "jobs\.scheduler: unknown value 'pbs' \(known: local, slurm\)" '{"threads": 1, "scheduler": "pbs"}'
+bad "slurm without threads" 'jobs\.threads: must be set .* --cpus-per-task' '{"scheduler": "slurm"}'
+bad "an unknown jobs.slurm field" 'jobs\.slurm\.qos: unknown field \(known here: partition, account, args, local_kinds, mem, time_margin\)' \
+	'{"threads": 1, "slurm": {"qos": "x"}}'
+bad "an unknown local kind" "jobs\.slurm\.local_kinds\[1\]: unknown value 'plot'" '{"threads": 1, "slurm": {"local_kinds": ["load", "plot"]}}'
+bad "a bad memory size" "jobs\.slurm\.mem\.attr: '4GB' is not a size" '{"threads": 1, "slurm": {"mem": {"attr": "4GB"}}}'
+bad "memory for an unknown kind" 'jobs\.slurm\.mem\.atr: unknown job kind' '{"threads": 1, "slurm": {"mem": {"atr": "4G"}}}'
+bad "an srun argument that is no option" "jobs\.slurm\.args\[0\]: 'long' is not an option" '{"threads": 1, "slurm": {"args": ["long"]}}'
+bad "a shell character in an srun argument" "jobs\.slurm\.args\[0\]: .*can't be passed" '{"threads": 1, "slurm": {"args": ["--qos=a;b"]}}'
+bad "a partition with a blank" "jobs\.slurm\.partition: .*can't be passed" '{"threads": 1, "slurm": {"partition": "a b"}}'
+bad "a negative time margin" 'jobs\.slurm\.time_margin: -1 is out of range' '{"threads": 1, "slurm": {"time_margin": -1}}'
+printf '{"output": "o", "inputs": [{"image": "%s"}], "models": [{"name": "m", "file": "%s"}], "methods": [{"name": "saliency", "timeout": 30}], "jobs": %s}\n' \
+	"$ESG_ROOT/share/data/angio2d_20001_aneurysm.png" "$ESG_ROOT/share/models/classifier2d.pt" \
+	'{"threads": 2, "devices": ["cuda:1"], "scheduler": "slurm", "slurm": {"partition": "gpu", "account": "lab", "args": ["--qos=long"], "local_kinds": ["load", "render"], "mem": {"attr": 3000, "load": "2G"}, "time_margin": 90}}' >good.json
+check "esg-config accepts a full jobs.slurm" esg-config --make good.mk --output o good.json
+check "the fragment carries jobs.slurm for run.mk" bash -c 'grep -qx "ESG_SCHEDULER := slurm" good.mk && grep -qx "ESG_SLURM_PARTITION := gpu" good.mk &&
+	grep -qx "ESG_SLURM_ACCOUNT := lab" good.mk && grep -qx "ESG_SLURM_ARGS := --qos=long" good.mk && grep -qx "ESG_SLURM_TIME_MARGIN := 90" good.mk &&
+	grep -qx "ESG_SLURM_LOCAL_KINDS := load render" good.mk && grep -q "^ESG_SLURM_MEM := load=2G .*attr=3000M " good.mk'
+check "a job's rule gives run-job its kind, CPUs, device and timeout" \
+	grep -q '$(JOB) --kind attr --cpus $(THREADS) --device cuda:1 --timeout 30 -- $(ESG_ATTR) .* --device $(call esg_device,cuda:1) --timeout 30$' good.mk
+# what run-job asks srun for, with a stand-in srun that prints its arguments
+mkdir -p fake
+printf '#!/bin/sh\necho "$*" >"%s/fake/srun.args"\nexit 3\n' "$T" >fake/srun
+chmod +x fake/srun
+PATH="$T/fake:$PATH" ESG_JOB_SCHEDULER=slurm ESG_JOB_MEM="load=1G attr=3000M" ESG_JOB_TIME_MARGIN=90 \
+	ESG_JOB_SLURM_ARGS="--partition=gpu --qos=long" "$ESG_ROOT/pipelines/run-job" "$T/o" "$T/o/x.st.zst" \
+	--kind attr --cpus 2 --device cuda:1 --timeout 30 -- true >/dev/null 2>&1
+check "run-job: --cpus-per-task, --mem of the kind, a GPU, --time = timeout + margin in minutes, the user's options" \
+	grep -q -- '^--job-name=esg:x.st.zst --ntasks=1 --nodes=1 --cpus-per-task=2 --mem=3000M --gres=gpu:1 --time=2 --partition=gpu --qos=long bash' fake/srun.args
+rm -f fake/srun.args
+PATH="$T/fake:$PATH" ESG_JOB_SCHEDULER=slurm ESG_JOB_LOCAL_KINDS="load render" "$ESG_ROOT/pipelines/run-job" "$T/o" "$T/o/y" \
+	--kind load -- touch "$T/o/y" >/dev/null 2>&1
+check "run-job: a local kind runs here" bash -c "test -e o/y && ! test -e fake/srun.args && grep -q '^status: ok' o/logs/y.log"
+(cd "$ESG_ROOT" && make --no-print-directory -f pipelines/run.mk CONFIG="$T/good.json" OUT="$T/o" BIN="$BIN" -n jobs) >plan.txt 2>&1
+check "run.mk: on Slurm a job's GPU is its cuda:0" grep -q 'esg-attr .* --device cuda:0 --timeout 30$' plan.txt
+(cd "$ESG_ROOT" && make --no-print-directory -f pipelines/run.mk CONFIG="$T/good.json" OUT="$T/o" BIN="$BIN" SCHEDULER=local -n jobs) >plan.txt 2>&1
+check "and cuda:1 where it runs locally" grep -q 'esg-attr .* --device cuda:1 --timeout 30$' plan.txt
+expect_fail "pipelines/run refuses a --slurm-arg that is no option" 2 "^run: --slurm-arg 'long' is not an option" \
+	"$RUN" good.json --slurm-arg long
+expect_fail "pipelines/run refuses --submit with --local" 2 "^run: --submit runs on Slurm" "$RUN" good.json --local --submit
+check "pipelines/run --help names the Slurm options" bash -c "'$RUN' --help | grep -q -- '--slurm-arg ARG' && '$RUN' --help | grep -q -- '--submit'"
 
 why=$(slurm_cluster_unavailable)
 if [ -n "$why" ]; then
@@ -20,8 +72,6 @@ if [ -n "$why" ]; then
 fi
 trap 'slurm_cluster_stop; rm -rf "$T"' EXIT
 trap 'exit 143' TERM INT HUP
-BIN=${ESG_BIN:-$ESG_ROOT/build/bin}
-RUN="$ESG_ROOT/pipelines/run"
 if ! slurm_cluster_start "$T/esg-slurm-test" 2>start.err; then
 	not_ok "a one-node Slurm cluster starts ($(head -c 300 start.err))"
 	done_testing

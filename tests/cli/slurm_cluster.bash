@@ -1,4 +1,4 @@
-# slurm-cluster.sh - a one-node Slurm cluster for the tests, started and
+# slurm_cluster.bash - a one-node Slurm cluster for the tests, started and
 # stopped by the test itself (source it; see tests/cli/slurm.sh).
 #
 #   slurm_cluster_start DIR   # munged, slurmctld, slurmd; exports SLURM_CONF
