@@ -62,6 +62,9 @@ check "run.mk: on Slurm a job's GPU is its cuda:0" grep -q 'esg-attr .* --device
 check "and cuda:1 where it runs locally" grep -q 'esg-attr .* --device cuda:1 --timeout 30$' plan.txt
 expect_fail "pipelines/run refuses a --slurm-arg that is no option" 2 "^run: --slurm-arg 'long' is not an option" \
 	"$RUN" good.json --slurm-arg long
+expect_fail "pipelines/run --slurm refuses THREADS=0 before anything runs" 1 "THREADS=0 \(all cores\) can't run on Slurm" \
+	"$RUN" good.json --slurm THREADS=0 BIN="$BIN"
+no_file "nothing ran" o/inputs
 expect_fail "pipelines/run refuses --submit with --local" 2 "^run: --submit runs on Slurm" "$RUN" good.json --local --submit
 check "pipelines/run --help names the Slurm options" bash -c "'$RUN' --help | grep -q -- '--slurm-arg ARG' && '$RUN' --help | grep -q -- '--submit'"
 
