@@ -75,11 +75,20 @@ if [ -n "$why" ]; then
 fi
 trap 'slurm_cluster_stop; rm -rf "$T"' EXIT
 trap 'exit 143' TERM INT HUP
+# a daemon a killed earlier run left behind (its pid in the registry, its
+# command line naming an esg-slurm-test folder) is stopped first
+(exec -a "$T/esg-slurm-test-stale/slurmd" sleep 600) &
+stale=$!
+echo "$stale" >>"$SLURM_PID_REGISTRY"
 if ! slurm_cluster_start "$T/esg-slurm-test" 2>start.err; then
 	not_ok "a one-node Slurm cluster starts ($(head -c 300 start.err))"
 	done_testing
 fi
 ok "a one-node Slurm cluster answers (srun) on ports $(grep -h 'Port=' "$SLURM_CONF" | tr '\n' ' ')"
+st=$(awk '{ print $3 }' "/proc/$stale/stat" 2>/dev/null) # Z: ended, waiting for this shell
+if [ -n "$st" ] && [ "$st" != Z ]; then not_ok "a stale daemon from an earlier run is stopped"; kill "$stale"; else
+	ok "a stale daemon from an earlier run is stopped"; fi
+wait "$stale" 2>/dev/null
 n_slurm_jobs() { scontrol -o show jobs 2>/dev/null | grep -c '^JobId='; }
 
 # ---- Slurm's own time limit (in the background: it takes Slurm a minute) ----

@@ -124,6 +124,12 @@ CONF
 slurm_cluster_stop() {
 	local pid
 	[ ${#SLURM_PIDS[@]} -gt 0 ] || return 0
+	# jobs still in this cluster (a test that stopped half-way): cancelled,
+	# so that their srun calls end instead of waiting for a controller
+	if [[ ${SLURM_CONF:-} == */esg-slurm-test/slurm.conf ]]; then
+		timeout 10 scancel -u "$(id -un)" 2>/dev/null
+		for _ in $(seq 1 25); do [ -z "$(squeue -h 2>/dev/null)" ] && break; sleep 0.2; done
+	fi
 	# slurmd and slurmctld first, munged last
 	for ((i = ${#SLURM_PIDS[@]} - 1; i >= 0; i--)); do
 		pid=${SLURM_PIDS[$i]}
