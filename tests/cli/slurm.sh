@@ -200,11 +200,13 @@ if [ -n "$id" ]; then
 	check "--status: the cancelled job failed, its map is pending" \
 		bash -c 'grep -q "^status: slow: 4 jobs: 2 done, 0 running, 1 failed, 1 pending" status1.out &&
 			grep -q "^  attr/img/m/slow.st.zst: cancelled (Slurm) -- Slurm job" status1.out'
+	# the node has finished cleaning up the cancelled job (KillWait)
+	for _ in $(seq 1 100); do [ -z "$(squeue -h -j "$id" 2>/dev/null)" ] && break; sleep 0.2; done
 	"$RUN" slow.json BIN="$BIN" >rerun.out 2>&1
 	rc=$?
 	[ $rc = 0 ] && [ -s slow/attr/img/m/slow.st.zst ] && grep -q '^status: ok$' $LOG &&
 		[ "$(grep -cE '^ok ' rerun.out)" = 2 ] && ok "a re-run finishes exactly it (and its map)" ||
-		not_ok "re-run: exit $rc, $(grep -E '^[a-z]+ +[0-9.]+ s' rerun.out | tr '\n' ' ')"
+		not_ok "re-run: exit $rc, $(grep -E '^[a-z]+ +[0-9.]+ s' rerun.out | tr '\n' ' ') $(grep -A 8 '^slurm_job' $LOG | tr '\n' ' ')"
 else
 	kill "$run_pid" 2>/dev/null
 	wait "$run_pid"
