@@ -143,6 +143,20 @@ deps:
 		echo "deps: run as root: apt-get update && apt-get install -y --no-install-recommends" $$missing; exit 1; \
 	else apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; fi
 
+## deps-cluster: install slurm-wlm and munge, for the one-node Slurm cluster that
+##   tests/cli/slurm.sh starts (as root; no daemon is started by the install:
+##   the test runs its own munged, slurmctld and slurmd and stops them)
+CLUSTER_PACKAGES := slurm-wlm munge
+deps-cluster:
+	$(Q)missing=$$(for p in $(CLUSTER_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \
+	if [ -z "$$missing" ]; then echo "deps-cluster: all installed"; \
+	elif [ "$$(id -u)" != 0 ]; then echo "deps-cluster: missing:" $$missing; \
+		echo "deps-cluster: run as root: apt-get update && apt-get install -y --no-install-recommends" $$missing; exit 1; \
+	else policy=/usr/sbin/policy-rc.d; added=; \
+		if [ ! -e $$policy ]; then printf '#!/bin/sh\nexit 101\n' >$$policy && chmod 755 $$policy && added=1; fi; \
+		apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing; rc=$$?; \
+		[ -z "$$added" ] || rm -f $$policy; exit $$rc; fi
+
 ## demo: the whole experiment on the shipped data (configs/demo.json): maps of a
 ##   dozen methods on two phantoms and two models, randomisation, metrics, HTML report
 DEMO_CONFIG ?= configs/demo.json
@@ -174,4 +188,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps demo bench install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo bench install clean list

@@ -8,11 +8,20 @@
 # (a log per job in $(OUT)/logs); the tools write outputs atomically, so a
 # failed, timed-out or killed job leaves nothing Make would take as done.
 # pipelines/run wraps this with -k, a report of what finished and a summary.
+#
+# SCHEDULER=slurm (or jobs.scheduler in the config) runs each job through
+# srun instead (doc/cluster.md); PARTITION=, ACCOUNT= and SLURM_ARGS= add to
+# the config's jobs.slurm.  The targets and stamps are the same either way,
+# so a run can move between a workstation and a cluster.
 SHELL := bash
 .SHELLFLAGS := -eu -o pipefail -c
 .DELETE_ON_ERROR:
 .SUFFIXES:
+# PLAN=1 (pipelines/run --status: make -n): what a run would redo, down to
+# the files that depend on a missing one
+ifeq ($(PLAN),)
 .SECONDARY:
+endif
 .SECONDEXPANSION:
 MAKEFLAGS += --no-builtin-rules
 
@@ -35,13 +44,41 @@ ESG_METRIC := $(BIN)/esg-metric
 ESG_RENDER := $(BIN)/esg-render
 export ESG_RENDER
 COPY := $(PIPELINES)/copy-into-place
-JOB = @$(PIPELINES)/run-job $(OUT) $@ --
+JOB = @$(PIPELINES)/run-job $(OUT) $@
 
 all: jobs
 .PHONY: all jobs report tables summary
 
 include $(OUT)/pipeline.mk
 all: $(if $(ESG_REPORT),report)
+
+# Where jobs run: the config's jobs.scheduler and jobs.slurm, unless the
+# make line says otherwise.  run-job reads them from its environment.
+ifneq ($(origin SCHEDULER),command line)
+SCHEDULER = $(or $(ESG_SCHEDULER),local)
+endif
+PARTITION ?=
+ACCOUNT ?=
+SLURM_ARGS ?=
+ifneq ($(ESG_SCHEDULER),)
+ifeq ($(filter local slurm,$(SCHEDULER)),)
+$(error SCHEDULER=$(SCHEDULER): must be local or slurm)
+endif
+ifeq ($(SCHEDULER)$(THREADS),slurm0)
+$(error THREADS=0 (all cores) can't run on Slurm: set jobs.threads or THREADS=N, which becomes --cpus-per-task)
+endif
+endif
+PARTITION_ARG = $(or $(PARTITION),$(ESG_SLURM_PARTITION))
+ACCOUNT_ARG = $(or $(ACCOUNT),$(ESG_SLURM_ACCOUNT))
+export ESG_JOB_SCHEDULER = $(SCHEDULER)
+export ESG_JOB_SLURM_ARGS = $(strip $(if $(PARTITION_ARG),--partition=$(PARTITION_ARG)) \
+	$(if $(ACCOUNT_ARG),--account=$(ACCOUNT_ARG)) $(ESG_SLURM_ARGS) $(SLURM_ARGS))
+export ESG_JOB_LOCAL_KINDS = $(ESG_SLURM_LOCAL_KINDS)
+export ESG_JOB_MEM = $(ESG_SLURM_MEM)
+export ESG_JOB_TIME_MARGIN = $(ESG_SLURM_TIME_MARGIN)
+# A job's device: as the config says here; on a cluster each job is given
+# its own GPU, which it sees as cuda:0.
+esg_device = $(if $(filter slurm,$(SCHEDULER)),$(patsubst cuda:%,cuda:0,$(1)),$(1))
 
 # The fragment is remade when the config or esg-config changes; the stamps
 # it writes change only for jobs whose arguments changed.
@@ -58,7 +95,7 @@ TABLE_PARTS_randomisation := $(call have,$(ESG_RANDOM_TABLES))
 TABLES := $(foreach t,ground_truth fidelity randomisation,$(if $(TABLE_PARTS_$(t)),$(OUT)/tables/$(t).tsv))
 
 $(OUT)/tables/%.tsv: $$(TABLE_PARTS_$$*) $(PIPELINES)/cat-tables
-	$(JOB) $(PIPELINES)/cat-tables $@ $(TABLE_PARTS_$*)
+	$(JOB) --kind table -- $(PIPELINES)/cat-tables $@ $(TABLE_PARTS_$*)
 
 jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(TABLES)
 tables: $(TABLES)
@@ -66,7 +103,7 @@ tables: $(TABLES)
 REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS))
 report: $(if $(ESG_REPORT),$(OUT)/report.html)
 $(OUT)/report.html: $(REPORT_STREAMS) $(call have,$(ESG_MAPS)) $(TABLES) $(OUT)/.args/report.html.args $(ESG_RENDER)
-	$(JOB) $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) \
+	$(JOB) --kind report -- $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) \
 		$(if $(PARTIAL),--title 'Partial report: some jobs failed (see summary.tsv and logs/)') \
 		--link 'maps/{input}/{model}/{method}.nii.gz' $(REPORT_STREAMS)
 

@@ -107,6 +107,8 @@ struct esg_config {
 	char **device;
 	int n_device;
 	double timeout;
+	int slurm;             /* jobs.scheduler: "slurm" */
+	char *slurm_vars;      /* jobs.slurm as Make variables for run.mk and run-job */
 	/* report */
 	int report;
 	char *report_args;
@@ -996,10 +998,118 @@ static int parse_metrics(esg_config *c, const cJSON *o)
 	return c->metric_args ? 0 : -1;
 }
 
+/* The kinds of job, as run-job's --kind: what jobs.slurm.local_kinds and
+ * jobs.slurm.mem name (doc/cluster.md). */
+static const char *const JOB_KINDS[] = { "load", "wrap", "randomise", "attr", "metric", "render",
+					 "copy", "table", "report", NULL };
+
+/* A Slurm memory size: digits and an optional K, M, G or T (srun --mem). */
+static int slurm_mem(const char *field, const cJSON *v, char *out, size_t n)
+{
+	if (cJSON_IsNumber(v)) {
+		if (v->valuedouble < 1 || v->valuedouble > 1e9 || v->valuedouble != floor(v->valuedouble))
+			return bad(field, "%g is not a size in MB (a whole number >= 1)", v->valuedouble);
+		snprintf(out, n, "%.0fM", v->valuedouble);
+		return 0;
+	}
+	if (!cJSON_IsString(v))
+		return bad(field, "must be a size (\"4G\", \"500M\") or a number of MB");
+	const char *s = v->valuestring;
+	size_t k = strspn(s, "0123456789");
+	if (!k || strspn(s, "0") == k || (s[k] && (!strchr("KMGT", s[k]) || s[k + 1])))
+		return bad(field, "'%s' is not a size (digits and K, M, G or T, e.g. \"4G\")", s);
+	snprintf(out, n, "%s", s);
+	return 0;
+}
+
+/* jobs.scheduler and jobs.slurm: how jobs run (not what they make, so none
+ * of it is in the stamps). */
+static int parse_scheduler(esg_config *c, const cJSON *o)
+{
+	static const char *const sched[] = { "local", "slurm", NULL };
+	static const char *const keys[] = { "partition", "account", "args", "local_kinds", "mem", "time_margin", NULL };
+	/* what each kind gets when the config says nothing (doc/cluster.md) */
+	static const char *const mem_default[] = { "1G", "2G", "2G", "4G", "4G", "1G", "256M", "256M", "1G" };
+	const char *s = NULL, *part = NULL, *acct = NULL;
+	const cJSON *sl = o ? cJSON_GetObjectItemCaseSensitive(o, "slurm") : NULL;
+	if (o && get_str(o, "scheduler", "jobs", 0, &s))
+		return -1;
+	if (s && one_of("jobs.scheduler", s, sched))
+		return -1;
+	c->slurm = s && !strcmp(s, "slurm");
+	if (c->slurm && c->threads < 1)
+		return bad("jobs.threads", "must be set (1 or more) with scheduler \"slurm\": it becomes --cpus-per-task");
+	double margin = 60;
+	if (sl && (check_keys(sl, "jobs.slurm", keys) || get_str(sl, "partition", "jobs.slurm", 0, &part) ||
+		   get_str(sl, "account", "jobs.slurm", 0, &acct) ||
+		   get_num(sl, "time_margin", "jobs.slurm", 0, 1e6, 0, &margin)))
+		return -1;
+	if ((part && safe_arg("jobs.slurm.partition", part)) || (acct && safe_arg("jobs.slurm.account", acct)))
+		return -1;
+	const char **args = NULL, **local = NULL;
+	int na = -1, nl = -1, rc = 0;
+	char mem[9][32];
+	for (int k = 0; k < 9; k++)
+		snprintf(mem[k], sizeof mem[k], "%s", mem_default[k]);
+	if (sl && (name_list(sl, "args", "jobs.slurm", &args, &na) ||
+		   name_list(sl, "local_kinds", "jobs.slurm", &local, &nl)))
+		rc = -1;
+	for (int i = 0; !rc && i < nl; i++) {
+		char f[64];
+		snprintf(f, sizeof f, "jobs.slurm.local_kinds[%d]", i);
+		rc = one_of(f, local[i], JOB_KINDS);
+	}
+	for (int i = 0; !rc && i < na; i++)
+		if (args[i][0] != '-') {
+			char f[64];
+			snprintf(f, sizeof f, "jobs.slurm.args[%d]", i);
+			rc = bad(f, "'%s' is not an option (srun/sbatch options start with '-', e.g. \"--qos=long\")", args[i]);
+		}
+	const cJSON *m = sl ? cJSON_GetObjectItemCaseSensitive(sl, "mem") : NULL;
+	if (!rc && m && !cJSON_IsObject(m))
+		rc = bad("jobs.slurm.mem", "must be an object (job kind: size)");
+	for (const cJSON *e = m ? m->child : NULL; !rc && e; e = e->next) {
+		char f[128];
+		snprintf(f, sizeof f, "jobs.slurm.mem.%s", e->string);
+		int k = 0;
+		while (JOB_KINDS[k] && strcmp(JOB_KINDS[k], e->string))
+			k++;
+		if (!JOB_KINDS[k]) {
+			char list[256];
+			join_names(JOB_KINDS, list, sizeof list);
+			rc = bad(f, "unknown job kind (known: %s)", list);
+		} else
+			rc = slurm_mem(f, e, mem[k], sizeof mem[k]);
+	}
+	if (!rc) {
+		sbuf b = { 0 };
+		char t[32];
+		num_text(t, sizeof t, margin);
+		sb_add(&b, "ESG_SCHEDULER := %s\nESG_SLURM_PARTITION := %s\nESG_SLURM_ACCOUNT := %s\n"
+			   "ESG_SLURM_TIME_MARGIN := %s\nESG_SLURM_ARGS :=", c->slurm ? "slurm" : "local",
+		       part ? part : "", acct ? acct : "", t);
+		for (int i = 0; i < na; i++)
+			sb_add(&b, " %s", args[i]);
+		sb_add(&b, "\nESG_SLURM_LOCAL_KINDS :=");
+		for (int i = 0; i < nl; i++)
+			sb_add(&b, " %s", local[i]);
+		sb_add(&b, "\nESG_SLURM_MEM :=");
+		for (int k = 0; JOB_KINDS[k]; k++)
+			sb_add(&b, " %s=%s", JOB_KINDS[k], mem[k]);
+		sb_add(&b, "\n");
+		c->slurm_vars = sb_take(&b);
+		if (!c->slurm_vars)
+			rc = -1;
+	}
+	free(args);
+	free(local);
+	return rc;
+}
+
 static int parse_jobs(esg_config *c, const cJSON *o)
 {
 	const char *F = "jobs";
-	static const char *const keys[] = { "threads", "devices", "timeout", "internal_batch", NULL };
+	static const char *const keys[] = { "threads", "devices", "timeout", "internal_batch", "scheduler", "slurm", NULL };
 	double threads = 0, ib = 8;
 	c->timeout = 0;
 	if (o && (check_keys(o, F, keys) || get_num(o, "threads", F, 0, 1024, 1, &threads) ||
@@ -1007,6 +1117,8 @@ static int parse_jobs(esg_config *c, const cJSON *o)
 		return -1;
 	c->threads = (long)threads;
 	c->ibatch = (long)ib;
+	if (parse_scheduler(c, o))
+		return -1;
 	const char **dev;
 	int nd;
 	if (o && name_list(o, "devices", F, &dev, &nd))
@@ -1216,6 +1328,7 @@ void esg_config_free(esg_config *c)
 	free(c->metric_args);
 	free(c->fid_model);
 	free(c->report_args);
+	free(c->slurm_vars);
 	free(c);
 }
 
@@ -1287,10 +1400,14 @@ static int write_stamp(const char *path, const char *text)
  * (round robin over the config's devices), the timeout. */
 enum { RUN_THREADS = 1, RUN_DEVICE = 2 };
 
-/* One job: "$(OUT)/target: prereqs stamp" and its recipe, `cmd` and the run
- * options.  The stamp holds cmd (what decides the result), not the run
- * options, so changing how a job runs doesn't redo it. */
-static int job(gen *g, const char *target, const char *prereqs, const char *cmd, int run, double timeout)
+/* One job: "$(OUT)/target: prereqs stamp" and its recipe: run-job with the
+ * job's kind and resources (what srun asks for on a cluster), then `cmd`
+ * and the run options.  The stamp holds cmd (what decides the result), not
+ * the run options, so changing how -- or where -- a job runs doesn't redo
+ * it.  On a cluster a job's GPU is its cuda:0, so the device goes through
+ * run.mk's esg_device. */
+static int job(gen *g, const char *kind, const char *target, const char *prereqs, const char *cmd, int run,
+	       double timeout)
 {
 	if (g->stamps) {
 		char stamp[4096];
@@ -1298,16 +1415,24 @@ static int job(gen *g, const char *target, const char *prereqs, const char *cmd,
 		if (write_stamp(stamp, cmd))
 			return -1;
 	}
-	fprintf(g->out, "$(OUT)/%s: %s $(OUT)/.args/%s.args\n\t$(JOB) %s", target, prereqs, target, cmd);
+	const char *dev = run & RUN_DEVICE ? g->c->device[g->next_device++ % g->c->n_device] : NULL;
+	char t[32] = "";
+	if (run && timeout > 0)
+		num_text(t, sizeof t, timeout);
+	fprintf(g->out, "$(OUT)/%s: %s $(OUT)/.args/%s.args\n\t$(JOB) --kind %s", target, prereqs, target, kind);
+	if (run & RUN_THREADS)
+		fprintf(g->out, " --cpus $(THREADS)");
+	if (dev)
+		fprintf(g->out, " --device %s", dev);
+	if (t[0])
+		fprintf(g->out, " --timeout %s", t);
+	fprintf(g->out, " -- %s", cmd);
 	if (run & RUN_THREADS)
 		fprintf(g->out, " --threads $(THREADS)");
-	if (run & RUN_DEVICE)
-		fprintf(g->out, " --device %s", g->c->device[g->next_device++ % g->c->n_device]);
-	if (run && timeout > 0) {
-		char t[32];
-		num_text(t, sizeof t, timeout);
+	if (dev)
+		fprintf(g->out, " --device $(call esg_device,%s)", dev);
+	if (t[0])
 		fprintf(g->out, " --timeout %s", t);
-	}
 	fprintf(g->out, "\n\n");
 	g->jobs++;
 	return 0;
@@ -1353,7 +1478,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 	fprintf(out, "# Generated by esg-config from %s: edit the config, not this file.\n"
 		     "# One rule per job; each depends on its stamp in $(OUT)/.args, which holds\n"
 		     "# the arguments that decide its result.\n\n"
-		     "ESG_CONFIG_FILE := %s\nTHREADS ?= %ld\n\n", c->path, c->path, c->threads);
+		     "ESG_CONFIG_FILE := %s\nTHREADS ?= %ld\n%s\n", c->path, c->path, c->threads, c->slurm_vars);
 	/* models wrapped once for every input */
 	for (int m = 0; m < c->n_model && !rc; m++) {
 		const cfg_model *x = &c->model[m];
@@ -1365,7 +1490,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			 x->wrap_mask ? x->wrap_mask : "");
 		char target[512];
 		snprintf(target, sizeof target, "models/%s.pt", x->name);
-		rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
+		rc = b.oom || job(&g, "wrap", target, pre, b.s, RUN_THREADS, c->timeout);
 	}
 	for (int i = 0; i < c->n_in && !rc; i++) {
 		const cfg_input *in = &c->in[i];
@@ -1377,13 +1502,13 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 		sb_add(&b, "$(ESG_LOAD)%s --name %s %s -o $@", c->load_args, N, in->image);
 		snprintf(target, sizeof target, "inputs/%s.st.zst", N);
 		snprintf(pre, sizeof pre, "%s $(ESG_LOAD)", in->image);
-		if (b.oom || job(&g, target, pre, b.s, 0, 0))
+		if (b.oom || job(&g, "load", target, pre, b.s, 0, 0))
 			goto fail;
 		b.n = 0;
 		sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor image %s", input);
 		snprintf(target, sizeof target, "maps/%s/image.nii.gz", N);
 		snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", input);
-		if (b.oom || job(&g, target, pre, b.s, 0, 0))
+		if (b.oom || job(&g, "render", target, pre, b.s, 0, 0))
 			goto fail;
 		list_add(&list[L_MAPS], "$(OUT)/", target);
 		/* models wrapped with this input's prediction */
@@ -1395,7 +1520,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			sb_add(&b, "$(ESG_WRAP) -m %s %s --input %s -o $@", x->file, x->wrap_args, input);
 			snprintf(target, sizeof target, "models/%s/%s.pt", N, x->name);
 			snprintf(pre, sizeof pre, "%s %s $(ESG_WRAP)", x->file, input);
-			rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS, c->timeout);
+			rc = b.oom || job(&g, "wrap", target, pre, b.s, RUN_THREADS, c->timeout);
 			if (rc)
 				goto fail;
 		}
@@ -1408,7 +1533,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			sb_add(&b, "$(ESG_RANDOMISE) -m %s %s -o $(OUT)/%s", rp, c->rand_args, rdir);
 			snprintf(target, sizeof target, "%s/manifest.json", rdir);
 			snprintf(pre, sizeof pre, "%s $(ESG_RANDOMISE)", rp);
-			rc = b.oom || job(&g, target, pre, b.s, RUN_DEVICE, c->timeout);
+			rc = b.oom || job(&g, "randomise", target, pre, b.s, RUN_DEVICE, c->timeout);
 			if (rc)
 				goto fail;
 			for (int m = 0; m < c->n_model; m++) {
@@ -1419,7 +1544,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				sb_add(&b, "$(COPY) $(OUT)/%s/step-%02d-*.pt $@", rdir, c->rand_steps);
 				snprintf(target, sizeof target, "models/%s/%s.pt", N, c->model[m].name);
 				snprintf(pre, sizeof pre, "$(OUT)/%s/manifest.json", rdir);
-				if (b.oom || job(&g, target, pre, b.s, 0, 0))
+				if (b.oom || job(&g, "copy", target, pre, b.s, 0, 0))
 					goto fail;
 			}
 		}
@@ -1438,7 +1563,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				sb_add(&b, "$(ESG_ATTR) -m %s %s -o $@ %s", mp, x->args, input);
 				snprintf(target, sizeof target, "attr/%s/%s/%s.st.zst", N, M, x->label);
 				snprintf(pre, sizeof pre, "%s %s%s $(ESG_ATTR)", input, mp, x->deps);
-				rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
+				rc = b.oom || job(&g, "attr", target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
 				if (rc)
 					goto fail;
 				list_add(&list[L_ATTRS], "", a);
@@ -1448,7 +1573,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				sb_add(&b, "$(ESG_RENDER) --nifti $@ --tensor attribution %s", a);
 				snprintf(target, sizeof target, "maps/%s/%s/%s.nii.gz", N, M, x->label);
 				snprintf(pre, sizeof pre, "%s $(ESG_RENDER)", a);
-				if (b.oom || job(&g, target, pre, b.s, 0, 0))
+				if (b.oom || job(&g, "render", target, pre, b.s, 0, 0))
 					goto fail;
 				list_add(&list[L_MAPS], "$(OUT)/", target);
 				if (c->fid_metrics && c->fid_metrics[0] && c->fid_model[m] && x->fidelity) {
@@ -1457,7 +1582,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 					       c->metric_args, a);
 					snprintf(target, sizeof target, "metrics/%s/%s/%s.fidelity.tsv", N, M, x->label);
 					snprintf(pre, sizeof pre, "%s %s $(ESG_METRIC)", a, mp);
-					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, c->timeout);
+					rc = b.oom || job(&g, "metric", target, pre, b.s, RUN_THREADS | RUN_DEVICE, c->timeout);
 					if (rc)
 						goto fail;
 					list_add(&list[L_FIDELITY], "$(OUT)/", target);
@@ -1472,7 +1597,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				       c->metric_args, l);
 				snprintf(target, sizeof target, "metrics/%s/%s/ground_truth.tsv", N, M);
 				snprintf(pre, sizeof pre, "%s%s $(ESG_METRIC)", in->mask, l);
-				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
+				rc = b.oom || job(&g, "metric", target, pre, b.s, 0, 0);
 				list_add(&list[L_GT], "$(OUT)/", target);
 			}
 			free(l);
@@ -1496,7 +1621,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 					       input);
 					snprintf(pre, sizeof pre, "%s $(OUT)/%s/manifest.json%s $(ESG_ATTR)", input, rdir,
 						 x->deps);
-					rc = b.oom || job(&g, target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
+					rc = b.oom || job(&g, "attr", target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
 					if (rc) {
 						free(steps.s);
 						goto fail;
@@ -1512,7 +1637,7 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 				       c->metric_args, N, RM, x->label, l);
 				snprintf(target, sizeof target, "metrics/%s/%s/%s.randomisation.tsv", N, RM, x->label);
 				snprintf(pre, sizeof pre, "$(OUT)/attr/%s/%s/%s.st.zst%s $(ESG_METRIC)", N, RM, x->label, l);
-				rc = b.oom || job(&g, target, pre, b.s, 0, 0);
+				rc = b.oom || job(&g, "metric", target, pre, b.s, 0, 0);
 				free(l);
 				if (rc)
 					goto fail;
