@@ -154,7 +154,7 @@ def check(model_path, out_path, seg_path=None):
                 model.origin = list(o)
                 with torch.no_grad():
                     a, b = model(window(x, o, size)), ctx.model(window(x, o, size))
-                if not torch.allclose(a, b, rtol=1e-5, atol=1e-5 * max(1.0, float(b.abs().max()))):
+                if not torch.allclose(a.double(), b.double(), rtol=1e-5, atol=1e-5 * max(1.0, float(b.abs().max()))):
                     return "FAIL %s wrapper with origin %s scores %s, reference %s" % (
                         name, o, a.tolist(), b.tolist())
             ctx.rng_nt = Rng(seed, r, ra.STREAM_NT)
