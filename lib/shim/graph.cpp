@@ -275,6 +275,15 @@ const std::map<std::string, int64_t> &dl_pools()
 	return s;
 }
 
+/* A copy of n (before n), out of place if n is in place: same inputs,
+ * keyword-only ones included (gelu's approximate), so no schema matching. */
+Value *same_op_out_of_place(Graph &g, Node *n)
+{
+	Node *c = g.insertNode(g.create(out_of_place(n->kind()), n->inputs(), 1));
+	c->output()->setType(n->output()->type());
+	return c->output();
+}
+
 bool dl_captum_hooked(Node *n)
 {
 	std::string k = n->kind().toQualString();
@@ -342,6 +351,16 @@ void apply_deeplift(Graph &g, bool captum)
 		if (!others.empty())
 			gates.push_back({t, others});
 	}
+	/* gates first: a rewrite below may replace the value a gate reads */
+	for (auto &gu : gates) {
+		Value *t = gu.first;
+		Node *def = t->node();
+		Node *at = def->kind() == prim::Param ? def->owningBlock()->nodes().front() : def->next();
+		WithInsertPoint ip(at);
+		Value *z = g.insert(gate, {t});
+		for (auto &u : gu.second)
+			u.user->replaceInput(u.offset, z);
+	}
 	for (Node *n : nodes) {
 		std::string k = n->kind().toQualString();
 		bool hooked = dl_captum_hooked(n);
@@ -351,11 +370,8 @@ void apply_deeplift(Graph &g, bool captum)
 		if (chained.count(n)) {
 			/* its ordinary op; out of place, as the rule op it reads from
 			 * saved its output for the backward pass */
-			if (inplace_kinds().count(n->kind())) {
-				std::vector<torch::jit::NamedValue> args(n->inputs().begin(),
-									 n->inputs().end());
-				replace_node(g, n, g.insert(out_of_place(n->kind()), args));
-			}
+			if (inplace_kinds().count(n->kind()))
+				replace_node(g, n, same_op_out_of_place(g, n));
 			continue;
 		}
 		if (dl_pools().count(k)) {
@@ -365,19 +381,9 @@ void apply_deeplift(Graph &g, bool captum)
 						      g.insertConstant(captum)});
 			replace_node(g, n, z);
 		} else {
-			std::vector<torch::jit::NamedValue> args(n->inputs().begin(), n->inputs().end());
-			Value *y = g.insert(out_of_place(n->kind()), args);
+			Value *y = same_op_out_of_place(g, n);
 			replace_node(g, n, g.insert(rescale, {n->input(0), y}));
 		}
-	}
-	for (auto &gu : gates) {
-		Value *t = gu.first;
-		Node *def = t->node();
-		Node *at = def->kind() == prim::Param ? def->owningBlock()->nodes().front() : def->next();
-		WithInsertPoint ip(at);
-		Value *z = g.insert(gate, {t});
-		for (auto &u : gu.second)
-			u.user->replaceInput(u.offset, z);
 	}
 	torch::jit::EliminateDeadCode(g.block());
 }
