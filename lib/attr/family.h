@@ -21,8 +21,7 @@
  * shim/esg_torch.h (ESG_RULE_DEEPLIFT, ESG_RULE_DEEPLIFT_COMPLETE). */
 #define ESG_PARAM_MAXPOOL_RULE \
 	{ "maxpool_rule", ESG_P_CHOICE, "captum", "captum|complete", 0, 0, \
-	  "DeepLift at max pools (and nonlinearities right next to them): captum = Captum's map, " \
-	  "complete = the rule everywhere, sums exactly to f(x) - f(baseline)" }
+	  "captum: Captum's map (doc/methods.md); complete: every rule, sums to f(x) - f(baseline)" }
 /* 1 if the method's parameters ask for the complete rule. */
 #define ESG_DEEPLIFT_COMPLETE(params) \
 	(esg_params_str((params), "maxpool_rule") && \

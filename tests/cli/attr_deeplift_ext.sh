@@ -26,4 +26,11 @@ while IFS= read -r line; do
 	*) not_ok "${line#FAIL }" ;;
 	esac
 done < <($PY check m 2>&1; CAPTUM_PATH=${CAPTUM_PATH:-$ESG_ROOT/../shared/captum} $PY captum m 2>&1)
+# the parameter is validated from the method table (esg-attr and esg-config alike)
+n1=$(head -1 names.txt)
+expect_fail "maxpool_rule=foo: one-line usage error" 2 "maxpool_rule: 'foo' is not one of captum\|complete" \
+	esg-attr -m m/$n1.pt --method layer_deeplift --layer conv1 --param maxpool_rule=foo -o bad.st.zst m/$n1.x.st.zst
+no_file "... no output left" bad.st.zst
+check "--list-methods shows maxpool_rule for the four DeepLift methods" sh -c \
+	"test \$(esg-attr --list-methods | grep -c 'maxpool_rule=captum') = 4"
 done_testing

@@ -197,6 +197,18 @@ class Readers2d(nn.Module):
         return self.fc(y.mean((2, 3)))
 
 
+SHIPPED = {"classifier2d": os.path.join(ROOT, "share", "models", "classifier2d.pt")}
+
+
+def shipped_classifier2d():
+    """The shipped 2D classifier: its eager class (share/demo), the shipped weights."""
+    sys.path.insert(0, os.path.join(ROOT, "share", "demo"))
+    from train_classifier2d import Classifier2D
+    m = Classifier2D()
+    m.load_state_dict(torch.jit.load(SHIPPED["classifier2d"]).state_dict())
+    return m
+
+
 FIXTURES = {
     # name: (class, input shape)
     "cnn2d": (Cnn2d, (1, 1, 16, 16)),
@@ -207,6 +219,8 @@ FIXTURES = {
     "unet3d": (UNet3d, (1, 1, 8, 8, 8)),
     "overlap3d": (Overlap3d, (1, 1, 8, 8, 8)),
     "readers2d": (Readers2d, (1, 1, 12, 12)),
+    # shipped models (share/models): conv-BN-ReLU-MaxPool blocks, global max pool
+    "classifier2d": (shipped_classifier2d, (1, 1, 64, 64)),
 }
 
 
@@ -214,7 +228,7 @@ def build(name):
     cls, shape = FIXTURES[name]
     torch.manual_seed(sum(map(ord, name)))
     m = cls()
-    for mod in m.modules():  # batch norm with non-trivial statistics
+    for mod in [] if name in SHIPPED else m.modules():  # batch norm with non-trivial statistics
         if isinstance(mod, (nn.BatchNorm2d, nn.BatchNorm3d)):
             mod.running_mean.uniform_(-0.2, 0.2)
             mod.running_var.uniform_(0.5, 1.5)
@@ -253,7 +267,7 @@ def bl_k(x, k, seed=3):
     return [0.3 * torch.randn(x.shape, generator=g) for _ in range(k)]
 
 
-ALL = list(FIXTURES)
+ALL = [f for f in FIXTURES if f not in SHIPPED]
 MAXPOOL = ["cnn2d", "poolfirst2d", "resnet2d", "resnet3d", "unet3d", "overlap3d", "readers2d"]
 
 # DeepLift family (issue 13): Captum's map by default.
@@ -278,6 +292,21 @@ for f in ["cnn2d", "unet3d"]:
     case("layer_deeplift_shap/" + f, f, ["--method", "layer_deeplift_shap", "--layer", L],
          lambda m, x, t, b, L=L: C().LayerDeepLiftShap(m, dict(m.named_modules())[L]).attribute(
              x, torch.cat(b), target=t), baselines="k3")
+
+# The shipped classifier.
+SH = "classifier2d"
+case("deeplift/" + SH, SH, ["--method", "deeplift"],
+     lambda m, x, t, b: C().DeepLift(m).attribute(x, zero_like(x), target=t))
+case("deeplift_shap/" + SH, SH, ["--method", "deeplift_shap"],
+     lambda m, x, t, b: C().DeepLiftShap(m).attribute(x, torch.cat(b), target=t), baselines="k3")
+case("layer_deeplift/" + SH, SH, ["--method", "layer_deeplift", "--layer", "block2"],
+     lambda m, x, t, b: C().LayerDeepLift(m, m.block2).attribute(x, zero_like(x), target=t))
+case("integrated_gradients/" + SH, SH, ["--method", "integrated_gradients", "--param", "n_steps=16"],
+     lambda m, x, t, b: C().IntegratedGradients(m).attribute(x, zero_like(x), target=t, n_steps=16))
+case("guided_backprop/" + SH, SH, ["--method", "guided_backprop"],
+     lambda m, x, t, b: C().GuidedBackprop(m).attribute(x, target=t))
+case("layer_gradcam/" + SH, SH, ["--method", "layer_gradcam", "--layer", "relu4", "--no-upsample"],
+     lambda m, x, t, b: C().LayerGradCam(m, m.relu4).attribute(x, target=t))
 
 # Gradient family.
 for f in ["cnn2d", "resnet2d", "unet3d"]:
@@ -349,6 +378,157 @@ for f in ["cnn2d", "unet3d"]:
                                                            feature_mask=grid_mask(x.shape, 4)))
 
 
+# Random methods: esegeta's draws (seed 0, record 0: Rng(0, 0, stream)) stand
+# in for the draws Captum makes during the call.
+STREAM_NT, STREAM_SHAP = 1, 2
+
+
+@contextlib.contextmanager
+def replay(normal=None, choice=None, uniform=None):
+    """torch.normal / np.random.choice / np.random.uniform return the given
+    tensors / lists once each, in call order (what NoiseTunnel and
+    GradientShap draw with)."""
+    saved = (torch.normal, np.random.choice, np.random.uniform)
+    normal, choice, uniform = list(normal or []), list(choice or []), list(uniform or [])
+    torch.normal = lambda *a, **k: normal.pop(0)
+    np.random.choice = lambda *a, **k: choice.pop(0)
+    np.random.uniform = lambda *a, **k: uniform.pop(0)
+    try:
+        yield
+    finally:
+        torch.normal, np.random.choice, np.random.uniform = saved
+    assert not normal and not choice and not uniform, "draws left over"
+
+
+def nt_noise(x, S, sd, seed=0):
+    rng = Rng(seed, 0, STREAM_NT)
+    return torch.cat([rng.noise(x.shape, sd) for _ in range(S)])  # one item: sample-major
+
+
+def captum_smoothgrad(m, x, t, b, S=5, sd=1.0, base="Saliency", nt_type="smoothgrad"):
+    with replay(normal=[nt_noise(x, S, sd)]):
+        return C().NoiseTunnel(getattr(C(), base)(m)).attribute(
+            x, nt_type=nt_type, nt_samples=S, stdevs=sd, target=t)
+
+
+def captum_gradient_shap(m, x, t, b, S=5, sd=0.0):
+    rng = Rng(0, 0, STREAM_SHAP)
+    K = len(b)
+    idx, noise, alpha = [], [], []
+    for _ in range(S):  # esegeta's order per sample: baseline, noise, alpha
+        idx.append(min(int(rng.uniform() * K), K - 1))
+        noise.append(rng.noise(x.shape, sd) if sd > 0 else torch.zeros_like(x))
+        alpha.append(np.float32(rng.uniform()).item())
+    with replay(normal=[torch.cat(noise)], choice=[np.array(idx)], uniform=[np.array(alpha)]):
+        return C().GradientShap(m).attribute(x, torch.cat(b), n_samples=S, stdevs=sd, target=t)
+
+
+for f in ["cnn2d", "unet3d"]:
+    case("noise_tunnel_smoothgrad/" + f, f, ["--method", "noise_tunnel"], captum_smoothgrad)
+    case("noise_tunnel_vargrad_ig/" + f, f,
+         ["--method", "noise_tunnel", "--param", "base=integrated_gradients", "--param", "n_steps=8",
+          "--param", "nt_type=vargrad", "--param", "nt_samples=3", "--param", "stdevs=0.2"],
+         lambda m, x, t, b: captum_smoothgrad_ig(m, x, t))
+    case("gradient_shap/" + f, f, ["--method", "gradient_shap"], captum_gradient_shap, baselines="k3")
+    case("gradient_shap_noise/" + f, f,
+         ["--method", "gradient_shap", "--param", "n_samples=4", "--param", "stdevs=0.1"],
+         lambda m, x, t, b: captum_gradient_shap(m, x, t, b, 4, 0.1), baselines="k3")
+
+
+def captum_smoothgrad_ig(m, x, t):
+    with replay(normal=[nt_noise(x, 3, 0.2)]):
+        return C().NoiseTunnel(C().IntegratedGradients(m)).attribute(
+            x, nt_type="vargrad", nt_samples=3, stdevs=0.2, target=t, n_steps=8)
+
+
+# Metrics (esg-metric), perturbations shared through a stream.
+def perturbations(x, S, scale, seed):
+    g = torch.Generator().manual_seed(seed)
+    return scale * torch.randn((S,) + tuple(x.shape), generator=g)
+
+
+def esg_infidelity(w, c, n, x, path, method, extra=()):
+    P = perturbations(x, 6, 0.05, n)
+    pp = os.path.join(w.d, "pert%d.st.zst" % n)
+    st.write_stream(pp, [([("perturbations", P.numpy())], {"esg.format": "1"})])
+    maps = os.path.join(w.d, "maps%d.st.zst" % n)
+    esg("attr", "-m", path, "--threads", "1", "--target", c["target"], "--method", method, *extra,
+        "-o", maps, os.path.join(w.d, c["fixture"] + ".st.zst"))
+    tsv = esg("metric", "-m", path, "--threads", "1", "--metric", c["metric"],
+              "--param", "perturbations=" + pp, *c["metric_args"], maps)
+    rows = [r.split("\t") for r in tsv.strip().split("\n")[1:]]
+    return torch.tensor([float(r[7]) for r in rows if r[6] == c["metric"]]), P
+
+
+def metric_case(name, fixture, metric, method, captum, metric_args=(), attr_args=(), tol=1e-3):
+    """tol 1e-3: Captum takes f(x) - f(x - I) and squares it in float32 (an
+    infidelity of 1e-9 keeps ~4 digits), esegeta in double."""
+    def run(w, c, n, x, path):
+        return esg_infidelity(w, c, n, x, path, method, attr_args)
+    CASES.append(dict(name=name, fixture=fixture, esg=None, captum=captum, tol=tol, target=1,
+                      baselines=None, tool="metric", metric=metric, metric_args=list(metric_args),
+                      run=run, note=""))
+
+
+def captum_infidelity(method, mbi):
+    def f(m, x, t, P):
+        a = {"saliency": lambda: C().Saliency(m).attribute(x, target=t),
+             "integrated_gradients": lambda: C().IntegratedGradients(m).attribute(x, target=t, n_steps=8)}[method]()
+
+        def pf(inp, base=None):
+            return P.view_as(inp), inp - P.view_as(inp)
+        from captum.metrics import infidelity, infidelity_perturb_func_decorator
+        if mbi:
+            def pf2(inp, base=None):
+                return inp - P.view_as(inp)
+            fn = infidelity_perturb_func_decorator(True)(pf2)
+            return infidelity(m, fn, x, a, baselines=torch.zeros_like(x), target=t, n_perturb_samples=P.shape[0])
+        return infidelity(m, pf, x, a, target=t, n_perturb_samples=P.shape[0])
+    return f
+
+
+def captum_sensitivity(method):
+    def f(m, x, t, P):
+        from captum.metrics import sensitivity_max
+        ex = {"saliency": lambda inp, target: C().Saliency(m).attribute(inp, target=target),
+              "integrated_gradients": lambda inp, target: C().IntegratedGradients(m).attribute(
+                  inp, target=target, n_steps=8)}[method]
+
+        def pf(inp, radius):
+            return inp + P.view_as(inp)
+        return sensitivity_max(ex, x, perturb_func=pf, n_perturb_samples=P.shape[0], target=t)
+    return f
+
+
+for f in ["cnn2d", "unet3d"]:
+    metric_case("infidelity_saliency/" + f, f, "infidelity", "saliency", captum_infidelity("saliency", False))
+    metric_case("infidelity_ig_mbi/" + f, f, "infidelity", "integrated_gradients",
+                captum_infidelity("integrated_gradients", True), attr_args=["--param", "n_steps=8"])
+    metric_case("max_sensitivity_saliency/" + f, f, "max_sensitivity", "saliency", captum_sensitivity("saliency"))
+    metric_case("max_sensitivity_ig/" + f, f, "max_sensitivity", "integrated_gradients",
+                captum_sensitivity("integrated_gradients"), attr_args=["--param", "n_steps=8"])
+
+
+# maxpool_rule=complete: not Captum's map but completeness, sum(attr) =
+# f(x) - f(0) within 1e-5 * max(1, |f(x) - f(0)|); the relative difference
+# from Captum's map is reported (--measure prints both for doc/methods.md).
+def completeness_case(f):
+    def run(w, c, n, x, path):
+        out = os.path.join(w.d, "out%d.st.zst" % n)
+        esg("attr", "-m", path, "--threads", "1", "--target", c["target"], "--method", "deeplift",
+            "--param", "maxpool_rule=complete", "-o", out, os.path.join(w.d, f + ".st.zst"))
+        return read_attr(out)[1], None
+
+    def captum(m, x, t, P):
+        return None
+    CASES.append(dict(name="deeplift_complete_sum/" + f, fixture=f, esg=None, captum=captum, tol=1e-5,
+                      target=1, baselines=None, tool="completeness", run=run, note=""))
+
+
+for f in MAXPOOL:
+    completeness_case(f)
+
+
 # ---- running ------------------------------------------------------------------------
 
 
@@ -378,16 +558,25 @@ class Work:
     def fixture(self, name):
         if name not in self.models:
             m, x = build(name)
-            path = os.path.join(self.d, name + ".pt")
-            with torch.no_grad():
-                torch.jit.trace(m, x).save(path)
+            path = SHIPPED.get(name) or os.path.join(self.d, name + ".pt")
+            if name not in SHIPPED:
+                with torch.no_grad():
+                    torch.jit.trace(m, x).save(path)
             write(os.path.join(self.d, name + ".st.zst"), x.numpy())
             self.models[name] = (m, x, path)
         return self.models[name]
 
 
-def run_case(w, c, n):
+def fdiff(m, x, t):
+    with torch.no_grad():
+        return float(m(x)[0, t] - m(torch.zeros_like(x))[0, t])
+
+
+def esg_part(w, c, n):
+    """esegeta's side of a case: (result, extra); runs in a worker thread."""
     m, x, path = w.fixture(c["fixture"])
+    if "run" in c:
+        return c["run"](w, c, n, x, path)
     args = list(c["esg"])
     bl = None
     if c["baselines"] == "k3":
@@ -398,17 +587,37 @@ def run_case(w, c, n):
     out = os.path.join(w.d, "out%d.st.zst" % n)
     esg("attr", "-m", path, "--threads", "1", "--target", c["target"], "-o", out, *args,
         os.path.join(w.d, c["fixture"] + ".st.zst"))
-    _, got = read_attr(out)
+    return read_attr(out)[1], bl
+
+
+def check_part(w, c, got, extra):
+    """Captum's side and the comparison: one line."""
+    m, x, path = w.fixture(c["fixture"])
+    t = c["target"]
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        ref = c["captum"](m, x.clone(), c["target"], bl)
-    ref = ref.detach().float()
+        if c["tool"] == "completeness":
+            fd = fdiff(m, x, t)
+            gap = abs(float(got.double().sum()) - fd) / max(1.0, abs(fd))
+            cap = C().DeepLift(m).attribute(x, zero_like(x), target=t).detach()
+            cgap = abs(float(cap.double().sum()) - fd) / max(1.0, abs(fd))
+            diff = float((got - cap).abs().max() / cap.abs().max())
+            word = "PASS" if gap <= c["tol"] else "FAIL"
+            return ("%s %s rel=%.3g tol=%g (Captum's map: completeness gap %.3g, differs from this by %.3g)"
+                    % (word, c["name"], gap, c["tol"], cgap, diff))
+        if c["tool"] == "metric":
+            ref = c["captum"](m, x.clone(), t, extra).detach().double().view(-1)
+            rel = float((got.double() - ref).abs().max() / max(float(ref.abs().max()), 1e-30))
+            word = "PASS" if rel <= c["tol"] else "FAIL"
+            return "%s %s rel=%.3g tol=%g (esg %.6g, Captum %.6g)" % (word, c["name"], rel, c["tol"],
+                                                                     float(got[0]), float(ref[0]))
+        ref = c["captum"](m, x.clone(), t, extra).detach().float()
     if tuple(got.shape) != tuple(ref.shape):
-        return "FAIL %s shape %s, Captum %s" % (c["name"], tuple(got.shape), tuple(ref.shape)), None
+        return "FAIL %s shape %s, Captum %s" % (c["name"], tuple(got.shape), tuple(ref.shape))
     scale = float(ref.abs().max())
     rel = float((got - ref).abs().max()) / (scale if scale > 0 else 1.0)
     word = "PASS" if rel <= c["tol"] else "FAIL"
-    return "%s %s rel=%.3g tol=%g" % (word, c["name"], rel, c["tol"]), rel
+    return "%s %s rel=%.3g tol=%g" % (word, c["name"], rel, c["tol"])
 
 
 def main(argv):
@@ -438,15 +647,23 @@ def main(argv):
     d = argv[0] if argv else tempfile.mkdtemp(prefix="captum-oracle.")
     os.makedirs(d, exist_ok=True)
     w = Work(d)
+    for c in cases:  # fixtures first (tracing is not thread-safe)
+        w.fixture(c["fixture"])
+    # esegeta's runs (processes) two at a time; Captum's in this thread, in order
+    from concurrent.futures import ThreadPoolExecutor
+    t0 = time.time()
     fail = 0
-    for n, c in enumerate(cases):
-        t0 = time.time()
-        try:
-            line, _ = run_case(w, c, n)
-        except Exception as e:  # report, keep going
-            line = "FAIL %s %s: %s" % (c["name"], type(e).__name__, str(e)[-400:])
-        print("%s (%.1fs)" % (line, time.time() - t0), flush=True)
-        fail |= line.startswith("FAIL")
+    with ThreadPoolExecutor(max_workers=int(os.environ.get("ORACLE_JOBS", "2"))) as pool:
+        futs = [pool.submit(esg_part, w, c, n) for n, c in enumerate(cases)]
+        for c, fu in zip(cases, futs):
+            try:
+                got, extra = fu.result()
+                line = check_part(w, c, got, extra)
+            except Exception as e:  # report, keep going
+                line = "FAIL %s %s: %s" % (c["name"], type(e).__name__, str(e)[-400:])
+            print(line, flush=True)
+            fail |= line.startswith("FAIL")
+    print("# %d cases in %.0f s" % (len(cases), time.time() - t0), flush=True)
     return 1 if fail else 0
 
 
