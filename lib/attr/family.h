@@ -15,6 +15,18 @@
 #define ESG_PARAM_END { NULL, 0, NULL, NULL, 0, 0, NULL }
 #define ESG_METHOD_END { NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0 }
 
+/* DeepLift's max-pool treatment, a parameter of deeplift, deeplift_shap,
+ * layer_deeplift and layer_deeplift_shap: "captum" (Captum's map) or
+ * "complete" (sums to f(x) - f(baseline)); esg_backward_rule values in
+ * shim/esg_torch.h (ESG_RULE_DEEPLIFT, ESG_RULE_DEEPLIFT_COMPLETE). */
+#define ESG_PARAM_MAXPOOL_RULE \
+	{ "maxpool_rule", ESG_P_CHOICE, "captum", "captum|complete", 0, 0, \
+	  "captum: Captum's map (doc/methods.md); complete: every rule, sums to f(x) - f(baseline)" }
+/* 1 if the method's parameters ask for the complete rule. */
+#define ESG_DEEPLIFT_COMPLETE(params) \
+	(esg_params_str((params), "maxpool_rule") && \
+	 strcmp(esg_params_str((params), "maxpool_rule"), "complete") == 0)
+
 extern const esg_method esg_gradient_methods[];   /* gradient/gradient.c */
 extern const esg_method esg_layer_methods[];      /* layer/layer.c */
 extern const esg_method esg_perturb_methods[];    /* perturb/perturb.c */

@@ -83,7 +83,11 @@ typedef enum esg_backward_rule {
 	ESG_RULE_PLAIN,     /* ordinary autograd */
 	ESG_RULE_GUIDED,    /* guided backprop: relu(grad) * [x > 0] */
 	ESG_RULE_DECONV,    /* deconvolution:   relu(grad) */
-	ESG_RULE_DEEPLIFT,  /* DeepLift rescale (needs ref) */
+	/* DeepLift rescale (needs ref), as Captum's DeepLift computes it: its
+	 * module hooks' semantics, where a rule op reading another rule op's
+	 * output directly (ReLU -> MaxPool) gets the plain gradient, max-pool
+	 * multipliers scattered with max_unpool (doc/methods.md) */
+	ESG_RULE_DEEPLIFT,
 	/* excitation backprop (Zhang et al. 2016): the backward signal is the
 	 * marginal winning probability; linear ops (conv, conv-transpose,
 	 * linear, addmm with a parameter weight) send P_in = a * W+^T (P_out / (W+ a)) (no bias), average
@@ -93,8 +97,18 @@ typedef enum esg_backward_rule {
 	ESG_RULE_EXCITATION,
 	/* contrastive: the last linear op of the graph sends the target's
 	 * P_in minus that of its dual unit (the op's weights negated) */
-	ESG_RULE_EXCITATION_CONTRAST
+	ESG_RULE_EXCITATION_CONTRAST,
+	/* DeepLift rescale with every rule applied and max-pool multipliers
+	 * accumulated over overlapping windows: sums to f(x) - f(ref) exactly
+	 * (completeness); the map differs from Captum's at max pools */
+	ESG_RULE_DEEPLIFT_COMPLETE
 } esg_backward_rule;
+
+/* 1 for the DeepLift rules (they need ref and run [x; ref] as one batch). */
+static inline int esg_rule_is_deeplift(esg_backward_rule r)
+{
+	return r == ESG_RULE_DEEPLIFT || r == ESG_RULE_DEEPLIFT_COMPLETE;
+}
 
 /* Gradient of score_b = output[b, target[b]] with respect to the input,
  * for each batch item b (output must be [B, C]).  grad: caller buffer of

@@ -6,7 +6,8 @@
  * Rule-modified backward passes (guided backprop, deconvolution, DeepLift)
  * rewrite a fully inlined copy of the forward graph: each aten::relu /
  * aten::relu_ (module, functional, in-place, traced or scripted alike) is
- * replaced by a custom op (rules_guided.cpp, rules_deeplift.cpp) whose
+ * replaced by a custom op (DeepLift: the nonlinearities and max pools that
+ * apply_deeplift chooses) (rules_guided.cpp, rules_deeplift.cpp) whose
  * autograd backward applies the rule; excitation backprop rewrites the
  * linear ops instead (apply_excitation, rules_excitation.cpp).  A new family
  * of rules adds its rules_*.cpp and a branch in apply_rule.  Layers are
@@ -55,6 +56,7 @@ const char *rule_name(esg_backward_rule r)
 	case ESG_RULE_GUIDED: return "guided";
 	case ESG_RULE_DECONV: return "deconv";
 	case ESG_RULE_DEEPLIFT: return "deeplift";
+	case ESG_RULE_DEEPLIFT_COMPLETE: return "deeplift_complete";
 	case ESG_RULE_EXCITATION: return "excitation";
 	case ESG_RULE_EXCITATION_CONTRAST: return "excitation_contrast";
 	}
@@ -109,7 +111,11 @@ const std::set<c10::Symbol> &inplace_kinds()
 		c10::Symbol::fromQualString("aten::sigmoid_"),
 		c10::Symbol::fromQualString("aten::tanh_"),
 		c10::Symbol::fromQualString("aten::elu_"),
-		c10::Symbol::fromQualString("aten::leaky_relu_")};
+		c10::Symbol::fromQualString("aten::leaky_relu_"),
+		c10::Symbol::fromQualString("aten::silu_"),
+		c10::Symbol::fromQualString("aten::mish_"),
+		c10::Symbol::fromQualString("aten::hardswish_"),
+		c10::Symbol::fromQualString("aten::gelu_")};
 	return s;
 }
 
@@ -237,6 +243,151 @@ void apply_excitation(Graph &g, bool contrast)
 	torch::jit::EliminateDeadCode(g.block());
 }
 
+/* ---- DeepLift ----------------------------------------------------------- */
+
+/* The nonlinearities Captum's DeepLift hooks (its SUPPORTED_NON_LINEAR,
+ * Softmax aside), as they appear in an inlined graph, module or functional. */
+const std::set<std::string> &dl_captum_elementwise()
+{
+	static const std::set<std::string> s = {
+		"aten::relu", "aten::relu_", "aten::elu", "aten::elu_",
+		"aten::leaky_relu", "aten::leaky_relu_", "aten::sigmoid", "aten::sigmoid_",
+		"aten::tanh", "aten::tanh_", "aten::softplus"};
+	return s;
+}
+
+/* Beyond Captum: nonlinearities of current medical models that Captum's
+ * DeepLift leaves to the plain gradient; here they get the rescale rule
+ * too.  They are not Captum hooks, so they never make a neighbour's rule
+ * drop out (see apply_deeplift). */
+const std::set<std::string> &dl_extra_elementwise()
+{
+	static const std::set<std::string> s = {
+		"aten::prelu", "aten::gelu", "aten::gelu_", "aten::silu", "aten::silu_",
+		"aten::mish", "aten::mish_", "aten::hardswish", "aten::hardswish_"};
+	return s;
+}
+
+const std::map<std::string, int64_t> &dl_pools()
+{
+	static const std::map<std::string, int64_t> s = {
+		{"aten::max_pool1d", 1}, {"aten::max_pool2d", 2}, {"aten::max_pool3d", 3}};
+	return s;
+}
+
+/* A copy of n (before n), out of place if n is in place: same inputs,
+ * keyword-only ones included (gelu's approximate), so no schema matching. */
+Value *same_op_out_of_place(Graph &g, Node *n)
+{
+	Node *c = g.insertNode(g.create(out_of_place(n->kind()), n->inputs(), 1));
+	c->output()->setType(n->output()->type());
+	return c->output();
+}
+
+bool dl_captum_hooked(Node *n)
+{
+	std::string k = n->kind().toQualString();
+	return dl_captum_elementwise().count(k) || dl_pools().count(k);
+}
+
+/* Rewrite a fully inlined graph for DeepLift.
+ *
+ * complete (captum = false): every supported nonlinearity gets the
+ * rescale op, every max pool the maxpool op with overlapping windows
+ * accumulated; the multipliers then satisfy the chain rule, and the map
+ * sums to f(x) - f(ref).
+ *
+ * captum: the map Captum 0.8's DeepLift computes, whose rules are module
+ * hooks.  Its backward hook on a module M registers a tensor hook on M's
+ * output O that records O's gradient, and one on M's input T that replaces
+ * T's whole gradient by the rule's.  When M's input is another hooked
+ * module P's output (ReLU -> MaxPool, MaxPool -> ReLU), both hooks sit on
+ * one tensor and P's records the gradient *before* M's replaces it, so M's
+ * rule reaches nothing but P's fallback: M acts as its plain gradient.
+ * Where M's input has other readers, their gradient survives only where
+ * M's rule falls back to the gradient (|delta_in| < 1e-10).  So here:
+ *  - a hooked node whose input comes straight from a hooked node keeps its
+ *    ordinary op (an in-place one made out of place);
+ *  - any other hooked node gets its rule op, max pools scattering with
+ *    max_unpool as Captum does;
+ *  - the other readers of such a node's input read it through dl_gate
+ *    (of several hooked readers, Captum keeps the last one's rule);
+ *  - the nonlinearities beyond Captum get the rescale op and count as
+ *    ordinary ops. */
+void apply_deeplift(Graph &g, bool captum)
+{
+	static const c10::Symbol rescale = c10::Symbol::fromQualString("esg::dl_rescale");
+	static const c10::Symbol maxpool = c10::Symbol::fromQualString("esg::dl_maxpool");
+	static const c10::Symbol gate = c10::Symbol::fromQualString("esg::dl_gate");
+	std::vector<Node *> nodes;
+	all_nodes(g.block(), nodes);
+	/* decide everything on the graph as it is, before any rewrite */
+	std::set<Node *> chained;
+	std::map<Value *, Node *> winner; /* input -> its last hooked reader */
+	std::vector<Value *> gated_inputs;
+	for (Node *n : nodes) {
+		if (!captum || !dl_captum_hooked(n))
+			continue;
+		if (dl_captum_hooked(n->input(0)->node())) {
+			chained.insert(n);
+			continue;
+		}
+		Value *t = n->input(0);
+		if (!winner.count(t))
+			gated_inputs.push_back(t);
+		winner[t] = n;
+	}
+	/* the readers each gate serves, collected before the rewrite moves uses */
+	std::vector<std::pair<Value *, std::vector<torch::jit::Use>>> gates;
+	for (Value *t : gated_inputs) {
+		Node *w = winner[t];
+		bool inplace = inplace_kinds().count(w->kind()) > 0;
+		std::vector<torch::jit::Use> others;
+		for (const auto &u : t->uses()) {
+			if (u.user == w || (inplace && u.user->isAfter(w)))
+				continue;
+			others.push_back(u);
+		}
+		if (!others.empty())
+			gates.push_back({t, others});
+	}
+	/* gates first: a rewrite below may replace the value a gate reads */
+	for (auto &gu : gates) {
+		Value *t = gu.first;
+		Node *def = t->node();
+		Node *at = def->kind() == prim::Param ? def->owningBlock()->nodes().front() : def->next();
+		WithInsertPoint ip(at);
+		Value *z = g.insert(gate, {t});
+		for (auto &u : gu.second)
+			u.user->replaceInput(u.offset, z);
+	}
+	for (Node *n : nodes) {
+		std::string k = n->kind().toQualString();
+		bool hooked = dl_captum_hooked(n);
+		if (!hooked && !dl_extra_elementwise().count(k))
+			continue;
+		WithInsertPoint ip(n);
+		if (chained.count(n)) {
+			/* its ordinary op; out of place, as the rule op it reads from
+			 * saved its output for the backward pass */
+			if (inplace_kinds().count(n->kind()))
+				replace_node(g, n, same_op_out_of_place(g, n));
+			continue;
+		}
+		if (dl_pools().count(k)) {
+			Value *dims = g.insertConstant(dl_pools().at(k));
+			Value *z = g.insert(maxpool, {n->input(0), dims, n->input(1), n->input(2),
+						      n->input(3), n->input(4), n->input(5),
+						      g.insertConstant(captum)});
+			replace_node(g, n, z);
+		} else {
+			Value *y = same_op_out_of_place(g, n);
+			replace_node(g, n, g.insert(rescale, {n->input(0), y}));
+		}
+	}
+	torch::jit::EliminateDeadCode(g.block());
+}
+
 /* Rewrite ReLUs (and, for DeepLift, the other supported nonlinearities
  * and max pools) of a fully inlined graph for the rule. */
 void apply_rule(Graph &g, esg_backward_rule rule)
@@ -245,38 +396,19 @@ void apply_rule(Graph &g, esg_backward_rule rule)
 		return;
 	if (rule == ESG_RULE_EXCITATION || rule == ESG_RULE_EXCITATION_CONTRAST)
 		return apply_excitation(g, rule == ESG_RULE_EXCITATION_CONTRAST);
+	if (rule == ESG_RULE_DEEPLIFT || rule == ESG_RULE_DEEPLIFT_COMPLETE)
+		return apply_deeplift(g, rule == ESG_RULE_DEEPLIFT);
 	static const c10::Symbol relu = c10::Symbol::fromQualString("aten::relu");
 	static const c10::Symbol relu_ = c10::Symbol::fromQualString("aten::relu_");
-	static const std::set<std::string> dl_elementwise = {
-		"aten::relu", "aten::relu_", "aten::elu", "aten::elu_",
-		"aten::leaky_relu", "aten::leaky_relu_", "aten::sigmoid", "aten::sigmoid_",
-		"aten::tanh", "aten::tanh_", "aten::softplus"};
-	static const std::map<std::string, int64_t> pools = {
-		{"aten::max_pool1d", 1}, {"aten::max_pool2d", 2}, {"aten::max_pool3d", 3}};
 	std::vector<Node *> nodes;
 	all_nodes(g.block(), nodes);
 	for (Node *n : nodes) {
-		std::string k = n->kind().toQualString();
+		if (n->kind() != relu && n->kind() != relu_)
+			continue;
 		WithInsertPoint ip(n);
-		if (rule == ESG_RULE_GUIDED || rule == ESG_RULE_DECONV) {
-			if (n->kind() != relu && n->kind() != relu_)
-				continue;
-			const char *op = rule == ESG_RULE_GUIDED ? "esg::guided_relu" : "esg::deconv_relu";
-			Value *z = g.insert(c10::Symbol::fromQualString(op), {n->input(0)});
-			replace_node(g, n, z);
-		} else if (dl_elementwise.count(k)) {
-			std::vector<torch::jit::NamedValue> args(n->inputs().begin(), n->inputs().end());
-			Value *y = g.insert(out_of_place(n->kind()), args);
-			Value *z = g.insert(c10::Symbol::fromQualString("esg::dl_rescale"),
-					    {n->input(0), y});
-			replace_node(g, n, z);
-		} else if (pools.count(k)) {
-			Value *dims = g.insertConstant(pools.at(k));
-			Value *z = g.insert(c10::Symbol::fromQualString("esg::dl_maxpool"),
-					    {n->input(0), dims, n->input(1), n->input(2),
-					     n->input(3), n->input(4), n->input(5)});
-			replace_node(g, n, z);
-		}
+		const char *op = rule == ESG_RULE_GUIDED ? "esg::guided_relu" : "esg::deconv_relu";
+		Value *z = g.insert(c10::Symbol::fromQualString(op), {n->input(0)});
+		replace_node(g, n, z);
 	}
 	torch::jit::EliminateDeadCode(g.block());
 }

@@ -254,7 +254,7 @@ at::Tensor rule_input(esg_model *m, esg_backward_rule rule, const float *x, cons
 {
 	rule_name(rule);
 	at::Tensor xi = from_f32(x, ndim, shape, m->dev);
-	if (rule == ESG_RULE_DEEPLIFT) {
+	if (esg_rule_is_deeplift(rule)) {
 		if (!ref)
 			fail("DeepLift needs a baseline (ref is NULL)");
 		xi = at::cat({xi, from_f32(ref, ndim, shape, m->dev)}, 0);
@@ -508,7 +508,7 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		auto g = torch::autograd::grad({s.sum()}, {xi}, {}, false, false, true);
 		at::Tensor gx = g[0].defined() ? g[0] : at::zeros_like(xi);
 		copy_out(grad, gx.narrow(0, 0, B));
-		if (score && rule == ESG_RULE_DEEPLIFT) /* the rules leave f itself unchanged */
+		if (score && esg_rule_is_deeplift(rule)) /* the rules leave f itself unchanged */
 			copy_out(score, s.narrow(0, 0, B) - s.narrow(0, B, B));
 		else if (score)
 			copy_out(score, s.narrow(0, 0, B));

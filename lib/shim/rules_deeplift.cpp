@@ -1,19 +1,26 @@
-/* rules_deeplift.cpp - DeepLift (rescale): the ops esg::dl_rescale and
- * esg::dl_maxpool, whose backward passes send DeepLift's multipliers.  One
- * file per family of propagation rules, each registering its own ops;
- * graph.cpp's apply_rule puts them in the graph.
+/* rules_deeplift.cpp - DeepLift (rescale): the ops esg::dl_rescale,
+ * esg::dl_maxpool and esg::dl_gate, whose backward passes send DeepLift's
+ * multipliers.  One file per family of propagation rules, each registering
+ * its own ops; graph.cpp's apply_deeplift puts them in the graph (and
+ * decides which nodes get them: Captum's hook semantics or the complete
+ * rule, see there).
  *
  * DeepLift (rescale) follows Captum's DeepLift: input and baseline run as
  * one batch [x; ref], the target is scored on both halves, and
- *  - ReLU, ELU, LeakyReLU, Sigmoid, Tanh, Softplus (functional or module,
- *    unlike Captum which only sees modules) get the rescale multiplier
- *    delta_out / delta_in, or the ordinary gradient where |delta_in| < 1e-10;
+ *  - elementwise nonlinearities get the rescale multiplier
+ *    delta_out / delta_in, or the ordinary gradient where
+ *    |delta_in| < 1e-10 (dl_rescale: any f, given x and y = f(x));
  *  - max_pool1d/2d/3d get Captum's maxpool rule (cross maximum of the
  *    input's and the baseline's pooled outputs, gradients routed through
- *    both halves' argmax, divided by delta_in).  One difference: Captum
- *    scatters with max_unpool (overlapping windows overwrite each other);
- *    here the max-pool backward accumulates them.  Identical whenever
- *    windows do not overlap (kernel <= stride, e.g. the usual 2x2 pools).
+ *    both halves' argmax, divided by delta_in) (dl_maxpool).  The routing
+ *    is Captum's max_unpool (overlapping windows overwrite each other, the
+ *    later window wins, libtorch's kernel being Captum's) when `captum` is true, the max-pool
+ *    backward (overlaps add up: the complete rule) otherwise.  Identical
+ *    whenever windows do not overlap (kernel <= stride).
+ *  - dl_gate passes the gradient only where |delta_in| < 1e-10: Captum's
+ *    backward hook on a nonlinearity *replaces* its input's gradient, so
+ *    what other readers of that input send back survives only where the
+ *    hook falls back to the gradient.
  *  - softmax gets the plain gradient (Captum's softmax rule is not applied).
  */
 #include "shim/internal.hpp"
@@ -135,7 +142,7 @@ std::vector<int64_t> expand_arg(at::IntArrayRef v, int dims, const std::vector<i
 struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 	static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x, int64_t dims,
 				  at::IntArrayRef k_, at::IntArrayRef s_, at::IntArrayRef p_,
-				  at::IntArrayRef d_, bool ceil)
+				  at::IntArrayRef d_, bool ceil, bool captum)
 	{
 		TORCH_CHECK(dims >= 1 && dims <= 3, "max pool dims");
 		auto k = expand_arg(k_, dims, {});
@@ -157,6 +164,7 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 		ctx->saved_data["k"] = k; ctx->saved_data["s"] = s;
 		ctx->saved_data["p"] = p; ctx->saved_data["d"] = d;
 		ctx->saved_data["ceil"] = ceil;
+		ctx->saved_data["captum"] = captum;
 		return dims == 1 ? y.squeeze(-2) : y;
 	}
 	static variable_list backward(AutogradContext *ctx, variable_list g)
@@ -167,23 +175,41 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 		auto k = ctx->saved_data["k"].toIntVector(), s = ctx->saved_data["s"].toIntVector();
 		auto p = ctx->saved_data["p"].toIntVector(), d = ctx->saved_data["d"].toIntVector();
 		bool ceil = ctx->saved_data["ceil"].toBool();
+		bool captum = ctx->saved_data["captum"].toBool();
 		at::Tensor go = dims == 1 ? g[0].unsqueeze(-2) : g[0];
 		auto unpool = [&](const at::Tensor &t) {
 			return dims == 3
 				? at::max_pool3d_with_indices_backward(t, xi, k, s, p, d, ceil, idx)
 				: at::max_pool2d_with_indices_backward(t, xi, k, s, p, d, ceil, idx);
 		};
+		/* Captum's F.max_unpool: each element of t written at its argmax,
+		 * a later window overwriting an earlier one where windows overlap */
+		auto scatter = [&](const at::Tensor &t) {
+			if (dims == 3)
+				return at::max_unpool3d(t, idx, {xi.size(-3), xi.size(-2), xi.size(-1)},
+							s, p);
+			return at::max_unpool2d(t, idx, {xi.size(-2), xi.size(-1)});
+		};
 		TORCH_CHECK(y.size(0) % 2 == 0, "DeepLift needs an even batch [input; baseline]");
 		auto yo = y.chunk(2, 0);
 		at::Tensor xmax = at::max(yo[0], yo[1]);
 		at::Tensor dout = at::cat({xmax - yo[1], yo[0] - xmax}, 0);
-		at::Tensor u = unpool(go * dout), gi;
+		at::Tensor u = captum ? scatter(go * dout) : unpool(go * dout), gi;
+		/* where delta_in vanishes: the ordinary gradient; Captum's hook takes
+		 * it from the input item (grad_input[0]) for both halves */
+		auto fallback = [&]() {
+			at::Tensor pg = unpool(go);
+			if (!captum)
+				return pg;
+			at::Tensor h = pg.chunk(2, 0)[0];
+			return at::cat({h, h}, 0);
+		};
 		if (!fused_ok({u, xi})) {
 			auto uh = u.chunk(2, 0);
 			at::Tensor u2 = uh[0] + uh[1];
 			u2 = at::cat({u2, u2}, 0);
 			at::Tensor din = half_delta(xi);
-			gi = at::where(din.abs() < DL_EPS, unpool(go), u2 / din);
+			gi = at::where(din.abs() < DL_EPS, fallback(), u2 / din);
 		} else {
 			at::Tensor xc = xi.contiguous(), uc = u.contiguous();
 			gi = at::empty_like(xc);
@@ -197,21 +223,40 @@ struct DlMaxPool : public torch::autograd::Function<DlMaxPool> {
 					[](int64_t, int64_t) {});
 			});
 			if (any_zero)
-				gi = at::where(zero_delta(xc), unpool(go), gi);
+				gi = at::where(zero_delta(xc), fallback(), gi);
 		}
 		if (dims == 1)
 			gi = gi.squeeze(-2);
 		return {gi, at::Tensor(), at::Tensor(), at::Tensor(), at::Tensor(),
-			at::Tensor(), at::Tensor()};
+			at::Tensor(), at::Tensor(), at::Tensor()};
+	}
+};
+
+/* Identity forward; backward passes the gradient only where the halves of
+ * [x; ref] agree to 1e-10 (where a Captum hook on a reader of x falls
+ * back to the gradient).  Saves the mask, not x: later in-place ops on x
+ * stay legal. */
+struct DlGate : public torch::autograd::Function<DlGate> {
+	static at::Tensor forward(AutogradContext *ctx, const at::Tensor &x)
+	{
+		TORCH_CHECK(x.size(0) % 2 == 0, "DeepLift needs an even batch [input; baseline]");
+		ctx->save_for_backward({zero_delta(x)});
+		return x;
+	}
+	static variable_list backward(AutogradContext *ctx, variable_list g)
+	{
+		at::Tensor small = ctx->get_saved_variables()[0];
+		return {at::where(small, g[0], at::zeros({}, g[0].options()))};
 	}
 };
 
 at::Tensor op_dl_rescale(const at::Tensor &x, const at::Tensor &y) { return DlRescale::apply(x, y); }
 at::Tensor op_dl_maxpool(const at::Tensor &x, int64_t dims, at::IntArrayRef k,
-			 at::IntArrayRef s, at::IntArrayRef p, at::IntArrayRef d, bool ceil)
+			 at::IntArrayRef s, at::IntArrayRef p, at::IntArrayRef d, bool ceil, bool captum)
 {
-	return DlMaxPool::apply(x, dims, k, s, p, d, ceil);
+	return DlMaxPool::apply(x, dims, k, s, p, d, ceil, captum);
 }
+at::Tensor op_dl_gate(const at::Tensor &x) { return DlGate::apply(x); }
 
 } // namespace
 
@@ -219,5 +264,6 @@ TORCH_LIBRARY_FRAGMENT(esg, m)
 {
 	m.def("dl_rescale(Tensor x, Tensor y) -> Tensor", op_dl_rescale);
 	m.def("dl_maxpool(Tensor x, int dims, int[] kernel_size, int[] stride, int[] padding, "
-	      "int[] dilation, bool ceil_mode) -> Tensor", op_dl_maxpool);
+	      "int[] dilation, bool ceil_mode, bool captum) -> Tensor", op_dl_maxpool);
+	m.def("dl_gate(Tensor x) -> Tensor", op_dl_gate);
 }

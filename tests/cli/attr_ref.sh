@@ -62,6 +62,8 @@ run $m in/x3d.st.zst --method saliency
 run $m in/x3d.st.zst --method guided_backprop --target 0
 run $m in/x3d.st.zst --method deconvolution
 run $m in/x3d.st.zst --method deeplift --baseline blur:1
+run $m in/x3d.st.zst --method deeplift --param maxpool_rule=complete --baseline blur:1
+run $m in/x3d.st.zst --method deeplift_shap --param maxpool_rule=complete --baseline uniform:-0.5,0.5:2
 run $m in/x3d.st.zst --method integrated_gradients --param n_steps=10 --baseline blur:0.8
 run $m in/x3d.st.zst --method smoothgrad --param base=input_x_gradient --param stdevs=0.2
 m=fx/oneconv.pt

@@ -18,7 +18,12 @@ come from numpy.  Rule-modified backward passes (guided backprop,
 deconvolution, DeepLift rescale) run on the eager model (the fixture classes
 of tests/fixtures/make_models.py, weights from the TorchScript file) with
 every ReLU -- module, functional and in-place -- swapped for an
-autograd.Function implementing the rule.
+autograd.Function implementing the rule.  DeepLift's maxpool_rule=captum
+(the default) is Captum's module-hook behaviour, reproduced here by tensor
+identity: a ReLU or max pool whose input is the very tensor another such
+op returned acts as its plain op (Captum's hook on the earlier op records
+the gradient before the later op's hook replaces it); complete applies
+every rule.
 
 Tolerance: |esg - ref| <= atol * max(1, max|ref|) + rtol * |ref|, defaults
 atol 1e-5, rtol 1e-4 (float32 forward/backward in both, different summation
@@ -148,18 +153,29 @@ class RescaleMaxPool(torch.autograd.Function):
 
 
 @contextlib.contextmanager
-def relu_rule(fn):
+def relu_rule(fn, captum=False):
     """Route every ReLU (nn.ReLU goes through F.relu) through fn; for DeepLift
-    max pooling too."""
+    max pooling too (captum: an op reading another's output is plain)."""
     saved = (F.relu, torch.relu, torch.relu_, F.max_pool2d, F.max_pool3d)
-    F.relu = lambda x, inplace=False: fn.apply(x)
-    torch.relu = lambda x: fn.apply(x)
-    torch.relu_ = lambda x: fn.apply(x)
+    plain_pool = {2: F.max_pool2d, 3: F.max_pool3d}
+    made = []  # outputs of the rule ops (kept alive: their ids stay unique)
+
+    def hooked(x, rule, plain):
+        chained = captum and any(t is x for t in made)
+        y = plain(x) if chained else rule(x)
+        made.append(y)
+        return y
+    relu = lambda x: hooked(x, fn.apply, lambda z: z.clamp(min=0))  # noqa: E731
+    F.relu = lambda x, inplace=False: relu(x)
+    torch.relu = relu
+    torch.relu_ = relu
     if fn is RescaleReLU:
         def pool(dims):
             def f(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False):
                 assert padding in (0, (0,) * dims) and not ceil_mode and not return_indices
-                return RescaleMaxPool.apply(x, kernel_size, stride or kernel_size, dims)
+                s = stride or kernel_size
+                return hooked(x, lambda z: RescaleMaxPool.apply(z, kernel_size, s, dims),
+                              lambda z: plain_pool[dims](z, kernel_size, s))
             return f
         F.max_pool2d, F.max_pool3d = pool(2), pool(3)
     try:
@@ -229,12 +245,13 @@ def integrated_gradients(ctx, x, t, p, bl):
     return attr, delta
 
 
-def deeplift_over(ctx, x, t, bls):
+def deeplift_over(ctx, x, t, bls, p):
     model = ctx.eager()
     attr = torch.zeros_like(x)
+    captum = p.get("maxpool_rule", "captum") == "captum"
     for b in bls:
         xx = torch.cat([x, b]).requires_grad_(True)
-        with relu_rule(RescaleReLU):
+        with relu_rule(RescaleReLU, captum):
             out = model(xx)
         s = out.gather(1, torch.cat([t, t]).view(-1, 1)).sum()
         (g,) = torch.autograd.grad(s, xx)
@@ -245,11 +262,11 @@ def deeplift_over(ctx, x, t, bls):
 
 
 def deeplift(ctx, x, t, p, bl):
-    return deeplift_over(ctx, x, t, bl[:1])
+    return deeplift_over(ctx, x, t, bl[:1], p)
 
 
 def deeplift_shap(ctx, x, t, p, bl):
-    return deeplift_over(ctx, x, t, bl)
+    return deeplift_over(ctx, x, t, bl, p)
 
 
 def gradient_shap(ctx, x, t, p, bl):

@@ -262,16 +262,35 @@ class DLMaxPool(nn.Module):
         return MaxPoolFn.apply(x, self.mod)
 
 
-def deeplift_net(net):
+class Chained(nn.Module):
+    """maxpool_rule=captum: Captum's hooks, by tensor identity -- a rule
+    module whose input is the very tensor another rule module returned acts
+    as its plain op (the earlier module's hook records the gradient before
+    this one's replaces it).  (The layer hook passes a clone on, as
+    Captum's layer capture does: no chaining across the layer.)"""
+
+    def __init__(self, rule, plain, made):
+        super().__init__()
+        self.rule, self.plain, self.made = rule, plain, made
+
+    def forward(self, x):
+        chained = self.made is not None and any(t is x for t in self.made)
+        y = self.plain(x) if chained else self.rule(x)
+        if self.made is not None:
+            self.made.append(y)
+        return y
+
+
+def deeplift_net(net, captum=True):
+    made = [] if captum else None
+    plain = {"relu": torch.relu, "softplus": F.softplus, "tanh": torch.tanh}
+
     def make(m):
         if isinstance(m, (nn.MaxPool2d, nn.MaxPool3d)):
-            return DLMaxPool(m)
-        if isinstance(m, nn.ReLU):
-            return Rescale("relu")
-        if isinstance(m, nn.Softplus):
-            return Rescale("softplus")
-        if isinstance(m, nn.Tanh):
-            return Rescale("tanh")
+            return Chained(DLMaxPool(m), m, made)
+        for cls, kind in ((nn.ReLU, "relu"), (nn.Softplus, "softplus"), (nn.Tanh, "tanh")):
+            if isinstance(m, cls):
+                return Chained(Rescale(kind), plain[kind], made)
         return None
     return swap_modules(net, make)
 
@@ -403,7 +422,7 @@ def ref_method(M, method, x, target, params, baselines, seed=0):
         attr = tot * (ax - ab)
         return attr, attr.double().flatten(1).sum(1) - (fx(x) - fx(b))
     if method in ("layer_deeplift", "layer_deeplift_shap"):
-        dn = deeplift_net(M.net)
+        dn = deeplift_net(M.net, p.get("maxpool_rule", "captum") == "captum")
         N = x.shape[0]
         tot = 0
         for b in baselines:

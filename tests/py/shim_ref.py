@@ -147,7 +147,7 @@ for name, ref in (("zero", torch.zeros_like(x3)), ("rand", ref_rand), ("half", r
     want = net3d_deeplift(m3, x3, ref, torch.tensor([0, 1]))
     got = load_f32("deeplift_net3d_%s.f32" % name, (2, 1, 6, 6, 6))
     c, d, mx = close(got, want)
-    ok(c, "DeepLift multipliers of the 3D max-pool net, %s baseline = Captum's rules "
+    ok(c, "DeepLift multipliers of the 3D max-pool net, %s baseline = the complete rule "
        "(max diff %.2g, max %.2g)" % (name, d, mx))
 
 # The demo U-Net behind a fixed-mask score: guided backprop and DeepLift
@@ -171,7 +171,7 @@ try:
     xb = torch.cat([xu, ref]).requires_grad_(True)
     mu(xb).gather(1, torch.cat([tu, tu]).view(-1, 1)).sum().backward()
     c, d, mx = close(load_f32("deeplift_unet.f32", (2, 1, 8, 8, 8)), xb.grad[:2])
-    ok(c, "DeepLift multipliers of the U-Net = Captum's rules (max diff %.2g, max %.2g)" % (d, mx))
+    ok(c, "DeepLift multipliers of the U-Net, complete rule (max diff %.2g, max %.2g)" % (d, mx))
 finally:
     F.relu, F.max_pool3d = real_relu, real_pool
 

@@ -103,7 +103,7 @@ static int bt_flush(batcher *b)
 	 * alone: bench/results.md).  When the internal batch has room, a lone
 	 * 3D item runs with a copy of itself, whose results are dropped
 	 * (DeepLift's [x; baseline] is a batch of two already). */
-	if (n == 1 && b->cap >= 2 && job->ndim == 5 && b->rule != ESG_RULE_DEEPLIFT &&
+	if (n == 1 && b->cap >= 2 && job->ndim == 5 && !esg_rule_is_deeplift(b->rule) &&
 	    esg_model_on_cpu(job->model)) {
 		memcpy(b->x + b->item, b->x, b->item * sizeof *b->x);
 		b->target[1] = b->target[0];
@@ -358,7 +358,9 @@ static int run_deeplift(esg_attr_job *job)
 	dl_ctx c = { { job, item, 2 }, fd_new(job) };
 	batcher b = { 0 };
 	int rc = -1;
-	if (!c.fd || bt_open(&b, job, 1, ESG_RULE_DEEPLIFT, 1, 0, dl_consume, &c))
+	esg_backward_rule rule = ESG_DEEPLIFT_COMPLETE(job->params) ? ESG_RULE_DEEPLIFT_COMPLETE
+								    : ESG_RULE_DEEPLIFT;
+	if (!c.fd || bt_open(&b, job, 1, rule, 1, 0, dl_consume, &c))
 		goto out;
 	memset(job->attr, 0, (size_t)job->shape[0] * item * sizeof(float));
 	b.total = job->shape[0] * K;
@@ -563,6 +565,7 @@ static const esg_param_spec P_NT[] = {
 	{ "stdevs", ESG_P_FLOAT, "1.0", NULL, 0, 1e30, "standard deviation of the Gaussian noise (absolute)" },
 	ESG_PARAM_END
 };
+static const esg_param_spec P_DEEPLIFT[] = { ESG_PARAM_MAXPOOL_RULE, ESG_PARAM_END };
 static const esg_param_spec P_GSHAP[] = {
 	{ "n_samples", ESG_P_INT, "5", NULL, 1, 1000000, "random samples per input" },
 	{ "stdevs", ESG_P_FLOAT, "0.0", NULL, 0, 1e30, "standard deviation of the noise added to the input" },
@@ -583,9 +586,9 @@ const esg_method esg_gradient_methods[] = {
 	{ "guided_backprop", "gradient with ReLU backward relu(grad)*[x > 0]", P_NONE, 0, 1, 0,
 	  esg_run_guided_backprop, 0, 0 },
 	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution, 0, 0 },
-	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_NONE, 1, 0, 1,
+	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_DEEPLIFT, 1, 0, 1,
 	  esg_run_deeplift, 0, 0 },
-	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_NONE, 2, 0, 1,
+	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_DEEPLIFT, 2, 0, 1,
 	  esg_run_deeplift_shap, 0, 0 },
 	ESG_METHOD_END
 };

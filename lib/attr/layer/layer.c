@@ -291,14 +291,14 @@ static int lb_open(lbatch *b, lrun *r, enum lkind kind, esg_backward_rule rule, 
 	b->ctx = ctx;
 	size_t n = (size_t)b->cap * r->item;
 	b->x = malloc(n * sizeof *b->x);
-	b->ref = rule == ESG_RULE_DEEPLIFT ? malloc(n * sizeof *b->ref) : NULL;
+	b->ref = esg_rule_is_deeplift(rule) ? malloc(n * sizeof *b->ref) : NULL;
 	b->aux = want_aux ? malloc(n * sizeof *b->aux) : NULL;
 	b->act_in = kind == LB_REPLACE ? malloc((size_t)b->cap * r->litem * sizeof *b->act_in) : NULL;
 	b->score = malloc((size_t)b->cap * sizeof *b->score);
 	b->score2 = calloc((size_t)b->cap, sizeof *b->score2);
 	b->target = malloc((size_t)b->cap * sizeof *b->target);
 	b->tags = malloc((size_t)b->cap * sizeof *b->tags);
-	if (!b->x || (rule == ESG_RULE_DEEPLIFT && !b->ref) || (want_aux && !b->aux) ||
+	if (!b->x || (esg_rule_is_deeplift(rule) && !b->ref) || (want_aux && !b->aux) ||
 	    (kind == LB_REPLACE && !b->act_in) || !b->score || !b->score2 || !b->target || !b->tags) {
 		lb_close(b);
 		return esg_set_error("out of memory for an internal batch of %d items", r->cap);
@@ -330,7 +330,7 @@ static int lb_flush(lbatch *b)
 	if (b->kind == LB_GRAD) {
 		rc = esg_model_layer_grad(job->model, r->L, b->rule, b->x, b->ref, job->ndim, sh, b->target,
 					  &a, &g, b->score);
-		int64_t rows = b->rule == ESG_RULE_DEEPLIFT ? 2 * n : n;
+		int64_t rows = esg_rule_is_deeplift(b->rule) ? 2 * n : n;
 		if (!rc)
 			rc = lr_learn(r, a, rows);
 		if (!rc)
@@ -367,7 +367,7 @@ static int lb_flush(lbatch *b)
 		if (b->kind == LB_GRAD) {
 			ai = (const float *)a->data + (size_t)i * r->litem;
 			gi = (const float *)g->data + (size_t)i * r->litem;
-			if (b->rule == ESG_RULE_DEEPLIFT)
+			if (esg_rule_is_deeplift(b->rule))
 				a2 = (const float *)a->data + (size_t)(n + i) * r->litem;
 		} else if (b->kind == LB_REPLACE) {
 			ai = b->act_in + (size_t)i * r->litem;
@@ -730,7 +730,9 @@ static int m_layer_deeplift(lrun *r)
 	mctx c = { .r = r, .mode = M_DL };
 	lbatch b = { 0 };
 	int rc = -1;
-	if (lr_result(r, 0) || lb_open(&b, r, LB_GRAD, ESG_RULE_DEEPLIFT, 0, grad_consume, &c))
+	esg_backward_rule rule = ESG_DEEPLIFT_COMPLETE(job->params) ? ESG_RULE_DEEPLIFT_COMPLETE
+								    : ESG_RULE_DEEPLIFT;
+	if (lr_result(r, 0) || lb_open(&b, r, LB_GRAD, rule, 0, grad_consume, &c))
 		goto out;
 	rc = 0;
 	for (int m = 0; m < r->N && !rc; m++)
@@ -1164,6 +1166,7 @@ static const esg_param_spec esg_p_guided_gradcam[] = {
 	ESG_PARAM_END
 };
 static const esg_param_spec esg_p_layer_path[] = { QUAD("gausslegendre"), ESG_PARAM_END };
+static const esg_param_spec esg_p_layer_deeplift[] = { ESG_PARAM_MAXPOOL_RULE, ESG_PARAM_END };
 static const esg_param_spec esg_p_layer_gshap[] = {
 	{ "n_samples", ESG_P_INT, "5", NULL, 1, 1000000, "random samples per input" },
 	{ "stdevs", ESG_P_FLOAT, "0.0", NULL, 0, 1e30, "standard deviation of the noise added to the input" },
@@ -1192,8 +1195,8 @@ const esg_method esg_layer_methods[] = {
 	{ "layer_integrated_gradients", "integrated gradients over the layer's output",
 	  esg_p_layer_path, 1, 0, 1, esg_run_layer_integrated_gradients, ESG_LAYER_MAP, 0 },
 	{ "layer_deeplift", "DeepLift rescale at the layer: (act - act_baseline) times the multipliers",
-	  esg_p_layer_none, 1, 0, 1, esg_run_layer_deeplift, ESG_LAYER_MAP, 0 },
-	{ "layer_deeplift_shap", "layer DeepLift averaged over a distribution of baselines", esg_p_layer_none,
+	  esg_p_layer_deeplift, 1, 0, 1, esg_run_layer_deeplift, ESG_LAYER_MAP, 0 },
+	{ "layer_deeplift_shap", "layer DeepLift averaged over a distribution of baselines", esg_p_layer_deeplift,
 	  2, 0, 1, esg_run_layer_deeplift_shap, ESG_LAYER_MAP, 0 },
 	{ "layer_gradient_shap", "GradientShap at the layer: gradients at random points times (act - act_baseline)",
 	  esg_p_layer_gshap, 2, 0, 1, esg_run_layer_gradient_shap, ESG_LAYER_MAP, 0 },
