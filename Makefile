@@ -134,7 +134,7 @@ fuzz: build/fuzz/libesg.a $(FUZZ_SRC)
 
 ## deps: install the Debian packages the project needs (when any is missing)
 DEB_PACKAGES := build-essential libtorch-dev libnifti2-dev libcjson-dev libzstd-dev libpng-dev zstd \
-	python3-torch python3-numpy python3-nibabel mricron-data clang libclang-rt-14-dev time man-db \
+	python3-torch python3-numpy python3-nibabel python3-tqdm python3-matplotlib python3-packaging mricron-data clang libclang-rt-14-dev time man-db \
 	chromium chromium-driver fonts-liberation
 deps:
 	$(Q)missing=$$(for p in $(DEB_PACKAGES); do dpkg-query -W -f='$${Status}\n' $$p 2>/dev/null | grep -q 'install ok installed' || echo $$p; done); \

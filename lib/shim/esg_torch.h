@@ -87,8 +87,26 @@ typedef enum esg_backward_rule {
 	ESG_RULE_EXCITATION,
 	/* contrastive: the last linear op of the graph sends the target's
 	 * P_in minus that of its dual unit (the op's weights negated) */
-	ESG_RULE_EXCITATION_CONTRAST
+	ESG_RULE_EXCITATION_CONTRAST,
+	/* layer-wise relevance propagation: the backward pass carries relevance
+	 * (Captum's and Zennit's convention), with the rules per layer type set
+	 * by esg_model_set_lrp (lib/shim/rules_lrp.cpp).  The "gradient" at the
+	 * input (or a layer) is the relevance for a start signal of 1 at the
+	 * target score: times the score, it is LRP's map.  Refused under amp. */
+	ESG_RULE_LRP
 } esg_backward_rule;
+
+/* The LRP rule table of later ESG_RULE_LRP passes, as lib/attr/lrp.c
+ * writes it: "TYPE=RULE[:P1[:P2]];...;canonize=none|merge_bn" with TYPE a
+ * layer type (Conv1d .. Conv3d, ConvTranspose1d .. 3d, Linear, BatchNorm,
+ * AvgPool1d .. 3d, AdaptiveAvgPool1d .. 3d, MaxPool1d .. 3d,
+ * AdaptiveMaxPool1d .. 3d, Upsample, Add, Sum, Mul; First: the first conv /
+ * linear op) and RULE one of epsilon:EPS, gamma:G, alpha_beta:A:B, zplus,
+ * flat, wsquare, zbox:LOW:HIGH ("auto": the item's min / max), pass,
+ * gradient.  Checked now; every type an op needs must be there. */
+int esg_model_set_lrp(esg_model *m, const char *spec);
+/* The table set by esg_model_set_lrp (borrowed), or NULL if none. */
+const char *esg_model_lrp(const esg_model *m);
 
 /* Gradient of score_b = output[b, target[b]] with respect to the input,
  * for each batch item b (output must be [B, C]).  grad: caller buffer of
