@@ -420,11 +420,10 @@ struct Term {
 
 /* The weighted op n (y its output, or that of the merged batch norm `bn`)
  * with the rule's terms; W, b: the effective parameters (merged or n's). */
-void wrap_terms(Graph &g, Node *n, Node *last, const Weighted &w, Value *W, Value *B,
+void wrap_terms(Graph &g, Node *n, Node *last, Node *after, const Weighted &w, Value *W, Value *B,
 		const std::vector<Term> &terms, double c1, double c2, double eps, bool mask,
 		double bound_lo, double bound_hi, double gamma)
 {
-	Node *after = last->next();
 	WithInsertPoint ip(after);
 	Value *Z[3] = {nullptr, nullptr, nullptr};
 	for (const Term &t : terms) {
@@ -432,16 +431,18 @@ void wrap_terms(Graph &g, Node *n, Node *last, const Weighted &w, Value *W, Valu
 		Value *xin = g.insert(sym("esg::lrp_in"), {n->input(w.xi), (int64_t)t.in, v});
 		Value *wk = pmod(g, W, t.w, gamma);
 		Value *bk = pmod(g, B, t.b, gamma);
+		/* constants before the clone that reads them */
+		Value *nobias = w.addmm ? g.insertConstant(0) : g.insertConstant(c10::IValue());
 		Node *c = g.insertNode(g.createClone(n, [](Value *v) { return v; }));
 		c->replaceInput(w.xi, xin);
 		c->replaceInput(w.wi, wk);
 		if (w.addmm) {
 			if (!bk)
-				c->replaceInput(3, g.insertConstant(0));
+				c->replaceInput(3, nobias);
 			else
 				c->replaceInput(w.bi, bk);
 		} else {
-			c->replaceInput(w.bi, bk ? bk : g.insertConstant(c10::IValue()));
+			c->replaceInput(w.bi, bk ? bk : nobias);
 		}
 		Value *z = c->output();
 		Value *&acc = Z[t.group];
@@ -468,9 +469,11 @@ void apply_weighted(Graph &g, Node *n, Node *bn, const Weighted &w, const Rule &
 	Value *W = n->input(w.wi), *B = n->input(w.bi);
 	if (w.addmm)
 		B = n->input(0);
+	/* everything goes after `last`, before what followed it */
+	Node *after = last->next();
 	if (bn) {
 		/* merged: s = bw / sqrt(var + eps), t = bb - mean s; W' = W s, b' = b s + t */
-		WithInsertPoint ip(last->next());
+		WithInsertPoint ip(after);
 		Value *bw = bn->input(1), *bb = bn->input(2), *mean = bn->input(3), *var = bn->input(4);
 		Value *den = g.insert(sym("aten::sqrt"), {g.insert(sym("aten::add"), {var, bn->input(7)})});
 		Value *s = is_none(bw) ? g.insert(sym("aten::reciprocal"), {den})
@@ -490,23 +493,23 @@ void apply_weighted(Graph &g, Node *n, Node *bn, const Weighted &w, const Rule &
 	if (r.name == "gamma") {
 		T = {{IN_POS, P_GAMMA_POS, P_GAMMA_POS, 1, 1}, {IN_NEG, P_GAMMA_NEG, P_NONE, 1, 1},
 		     {IN_POS, P_GAMMA_NEG, P_GAMMA_NEG, 2, 1}, {IN_NEG, P_GAMMA_POS, P_NONE, 2, 1}};
-		wrap_terms(g, n, last, w, W, B, T, 1, 1, RULE_STAB, true, 0, 0, gamma);
+		wrap_terms(g, n, last, after, w, W, B, T, 1, 1, RULE_STAB, true, 0, 0, gamma);
 	} else if (r.name == "alpha_beta") {
 		T = {{IN_POS, P_POS, P_POS, 1, 1}, {IN_NEG, P_NEG, P_NONE, 1, 1},
 		     {IN_POS, P_NEG, P_NEG, 2, 1}, {IN_NEG, P_POS, P_NONE, 2, 1}};
-		wrap_terms(g, n, last, w, W, B, T, r.p1, -r.p2, RULE_STAB, false, 0, 0, 0);
+		wrap_terms(g, n, last, after, w, W, B, T, r.p1, -r.p2, RULE_STAB, false, 0, 0, 0);
 	} else if (r.name == "zplus") {
 		T = {{IN_POS, P_POS, P_POS, 1, 1}, {IN_NEG, P_NEG, P_NONE, 1, 1}};
-		wrap_terms(g, n, last, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
+		wrap_terms(g, n, last, after, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
 	} else if (r.name == "flat") {
 		T = {{IN_ONES, P_ONES, P_NONE, 1, 1}};
-		wrap_terms(g, n, last, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
+		wrap_terms(g, n, last, after, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
 	} else if (r.name == "wsquare") {
 		T = {{IN_ONES, P_SQUARE, P_SQUARE, 1, 1}};
-		wrap_terms(g, n, last, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
+		wrap_terms(g, n, last, after, w, W, B, T, 1, 0, RULE_STAB, false, 0, 0, 0);
 	} else if (r.name == "zbox") {
 		T = {{IN_X, P_ORIG, P_ORIG, 1, 1}, {IN_LOW, P_POS, P_POS, 1, -1}, {IN_HIGH, P_NEG, P_NEG, 1, -1}};
-		wrap_terms(g, n, last, w, W, B, T, 1, 0, RULE_STAB, false, lo, hi, 0);
+		wrap_terms(g, n, last, after, w, W, B, T, 1, 0, RULE_STAB, false, lo, hi, 0);
 	} else {
 		fail("LRP: unknown rule " + r.name);
 	}
