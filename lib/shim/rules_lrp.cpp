@@ -93,7 +93,7 @@ struct LrpIn : public torch::autograd::Function<LrpIn> {
 		ctx->saved_data["mode"] = mode;
 		ctx->saved_data["v"] = v;
 		ctx->save_for_backward({x});
-		return mode == IN_X ? x.clone() : m;
+		return m; /* IN_X: x itself, which autograd returns as a view (no copy) */
 	}
 	static variable_list backward(AutogradContext *ctx, variable_list g)
 	{
@@ -123,7 +123,7 @@ struct LrpOut : public torch::autograd::Function<LrpOut> {
 		ctx->saved_data["eps"] = eps;
 		ctx->saved_data["mask"] = mask;
 		ctx->save_for_backward({z1, two ? *z2 : z1, mask ? y : z1});
-		return y.clone();
+		return y; /* a view of y (no copy); put_out guards in-place readers */
 	}
 	static variable_list backward(AutogradContext *ctx, variable_list g)
 	{
@@ -164,7 +164,7 @@ struct LrpPass : public torch::autograd::Function<LrpPass> {
 	static at::Tensor forward(AutogradContext *, const at::Tensor &x, const at::Tensor &y)
 	{
 		(void)x;
-		return y.clone();
+		return y; /* a view of y (no copy); wrap_pass guards in-place readers */
 	}
 	static variable_list backward(AutogradContext *, variable_list g)
 	{
@@ -272,9 +272,14 @@ Node *out_of_place(Graph &g, Node *n)
 	std::string k = kind_of(n);
 	if (k.empty() || k.back() != '_')
 		return n;
-	WithInsertPoint ip(n);
-	std::vector<torch::jit::NamedValue> args(n->inputs().begin(), n->inputs().end());
-	Value *y = g.insert(sym(k.substr(0, k.size() - 1).c_str()), args);
+	/* the same inputs under the out-of-place name (a raw node: keyword-only
+	 * arguments such as add's alpha stay where they are) */
+	Node *o = g.create(sym(k.substr(0, k.size() - 1).c_str()), n->inputs(), 1);
+	o->insertBefore(n);
+	o->output()->setType(n->output()->type());
+	if (!o->maybeSchema())
+		fail("LRP: no out-of-place form of " + k);
+	Value *y = o->output();
 	Value *x = n->input(0);
 	std::vector<torch::jit::Use> uses = x->uses();
 	for (auto &u : uses)
@@ -283,6 +288,28 @@ Node *out_of_place(Graph &g, Node *n)
 	n->output()->replaceAllUsesWith(y);
 	n->destroy();
 	return y->node();
+}
+
+/* The rule ops return their input as a view (autograd's rule for a custom
+ * Function returning an input): an in-place op may not modify such a view,
+ * so in-place readers of v (kind ending in '_', v as their first input) read
+ * a copy instead. */
+void guard_inplace(Graph &g, Value *v)
+{
+	std::vector<torch::jit::Use> uses = v->uses();
+	Value *c = nullptr;
+	for (auto &u : uses) {
+		std::string k = u.user->kind().toQualString();
+		if (u.offset != 0 || k.empty() || k.back() != '_' || k.rfind("aten::", 0) != 0)
+			continue;
+		if (!c) {
+			WithInsertPoint ip(v->node()->next());
+			c = g.insert(sym("aten::clone"), {v});
+		}
+		/* the copy stands for v from here on: later readers see the in-place result */
+		v->replaceAllUsesAfterNodeWith(c->node(), c);
+		return;
+	}
 }
 
 /* y (output `oi` of `last`): later readers read lrp_out(y, z1, z2, ...),
@@ -638,6 +665,12 @@ void apply_lrp(Graph &g, const std::string &spec)
 			apply_simple(g, out_of_place(g, n), rule_for(t, "Mul"), xi);
 		}
 	}
+	/* last: in-place ops left that would modify a rule op's view get a copy */
+	std::vector<Node *> after;
+	all_nodes(g.block(), after);
+	for (Node *n : after)
+		if (n->kind() == sym("esg::lrp_out") || n->kind() == sym("esg::lrp_pass"))
+			guard_inplace(g, n->output());
 	torch::jit::EliminateDeadCode(g.block());
 }
 
