@@ -7,7 +7,8 @@
 #  - an independent plain-PyTorch reference (tests/py/ref_lrp.py): every rule
 #    and composite on a 3D net (conv, BN, max pool, conv-transpose, cat,
 #    residual add, avg pools, linear), the BN canonizer, rule.* overrides and
-#    a rule file, layer_lrp, and the shipped U-Net behind a fixed-mask
+#    a rule file, layer_lrp, a 2D net with instance norm (pass) and bilinear
+#    upsampling (epsilon), and the shipped U-Net behind a fixed-mask
 #    wrapper (1e-4 max|ref| + 1e-6); conservation on 2D and 3D nets without
 #    biases (sum = score within 1e-4);
 #  - Captum's LRP / LayerLRP themselves on 2D models they support, the shipped

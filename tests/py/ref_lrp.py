@@ -124,6 +124,35 @@ class Net2dL(nn.Module):
         return self.fc(self.gap(x).flatten(1))
 
 
+class Net2dU(nn.Module):
+    """[B, 2, 12, 12] -> [B, 3]: conv, instance norm (affine), ReLU, avg pool,
+    bilinear upsampling, conv, adaptive avg pool, linear."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(2, 4, 3, padding=1)
+        self.norm = nn.InstanceNorm2d(4, affine=True)
+        self.relu = nn.ReLU()
+        self.pool = nn.AvgPool2d(2)
+        self.up = nn.Upsample(scale_factor=2, mode="bilinear", align_corners=False)
+        self.conv2 = nn.Conv2d(4, 3, 1)
+        self.gap = nn.AdaptiveAvgPool2d(1)
+        self.fc = nn.Linear(3, 3)
+
+    def forward(self, x):
+        x = self.up(self.pool(self.relu(self.norm(self.conv1(x)))))
+        return self.fc(self.gap(self.conv2(x)).flatten(1))
+
+
+def net2du():
+    torch.manual_seed(12)
+    m = Net2dU()
+    with torch.no_grad():
+        m.norm.weight.copy_(0.8 + 0.4 * torch.rand(4))
+        m.norm.bias.copy_(0.1 * torch.randn(4))
+    return m.eval()
+
+
 def net2d_nobias():
     torch.manual_seed(9)
     return Net2dL().eval()
@@ -290,8 +319,10 @@ def composite_rules(comp, eps=1e-9, gamma=0.25, low=None, high=None):
             return ("epsilon", eps) if captum else ("gradient",)
         if isinstance(m, (nn.AvgPool3d, nn.AvgPool2d, nn.AdaptiveAvgPool3d, nn.AdaptiveAvgPool2d, Add)):
             return norm
-        if isinstance(m, nn.ReLU):
+        if isinstance(m, (nn.ReLU, nn.InstanceNorm1d, nn.InstanceNorm2d, nn.InstanceNorm3d)):
             return ("pass",)
+        if isinstance(m, nn.Upsample) and m.mode in ("linear", "bilinear", "trilinear"):
+            return norm
         return None
     return rule_of
 
@@ -406,6 +437,12 @@ def fixture_cases(R, work):
             return ("epsilon", 1e-3)
         return base(m, is_first)
     check(R, "net3d", pt, x, 1, net, "captum", ("rule_file=" + rf,), rule_of=over2)
+    x2 = torch.randn(1, 2, 12, 12, generator=torch.Generator().manual_seed(6))
+    nu = net2du()
+    ptu = os.path.join(work, "net2du.pt")
+    torch.jit.trace(nu, x2).save(ptu)
+    for comp in ("captum", "epsilon_plus_flat"):
+        check(R, "net2d with instance norm (pass) and bilinear upsampling (epsilon)", ptu, x2, 0, nu, comp)
     check(R, "net3d", pt, x, 1, net, "captum", layer="conv2")
     check(R, "net3d", pt, x, 1, folded, "epsilon_plus", layer="up")
     # conservation without biases: the map sums to the score (the input
