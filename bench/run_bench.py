@@ -44,6 +44,7 @@ GRADIENT = [
     ("deconvolution", [], "grad"),
     ("deeplift", [], "grad"),
     ("deeplift_shap", ["--baseline", "zero", "--baseline", "blur:2"], "grad"),
+    ("lrp", [], "grad"),
 ]
 LAYER = [
     ("layer_activation", ["--layer", "LAYER"], "fwd"),
@@ -63,6 +64,7 @@ LAYER = [
     ("layer_guided_backprop", ["--layer", "LAYER"], "grad"),
     ("excitation_backprop", ["--layer", "LAYER"], "grad"),
     ("contrastive_excitation_backprop", ["--layer", "LAYER"], "grad"),
+    ("layer_lrp", ["--layer", "LAYER"], "grad"),
 ]
 PERTURB_3D = [
     ("occlusion", ["--param", "sliding_window_shapes=1,8,8,8", "--param", "strides=1,8,8,8"], "fwd"),

@@ -139,6 +139,7 @@ static const char *kind_name(esg_param_kind k)
 	case ESG_P_CHOICE: return "choice";
 	case ESG_P_METHOD: return "method";
 	case ESG_P_STRING: return "string";
+	case ESG_P_LRP: return "string";
 	}
 	return "?";
 }
@@ -652,6 +653,11 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	} else {
 		esg_meta_remove(r, "esg.baseline");
 	}
+	const char *rules = esg_model_lrp(R->model);
+	if (rules)
+		esg_meta_set(r, "esg.lrp_rules", rules);
+	else
+		esg_meta_remove(r, "esg.lrp_rules");
 	if (job.has_delta) {
 		char *dj = json_array_d(delta, N);
 		if (!dj)

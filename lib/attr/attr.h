@@ -73,11 +73,13 @@ int esg_sha256_file(const char *path, char hex[65]);
 
 typedef enum esg_param_kind {
 	ESG_P_INT, ESG_P_FLOAT, ESG_P_BOOL, ESG_P_CHOICE, ESG_P_METHOD,
-	ESG_P_STRING          /* free text, checked by the method (lists, mask specs) */
+	ESG_P_STRING,         /* free text, checked by the method (lists, mask specs) */
+	ESG_P_LRP             /* text checked by LRP's rule tables (attr/lrp.c): rule.TYPE
+	                       * values, rule_file, z-box bounds */
 } esg_param_kind;
 
 typedef struct esg_param_spec {
-	const char *key;
+	const char *key;      /* "prefix.*": a family of keys (rule.Conv3d, ...), no default */
 	esg_param_kind kind;
 	const char *def;      /* default, as a string */
 	const char *choices;  /* ESG_P_CHOICE: "a|b|c" */
@@ -135,6 +137,7 @@ typedef struct esg_params {
 	int n;
 	const esg_param_spec *spec[ESG_MAX_PARAMS];
 	char *val[ESG_MAX_PARAMS];       /* owned */
+	char *key[ESG_MAX_PARAMS];       /* owned: the key as given for a "prefix.*" spec, else NULL */
 	const esg_method *base;          /* noise_tunnel: the wrapped method */
 } esg_params;
 
@@ -149,6 +152,9 @@ const char *esg_params_str(const esg_params *p, const char *key);  /* NULL if ab
 long esg_params_int(const esg_params *p, const char *key);
 double esg_params_double(const esg_params *p, const char *key);
 int esg_params_bool(const esg_params *p, const char *key);
+/* The key of parameter i (0 <= i < p->n): its spec's, or the key as given
+ * for a "prefix.*" spec. */
+const char *esg_params_key(const esg_params *p, int i);
 /* New JSON object of every effective parameter (numbers as numbers). */
 char *esg_params_json(const esg_params *p);
 

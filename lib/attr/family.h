@@ -31,4 +31,13 @@ extern const esg_method esg_gradient_methods[];   /* gradient/gradient.c */
 extern const esg_method esg_layer_methods[];      /* layer/layer.c */
 extern const esg_method esg_perturb_methods[];    /* perturb/perturb.c */
 
+/* LRP's rule tables (lrp.c), shared by lrp (gradient/) and layer_lrp
+ * (layer/): the methods' parameters, and the table of rules per layer type
+ * the parameters give, in esg_model_set_lrp's form (new string; NULL with
+ * the error set). */
+extern const esg_param_spec esg_lrp_params[];
+char *esg_lrp_table(const esg_params *p);
+/* The check of an ESG_P_LRP value (key as given): 0, or -1 with the error set. */
+int esg_lrp_check_param(const char *key, const char *value);
+
 #endif

@@ -92,17 +92,31 @@ const esg_method *esg_method_find(const char *name, const esg_method_alias **ali
 
 void esg_params_clear(esg_params *p)
 {
-	for (int i = 0; i < p->n; i++)
+	for (int i = 0; i < p->n; i++) {
 		free(p->val[i]);
+		free(p->key[i]);
+	}
 	memset(p, 0, sizeof *p);
+}
+
+const char *esg_params_key(const esg_params *p, int i)
+{
+	return p->key[i] ? p->key[i] : p->spec[i]->key;
 }
 
 static int find_slot(const esg_params *p, const char *key)
 {
 	for (int i = 0; i < p->n; i++)
-		if (strcmp(p->spec[i]->key, key) == 0)
+		if (strcmp(esg_params_key(p, i), key) == 0)
 			return i;
 	return -1;
+}
+
+/* A "prefix.*" spec stands for every key "prefix.NAME". */
+static int is_family(const esg_param_spec *s)
+{
+	size_t n = strlen(s->key);
+	return n >= 2 && strcmp(s->key + n - 2, ".*") == 0;
 }
 
 const char *esg_params_str(const esg_params *p, const char *key)
@@ -142,8 +156,9 @@ static int in_choices(const char *choices, const char *v)
 	return 0;
 }
 
-/* Check a value against its spec; returns a new normalised string. */
-static char *check_value(const esg_param_spec *s, const char *v)
+/* Check a value against its spec (key: as given, for "prefix.*" specs);
+ * returns a new normalised string. */
+static char *check_value(const esg_param_spec *s, const char *key, const char *v)
 {
 	char *end;
 	errno = 0;
@@ -198,15 +213,21 @@ static char *check_value(const esg_param_spec *s, const char *v)
 	}
 	case ESG_P_STRING:
 		return strdup(v);
+	case ESG_P_LRP:
+		return esg_lrp_check_param(key, v) ? NULL : strdup(v);
 	}
 	return NULL;
 }
 
 static const esg_param_spec *spec_in(const esg_param_spec *list, const char *key)
 {
-	for (; list && list->key; list++)
+	for (; list && list->key; list++) {
 		if (strcmp(list->key, key) == 0)
 			return list;
+		size_t n = strlen(list->key);
+		if (is_family(list) && strncmp(list->key, key, n - 1) == 0 && key[n - 1])
+			return list;
+	}
 	return NULL;
 }
 
@@ -223,12 +244,12 @@ static void known_keys(const esg_method *m, const esg_method *base, char *buf, s
 		snprintf(buf, n, "none");
 }
 
-static int add_param(esg_params *p, const esg_param_spec *s, const char *v)
+static int add_param_key(esg_params *p, const esg_param_spec *s, const char *key, const char *v)
 {
-	char *nv = check_value(s, v);
+	char *nv = check_value(s, key, v);
 	if (!nv)
 		return -1;
-	int i = find_slot(p, s->key);
+	int i = find_slot(p, key);
 	if (i >= 0) {
 		free(p->val[i]);
 		p->val[i] = nv;
@@ -239,8 +260,18 @@ static int add_param(esg_params *p, const esg_param_spec *s, const char *v)
 		return esg_set_error("too many parameters");
 	}
 	p->spec[p->n] = s;
+	p->key[p->n] = is_family(s) ? strdup(key) : NULL;
+	if (is_family(s) && !p->key[p->n]) {
+		free(nv);
+		return esg_set_error("out of memory");
+	}
 	p->val[p->n++] = nv;
 	return 0;
+}
+
+static int add_param(esg_params *p, const esg_param_spec *s, const char *v)
+{
+	return add_param_key(p, s, s->key, v);
 }
 
 /* Split "key=value" (in place copy). */
@@ -305,14 +336,14 @@ int esg_params_resolve(const esg_method *m, const esg_method_alias *alias,
 			esg_set_error("unknown parameter '%s' for method %s (parameters: %s)", key, m->name, known);
 			goto fail;
 		}
-		if (add_param(out, s, val))
+		if (add_param_key(out, s, key, val))
 			goto fail;
 	}
 	/* defaults, in declaration order */
 	const esg_param_spec *lists[2] = { m->params, out->base ? out->base->params : NULL };
 	for (int l = 0; l < 2; l++)
 		for (const esg_param_spec *s = lists[l]; s && s->key; s++)
-			if (find_slot(out, s->key) < 0 && add_param(out, s, s->def))
+			if (!is_family(s) && find_slot(out, s->key) < 0 && add_param(out, s, s->def))
 				goto fail;
 	return 0;
 fail:
@@ -339,7 +370,7 @@ char *esg_params_json(const esg_params *p)
 		default:
 			v = cJSON_CreateString(p->val[i]);
 		}
-		cJSON_AddItemToObject(o, s->key, v);
+		cJSON_AddItemToObject(o, esg_params_key(p, i), v);
 	}
 	char *txt = cJSON_PrintUnformatted(o);
 	cJSON_Delete(o);

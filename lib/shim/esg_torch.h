@@ -101,7 +101,13 @@ typedef enum esg_backward_rule {
 	/* DeepLift rescale with every rule applied and max-pool multipliers
 	 * accumulated over overlapping windows: sums to f(x) - f(ref) exactly
 	 * (completeness); the map differs from Captum's at max pools */
-	ESG_RULE_DEEPLIFT_COMPLETE
+	ESG_RULE_DEEPLIFT_COMPLETE,
+	/* layer-wise relevance propagation: the backward pass carries relevance
+	 * (Captum's and Zennit's convention), with the rules per layer type set
+	 * by esg_model_set_lrp (lib/shim/rules_lrp.cpp).  The "gradient" at the
+	 * input (or a layer) is the relevance for a start signal of 1 at the
+	 * target score: times the score, it is LRP's map.  Refused under amp. */
+	ESG_RULE_LRP
 } esg_backward_rule;
 
 /* 1 for the DeepLift rules (they need ref and run [x; ref] as one batch). */
@@ -109,6 +115,18 @@ static inline int esg_rule_is_deeplift(esg_backward_rule r)
 {
 	return r == ESG_RULE_DEEPLIFT || r == ESG_RULE_DEEPLIFT_COMPLETE;
 }
+
+/* The LRP rule table of later ESG_RULE_LRP passes, as lib/attr/lrp.c
+ * writes it: "TYPE=RULE[:P1[:P2]];...;canonize=none|merge_bn" with TYPE a
+ * layer type (Conv1d .. Conv3d, ConvTranspose1d .. 3d, Linear, BatchNorm,
+ * AvgPool1d .. 3d, AdaptiveAvgPool1d .. 3d, MaxPool1d .. 3d,
+ * AdaptiveMaxPool1d .. 3d, Upsample, Add, Sum, Mul; First: the first conv /
+ * linear op) and RULE one of epsilon:EPS, gamma:G, alpha_beta:A:B, zplus,
+ * flat, wsquare, zbox:LOW:HIGH ("auto": the item's min / max), pass,
+ * gradient.  Checked now; every type an op needs must be there. */
+int esg_model_set_lrp(esg_model *m, const char *spec);
+/* The table set by esg_model_set_lrp (borrowed), or NULL if none. */
+const char *esg_model_lrp(const esg_model *m);
 
 /* Gradient of score_b = output[b, target[b]] with respect to the input,
  * for each batch item b (output must be [B, C]).  grad: caller buffer of
@@ -201,7 +219,6 @@ esg_model *esg_model_wrap(esg_model *m, const char *source,
  * outside the mask, or a mask of another size and no origin). */
 int esg_model_set_origin(esg_model *m, const int64_t *origin,
 			 const int64_t *size, int nsp);
-
 
 /* ---- parameters (lib/shim/params.cpp; used by esg-randomise) --------- */
 

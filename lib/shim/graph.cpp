@@ -59,6 +59,7 @@ const char *rule_name(esg_backward_rule r)
 	case ESG_RULE_DEEPLIFT_COMPLETE: return "deeplift_complete";
 	case ESG_RULE_EXCITATION: return "excitation";
 	case ESG_RULE_EXCITATION_CONTRAST: return "excitation_contrast";
+	case ESG_RULE_LRP: return "lrp";
 	}
 	fail("unknown backward rule " + std::to_string((int)r));
 }
@@ -545,7 +546,8 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 	int call = layer ? layer->call : 0;
 	bool amp = m->amp != at::kFloat;
 	std::string key = std::to_string((int)edit) + "|" + rule_name(rule) + "|" + lname + "|" +
-			  std::to_string(call) + (amp ? "|amp" : "");
+			  std::to_string(call) + (amp ? "|amp" : "") +
+			  (rule == ESG_RULE_LRP ? "|" + m->lrp : "");
 	auto it = m->cache.find(key);
 	if (it != m->cache.end())
 		return it->second;
@@ -568,7 +570,10 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 	}
 	if (rule != ESG_RULE_PLAIN || amp) {
 		torch::jit::Inline(*g);
-		apply_rule(*g, rule);
+		if (rule == ESG_RULE_LRP)
+			apply_lrp(*g, m->lrp);
+		else
+			apply_rule(*g, rule);
 	}
 	esg_amp_rewrite_(m, g);
 	torch::jit::EliminateDeadCode(g);

@@ -31,6 +31,8 @@ struct esg_model {
 	std::map<std::string, std::shared_ptr<torch::jit::GraphFunction>> cache;
 	/* mixed precision: autocast dtype of forward passes (kFloat: off) */
 	at::ScalarType amp = at::kFloat;
+	/* LRP: the table of rules per layer type (esg_model_set_lrp) */
+	std::string lrp;
 };
 
 /* The TorchScript module inside a model handle (borrowed). */
@@ -140,6 +142,10 @@ enum Edit { EDIT_RULE, EDIT_CAPTURE, EDIT_REPLACE };
  * rule applied, rewritten for amp) and cached. */
 std::shared_ptr<torch::jit::GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_ref *layer,
 						  esg_backward_rule rule);
+
+/* LRP (rules_lrp.cpp): rewrite a fully inlined graph with the rule table
+ * `spec` (esg_model_set_lrp's format).  Throws on what it can't rewrite. */
+void apply_lrp(torch::jit::Graph &g, const std::string &spec);
 
 /* ---- mixed precision (autocast.cpp) ---------------------------------- */
 

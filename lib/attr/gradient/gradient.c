@@ -543,6 +543,56 @@ out:
 	return rc;
 }
 
+/* ---- layer-wise relevance propagation ------------------------------------------
+ * One rule pass per item (lib/shim/rules_lrp.cpp, the table from lrp.c): the
+ * shim's "gradient" is the relevance for a start signal of 1 at the target,
+ * so the map is score * grad (Captum: normalised relevance times the
+ * output); delta = sum(map) - score. */
+typedef struct lrp_ctx {
+	esg_attr_job *job;
+	size_t item;
+} lrp_ctx;
+
+static void lrp_consume(void *ctx, const tag *t, const float *g, float score, const float *aux)
+{
+	(void)aux;
+	lrp_ctx *c = ctx;
+	float *a = c->job->attr + (size_t)t->m * c->item;
+	double s = 0;
+	for (size_t j = 0; j < c->item; j++) {
+		a[j] = score * g[j];
+		s += a[j];
+	}
+	if (c->job->delta)
+		c->job->delta[t->m] = s - (double)score;
+}
+
+static int esg_run_lrp(esg_attr_job *job)
+{
+	char *spec = esg_lrp_table(job->params);
+	if (!spec || esg_model_set_lrp(job->model, spec)) {
+		free(spec);
+		return -1;
+	}
+	free(spec);
+	lrp_ctx c = { job, item_numel(job) };
+	batcher b;
+	if (bt_open(&b, job, 1, ESG_RULE_LRP, 0, 0, lrp_consume, &c))
+		return -1;
+	b.total = job->shape[0];
+	int rc = 0;
+	for (int m = 0; m < job->shape[0] && !rc; m++) {
+		memcpy(bt_x(&b), job->x + (size_t)m * c.item, c.item * sizeof(float));
+		rc = bt_push(&b, job->target[m], (tag){ m, 0, 1 });
+	}
+	if (!rc)
+		rc = bt_flush(&b);
+	bt_close(&b);
+	if (!rc && job->delta)
+		job->has_delta = 1;
+	return rc;
+}
+
 /* ---- parameters (Captum's names and defaults) ---- */
 
 static const esg_param_spec P_NONE[] = { ESG_PARAM_END };
@@ -590,5 +640,7 @@ const esg_method esg_gradient_methods[] = {
 	  esg_run_deeplift, 0, 0 },
 	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_DEEPLIFT, 2, 0, 1,
 	  esg_run_deeplift_shap, 0, 0 },
+	{ "lrp", "layer-wise relevance propagation: rules per layer type (Captum's LRP; Zennit's composites)",
+	  esg_lrp_params, 0, 1, 1, esg_run_lrp, 0, 0 },
 	ESG_METHOD_END
 };

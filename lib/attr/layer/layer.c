@@ -449,7 +449,7 @@ typedef struct mctx {
 	int mode_ch;            /* excitation: 0 sum, 1 mean, 2 channel K */
 } mctx;
 
-enum { M_GXA, M_GRADCAM, M_GRADCAMPP, M_LINAPPROX, M_ACC_G, M_COND, M_DL, M_GSHAP, M_EB };
+enum { M_GXA, M_GRADCAM, M_GRADCAMPP, M_LINAPPROX, M_ACC_G, M_COND, M_DL, M_GSHAP, M_EB, M_LRP };
 
 static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a2, const float *g,
 			 float score, float score2)
@@ -480,6 +480,11 @@ static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a
 		break;
 	case M_EB:     /* P: channel sum (default), mean or one channel; contrastive: >= 0 */
 		esg_excitation_map(g, C, S, c->mode_ch, c->K, c->relu, o);
+		break;
+	case M_LRP:    /* relevance at the layer: score * the rule pass's signal */
+		for (size_t j = 0; j < r->litem; j++)
+			o[j] = score * g[j];
+		r->fd[t->m] = score;
 		break;
 	case M_ACC_G:  /* internal influence, layer IG: sum of w * grad */
 		for (size_t j = 0; j < r->litem; j++)
@@ -618,6 +623,23 @@ static int eb_input(esg_attr_job *job, int contrast)
 	job->out_ndim = job->ndim;
 	memcpy(job->out_shape, job->shape, sizeof job->out_shape);
 	job->act_ndim = 0;
+	return 0;
+}
+
+/* Layer LRP (Captum's LayerLRP): the relevance at the layer's output, with
+ * the rule table of lrp.c; delta = sum(map) - score. */
+static int m_layer_lrp(lrun *r)
+{
+	char *spec = esg_lrp_table(r->job->params);
+	if (!spec || esg_model_set_lrp(r->job->model, spec)) {
+		free(spec);
+		return -1;
+	}
+	free(spec);
+	mctx c = { .r = r, .mode = M_LRP };
+	if (lr_result(r, 0) || run_per_item(r, &c, ESG_RULE_LRP))
+		return -1;
+	lr_delta(r);
 	return 0;
 }
 
@@ -1073,7 +1095,7 @@ static int m_layer_guided_backprop(lrun *r)
 
 typedef enum lmethod {
 	L_ACT, L_GXA, L_GRADCAM, L_GRADCAMPP, L_GUIDED_GRADCAM, L_SCORECAM, L_COND, L_INFL, L_IG,
-	L_DL, L_GSHAP, L_LINAPPROX, L_GUIDED_BP, L_EB, L_CEB
+	L_DL, L_GSHAP, L_LINAPPROX, L_GUIDED_BP, L_EB, L_CEB, L_LRP
 } lmethod;
 
 static int run_layer(esg_attr_job *job, lmethod which)
@@ -1112,6 +1134,7 @@ static int run_layer(esg_attr_job *job, lmethod which)
 		case L_GUIDED_BP: rc = m_layer_guided_backprop(&r); break;
 		case L_EB: rc = m_excitation(&r, 0); break;
 		case L_CEB: rc = m_excitation(&r, 1); break;
+		case L_LRP: rc = m_layer_lrp(&r); break;
 		}
 	}
 	job->act_ndim = r.lndim;
@@ -1140,6 +1163,7 @@ static int esg_run_linear_approx(esg_attr_job *job) { return run_layer(job, L_LI
 static int esg_run_layer_guided_backprop(esg_attr_job *job) { return run_layer(job, L_GUIDED_BP); }
 static int esg_run_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_EB); }
 static int esg_run_contrastive_excitation_backprop(esg_attr_job *job) { return run_layer(job, L_CEB); }
+static int esg_run_layer_lrp(esg_attr_job *job) { return run_layer(job, L_LRP); }
 
 /* ---- parameters (Captum's names and defaults) ------------------------------------- */
 
@@ -1208,5 +1232,7 @@ const esg_method esg_layer_methods[] = {
 	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop, ESG_LAYER_CAM, 1 },
 	{ "contrastive_excitation_backprop", "excitation backprop minus the last linear layer's dual unit, "
 	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM, 1 },
+	{ "layer_lrp", "LRP relevance at the layer's output (Captum's LayerLRP); the rules of lrp",
+	  esg_lrp_params, 0, 0, 1, esg_run_layer_lrp, ESG_LAYER_MAP, 0 },
 	ESG_METHOD_END
 };
