@@ -86,12 +86,13 @@ mkdir -p out
 check "esg-render --html (two streams, one of them on stdin)" sh -c \
 	"esg-render --html out/report.html --title 'Maps <&> \"all\"' --table metrics.tsv \
 	 --link 'maps/{input}/{model}/{method}.nii.gz' maps1.st.zst - < maps2.st.zst"
-check "no URL of any scheme in the page" sh -c "test -s out/report.html && ! grep -qiE '(https?|ftp|file)://' out/report.html"
+check "no URL of any scheme in the page (but the SVG namespace's name)" sh -c "test -s out/report.html &&
+	! grep -oiE '(https?|ftp|file)://[^\"'\'' ]*' out/report.html | grep -vqx 'http://www.w3.org/2000/svg'"
 check "every src and href is a data: URI, an anchor or a relative path" $PYTHON - <<'PY'
 import re
 page = open("out/report.html", encoding="utf-8").read()
 for attr, val in re.findall(r'\b(src|href)="([^"]*)"', page):
-    assert val.startswith(("data:image/png;base64,", "#", "maps/")), (attr, val[:60])
+    assert val.startswith(("data:image/png;base64,", "data:text/tab-separated-values;", "#", "maps/")), (attr, val[:60])
 PY
 check "a Content-Security-Policy that forbids network loads" grep -q \
 	"http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\"" out/report.html
@@ -220,6 +221,7 @@ try:
     orig = b.js(PIX, BRAIN + "div.strip[data-dir=random] figure.original canvas")
     out(orig["rgba"] == c2["rgba"], "the original frame is modelA's saliency map at the same slice")
 
+    b.click(b.find("details.tidy summary"))   # the tidy tables are collapsed
     th = b.js("return Array.from(document.querySelectorAll('table.sortable th')).map(function(t){return t.textContent;})")
     col = th.index("value")
     VALS = "return Array.from(document.querySelector('table.sortable').tBodies[0].rows).map(function(r){return r.cells[arguments[0]].textContent;})"
