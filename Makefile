@@ -150,6 +150,13 @@ DEMO_ARGS ?= -j2 THREADS=1
 demo: all
 	$(Q)pipelines/run $(DEMO_CONFIG) BUILD=$(BUILD) $(DEMO_ARGS)
 
+## screenshots: doc/report.png and doc/builder.png in headless Chromium, from the
+##   demo's report (run `make demo` first) and the builder page
+screenshots: all
+	$(Q)test -f demo-out/report.html || { echo "screenshots: no demo-out/report.html: run make demo first" >&2; exit 1; }
+	$(Q)$(BUILD)/bin/esg-config --builder $(BUILD)/builder.html
+	$(Q)$(PYTHON) doc/screenshots.py demo-out/report.html $(BUILD)/builder.html doc
+
 ## bench: time every method on the shipped models (results in bench/)
 bench: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
@@ -174,4 +181,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps demo bench install clean list
+.PHONY: all test check check-asan fuzz deps demo screenshots bench install clean list
