@@ -164,6 +164,15 @@ DEMO_ARGS ?= -j2 THREADS=1
 demo: all
 	$(Q)pipelines/run $(DEMO_CONFIG) BUILD=$(BUILD) $(DEMO_ARGS)
 
+## screenshots: doc/report.png and doc/builder.png in headless Chromium, from the
+##   demo's report (run `make demo` first; SCREENSHOT_REPORT=angio2d-out/report.html
+##   for another) and the builder page
+SCREENSHOT_REPORT ?= demo-out/report.html
+screenshots: all
+	$(Q)test -f $(SCREENSHOT_REPORT) || { echo "screenshots: no $(SCREENSHOT_REPORT): run make demo first" >&2; exit 1; }
+	$(Q)$(BUILD)/bin/esg-config --builder $(BUILD)/builder.html
+	$(Q)$(PYTHON) doc/screenshots.py $(SCREENSHOT_REPORT) $(BUILD)/builder.html doc
+
 ## bench: time every method on the shipped models (results in bench/)
 bench: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
@@ -188,4 +197,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps deps-cluster demo bench install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench install clean list

@@ -92,18 +92,26 @@ have = $(if $(PARTIAL),$(wildcard $(1)),$(1))
 TABLE_PARTS_ground_truth := $(call have,$(ESG_GT_TABLES))
 TABLE_PARTS_fidelity := $(call have,$(ESG_FIDELITY_TABLES))
 TABLE_PARTS_randomisation := $(call have,$(ESG_RANDOM_TABLES))
-TABLES := $(foreach t,ground_truth fidelity randomisation,$(if $(TABLE_PARTS_$(t)),$(OUT)/tables/$(t).tsv))
+TABLE_PARTS_curves := $(call have,$(ESG_CURVE_TABLES))
+TABLES := $(foreach t,ground_truth fidelity randomisation curves,$(if $(TABLE_PARTS_$(t)),$(OUT)/tables/$(t).tsv))
 
 $(OUT)/tables/%.tsv: $$(TABLE_PARTS_$$*) $(PIPELINES)/cat-tables
 	$(JOB) --kind table -- $(PIPELINES)/cat-tables $@ $(TABLE_PARTS_$*)
+
+# The deletion / insertion curves are written by the fidelity job beside its
+# table (esg-metric --curves, committed before the table).
+$(OUT)/metrics/%.curves.tsv: $(OUT)/metrics/%.fidelity.tsv
+	@test -f $@ || { echo "$@: not written by the job of $<" >&2; exit 1; }
 
 jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(TABLES)
 tables: $(TABLES)
 
 REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS))
 report: $(if $(ESG_REPORT),$(OUT)/report.html)
+# The report's summary reads the jobs' logs as they are now (summary.tsv).
 $(OUT)/report.html: $(REPORT_STREAMS) $(call have,$(ESG_MAPS)) $(TABLES) $(OUT)/.args/report.html.args $(ESG_RENDER)
-	$(JOB) --kind report -- $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) \
+	@$(PIPELINES)/summary -q $(OUT)
+	$(JOB) --kind report -- $(ESG_RENDER) --html $@ $(ESG_REPORT_ARGS) $(foreach t,$(TABLES),--table $(t)) --table $(OUT)/summary.tsv \
 		$(if $(PARTIAL),--title 'Partial report: some jobs failed (see summary.tsv and logs/)') \
 		--link 'maps/{input}/{model}/{method}.nii.gz' $(REPORT_STREAMS)
 

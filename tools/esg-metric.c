@@ -768,6 +768,8 @@ int main(int argc, char **argv)
 	char *stdin_only[1] = { "-" };
 	open_outputs(&C, &o);
 	score_inputs(&C, o.n_in ? o.in : stdin_only, o.n_in ? o.n_in : 1);
+	/* the curves first: a pipeline takes the table (its target) as the sign
+	 * that both are complete */
 	if (C.oc.curves)
 		cli_commit_out(C.oc.curves);
 	cli_commit_out(C.oc.f);

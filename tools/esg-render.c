@@ -636,6 +636,12 @@ static void write_html(const struct opts *o)
 		.sign = p->sign, .cmap = p->cmap, .clip = p->clip, .threshold = p->threshold,
 		.alpha = p->alpha,
 	};
+	/* the page's folder: table cells under it are shown relative to the page */
+	char base[4096] = "";
+	const char *slash = strrchr(o->html, '/');
+	if (slash && (size_t)(slash - o->html) < sizeof base)
+		snprintf(base, sizeof base, "%.*s", (int)(slash - o->html), o->html);
+	ro.base = base;
 	esg_report *rp = esg_report_new(&ro);
 	if (!rp)
 		cli_die_lib();
@@ -660,7 +666,7 @@ static void write_html(const struct opts *o)
 		while ((rc = esg_reader_next(rd, &r)) == 1) {
 			char where[600];
 			snprintf(where, sizeof where, "%s: record %zu", name, n++);
-			if (esg_report_add_record(rp, r, where) < 0)
+			if (esg_report_add_record(rp, r, where, strcmp(o->ins[k], "-") ? o->ins[k] : NULL, n - 1) < 0)
 				cli_die_lib();
 			esg_record_free(r);
 		}

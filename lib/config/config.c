@@ -412,6 +412,33 @@ static const char *const SIMILARITY[] = { "spearman", "spearman_abs", "ssim", "s
 static const char *const GROUND_TRUTH[] = { "mass_in_mask", "pointing_game", "auroc", NULL };
 static const char *const FIDELITY[] = { "infidelity", "max_sensitivity", "deletion", "insertion", NULL };
 
+/* The fields each object of a config may hold (K_*) and the values of its
+ * enumerated fields (E_*): the parsers below check against them and
+ * esg_config_schema() hands them to the builder page. */
+static const char *const K_INPUT[] = { "image", "mask", "name", NULL };
+static const char *const K_LOAD[] = { "normalise", "nonzero", "multiple", "fit", "align", "percentiles", "channels", "axes", NULL };
+static const char *const E_NORMALISE[] = { "none", "minmax", "zscore", "percentile", NULL };
+static const char *const E_FIT[] = { "pad", "crop", NULL };
+static const char *const E_ALIGN[] = { "centre", "end", NULL };
+static const char *const E_CHANNELS[] = { "keep", "gray", "rgb", "no-alpha", NULL };
+static const char *const E_AXES[] = { "ijk", "kji", NULL };
+static const char *const K_MODEL[] = { "name", "file", "wrap", NULL };
+static const char *const K_WRAP[] = { "reduce", "activation", "mask", "patch", "overlap", "blend", NULL };
+static const char *const E_REDUCE[] = { "argmax", "otsu", "fixed-mask", NULL };
+static const char *const E_ACTIVATION[] = { "none", "softmax", "sigmoid", NULL };
+static const char *const E_BLEND[] = { "mean", "gaussian", NULL };
+static const char *const K_METHOD[] = { "name", "method", "params", "baselines", "layer", "channel", "upsample", "target", "timeout", "internal_batch", "seed", "patch", "overlap", "blend", "amp", NULL };
+static const char *const E_METHOD_BLEND[] = { "mean", "gaussian", NULL };
+static const char *const K_RANDOM[] = { "model", "mode", "layers", "seed", "init", "methods", "metrics", "inputs", "as_model", NULL };
+static const char *const E_MODE[] = { "cascading", "independent", NULL };
+static const char *const E_INIT[] = { "default", "gaussian", "uniform", NULL };
+static const char *const K_METRICS[] = { "ground_truth", "fidelity", "methods", "models", "params", NULL };
+static const char *const K_JOBS[] = { "threads", "devices", "timeout", "internal_batch", "scheduler",
+				       "slurm", NULL };
+static const char *const K_REPORT[] = { "view", "zoom", NULL };
+static const char *const E_VIEW[] = { "axial", "coronal", "sagittal", NULL };
+static const char *const K_TOP[] = { "title", "output", "inputs", "load", "models", "target", "methods", "randomisation", "metrics", "jobs", "report", NULL };
+
 /* Basename without the image extensions. */
 static char *stem(const char *path)
 {
@@ -485,7 +512,7 @@ static int parse_inputs(esg_config *c, const cJSON *a)
 {
 	if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a))
 		return bad("inputs", "must be a non-empty list");
-	static const char *const keys[] = { "image", "mask", "name", NULL };
+	const char *const *const keys = K_INPUT;
 	int i = 0;
 	for (const cJSON *e = a->child; e; e = e->next, i++) {
 		char f[64];
@@ -529,13 +556,12 @@ static int parse_load(esg_config *c, const cJSON *o)
 {
 	sbuf b = { 0 };
 	if (o) {
-		static const char *const keys[] = { "normalise", "nonzero", "multiple", "fit", "align",
-						    "percentiles", "channels", "axes", NULL };
-		static const char *const norm[] = { "none", "minmax", "zscore", "percentile", NULL };
-		static const char *const fit[] = { "pad", "crop", NULL };
-		static const char *const align[] = { "centre", "end", NULL };
-		static const char *const chan[] = { "keep", "gray", "rgb", "no-alpha", NULL };
-		static const char *const axes[] = { "ijk", "kji", NULL };
+		const char *const *const keys = K_LOAD;
+		const char *const *const norm = E_NORMALISE;
+		const char *const *const fit = E_FIT;
+		const char *const *const align = E_ALIGN;
+		const char *const *const chan = E_CHANNELS;
+		const char *const *const axes = E_AXES;
 		int nonzero = 0;
 		if (check_keys(o, "load", keys) || enum_opt(o, "normalise", "load", norm, "--normalise", &b) ||
 		    enum_opt(o, "fit", "load", fit, "--fit", &b) || enum_opt(o, "align", "load", align, "--align", &b) ||
@@ -584,11 +610,11 @@ static int parse_models(esg_config *c, const cJSON *a)
 	c->model = calloc((size_t)n + 1, sizeof *c->model); /* +1: the randomised model */
 	if (!c->model)
 		return esg_set_error("out of memory");
-	static const char *const keys[] = { "name", "file", "wrap", NULL };
-	static const char *const wkeys[] = { "reduce", "activation", "mask", "patch", "overlap", "blend", NULL };
-	static const char *const reduce[] = { "argmax", "otsu", "fixed-mask", NULL };
-	static const char *const act[] = { "none", "softmax", "sigmoid", NULL };
-	static const char *const blend[] = { "mean", "gaussian", NULL };
+	const char *const *const keys = K_MODEL;
+	const char *const *const wkeys = K_WRAP;
+	const char *const *const reduce = E_REDUCE;
+	const char *const *const act = E_ACTIVATION;
+	const char *const *const blend = E_BLEND;
 	int i = 0;
 	for (const cJSON *e = a->child; e; e = e->next, i++) {
 		char f[64], fw[80];
@@ -669,10 +695,8 @@ static int parse_methods(esg_config *c, const cJSON *a, double top_target)
 	c->meth = calloc((size_t)cJSON_GetArraySize(a), sizeof *c->meth);
 	if (!c->meth)
 		return esg_set_error("out of memory");
-	static const char *const keys[] = { "name", "method", "params", "baselines", "layer", "channel", "upsample",
-					    "target", "timeout", "internal_batch", "seed", "patch", "overlap",
-					    "blend", "amp", NULL };
-	static const char *const blend[] = { "mean", "gaussian", NULL };
+	const char *const *const keys = K_METHOD;
+	const char *const *const blend = E_METHOD_BLEND;
 	int i = 0;
 	for (const cJSON *e = a->child; e; e = e->next, i++) {
 		char f[64], fk[128];
@@ -868,10 +892,9 @@ static int select_methods(esg_config *c, const cJSON *o, const char *key, const 
 static int parse_randomisation(esg_config *c, const cJSON *o)
 {
 	const char *F = "randomisation";
-	static const char *const keys[] = { "model", "mode", "layers", "seed", "init", "methods", "metrics",
-					    "inputs", "as_model", NULL };
-	static const char *const mode[] = { "cascading", "independent", NULL };
-	static const char *const init[] = { "default", "gaussian", "uniform", NULL };
+	const char *const *const keys = K_RANDOM;
+	const char *const *const mode = E_MODE;
+	const char *const *const init = E_INIT;
 	const char *model, *as;
 	if (check_keys(o, F, keys) || get_str(o, "model", F, 0, &model) || get_str(o, "as_model", F, 0, &as))
 		return -1;
@@ -951,7 +974,7 @@ static int parse_randomisation(esg_config *c, const cJSON *o)
 static int parse_metrics(esg_config *c, const cJSON *o)
 {
 	const char *F = "metrics";
-	static const char *const keys[] = { "ground_truth", "fidelity", "methods", "models", "params", NULL };
+	const char *const *const keys = K_METRICS;
 	if (check_keys(o, F, keys) || metric_list(o, "ground_truth", F, GROUND_TRUTH, NULL, &c->gt_metrics) ||
 	    metric_list(o, "fidelity", F, FIDELITY, NULL, &c->fid_metrics) || select_methods(c, o, "methods", F, 1))
 		return -1;
@@ -1109,7 +1132,7 @@ static int parse_scheduler(esg_config *c, const cJSON *o)
 static int parse_jobs(esg_config *c, const cJSON *o)
 {
 	const char *F = "jobs";
-	static const char *const keys[] = { "threads", "devices", "timeout", "internal_batch", "scheduler", "slurm", NULL };
+	const char *const *const keys = K_JOBS;
 	double threads = 0, ib = 8;
 	c->timeout = 0;
 	if (o && (check_keys(o, F, keys) || get_num(o, "threads", F, 0, 1024, 1, &threads) ||
@@ -1167,8 +1190,8 @@ static int parse_report(esg_config *c, const cJSON *o, const char *title)
 	if (o && cJSON_IsFalse(o))
 		c->report = 0;
 	else if (o) {
-		static const char *const keys[] = { "view", "zoom", NULL };
-		static const char *const view[] = { "axial", "coronal", "sagittal", NULL };
+		const char *const *const keys = K_REPORT;
+		const char *const *const view = E_VIEW;
 		double zoom = 0;
 		if (check_keys(o, "report", keys) || enum_opt(o, "view", "report", view, "--view", &b) ||
 		    get_num(o, "zoom", "report", 1, 16, 0, &zoom)) {
@@ -1255,8 +1278,7 @@ esg_config *esg_config_load(const char *path)
 	}
 	c->rand_model = -1;
 	c->path = strdup(path);
-	static const char *const keys[] = { "title", "output", "inputs", "load", "models", "target", "methods",
-					    "randomisation", "metrics", "jobs", "report", NULL };
+	const char *const *const keys = K_TOP;
 	const char *output, *title;
 	double target = -1;
 	int rc = check_keys(j, "", keys) || get_str(j, "output", "", 1, &output) || get_str(j, "title", "", 0, &title) ||
@@ -1458,11 +1480,21 @@ static int shows(const esg_config *c, int i, int m)
 }
 
 /* The file lists the fragment defines for run.mk. */
-enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_COUNT };
+enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_CURVES, L_COUNT };
 static const char *const LIST_NAMES[L_COUNT] = { "ESG_ATTRS", "ESG_RANDOM_ATTRS", "ESG_MAPS", "ESG_GT_TABLES",
-						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES" };
+						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES", "ESG_CURVE_TABLES" };
 
 /* Append `prefix``path` to a list, one file per continued line. */
+/* Is `name` one of the comma-separated metrics in `list`? */
+static int has_metric(const char *list, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = list; p && *p; p = strchr(p, ',') ? strchr(p, ',') + 1 : NULL)
+		if (strncmp(p, name, n) == 0 && (p[n] == ',' || !p[n]))
+			return 1;
+	return 0;
+}
+
 static void list_add(sbuf *v, const char *prefix, const char *path)
 {
 	sb_add(v, " \\\n\t%s%s", prefix, path);
@@ -1580,6 +1612,13 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 					b.n = 0;
 					sb_add(&b, "$(ESG_METRIC) -m %s --metric %s%s -o $@ %s", mp, c->fid_metrics,
 					       c->metric_args, a);
+					/* deletion / insertion: their curves beside the table, for the report */
+					int curves = has_metric(c->fid_metrics, "deletion") || has_metric(c->fid_metrics, "insertion");
+					if (curves) {
+						snprintf(target, sizeof target, "metrics/%s/%s/%s.curves.tsv", N, M, x->label);
+						sb_add(&b, " --curves $(OUT)/%s", target);
+						list_add(&list[L_CURVES], "$(OUT)/", target);
+					}
 					snprintf(target, sizeof target, "metrics/%s/%s/%s.fidelity.tsv", N, M, x->label);
 					snprintf(pre, sizeof pre, "%s %s $(ESG_METRIC)", a, mp);
 					rc = b.oom || job(&g, "metric", target, pre, b.s, RUN_THREADS | RUN_DEVICE, c->timeout);
@@ -1673,4 +1712,212 @@ fail:
 		free(list[k].s);
 	free(b.s);
 	return -1;
+}
+
+/* ---- the schema, for the builder page --------------------------------------- */
+
+/* What the builder page needs to know of a field beyond its name (K_*): its
+ * type, values, range and meaning.  A field of K_* without a line here is
+ * still offered (as a JSON value the page passes on unchecked); the page's
+ * checks of these lines are tested against esg_config_load's messages
+ * (tests/cli/builder.sh), which keeps the ranges here honest. */
+typedef struct cfg_field {
+	const char *object, *key;
+	const char *type; /* string name path glob template int number bool enum names metrics
+			     numbers list params baselines devices object */
+	const char *const *choices;
+	double lo, hi;
+	int required;
+	const char *help;
+} cfg_field;
+
+static const cfg_field FIELDS[] = {
+	{ "", "title", "string", NULL, 0, 0, 0, "the report's title" },
+	{ "", "output", "path", NULL, 0, 0, 1, "the output folder (pipelines/run ... OUT=DIR overrides)" },
+	{ "", "target", "int", NULL, 0, 1e9, 0, "class index for every method (default: each item's argmax)" },
+	{ "inputs[]", "image", "glob", NULL, 0, 0, 1,
+	  "NIfTI / PNG / NPY file; a glob (*, ?, [..]) gives one input per file" },
+	{ "inputs[]", "name", "template", NULL, 0, 0, 0,
+	  "default: the file name without extension; {*} is what the glob's one * matched" },
+	{ "inputs[]", "mask", "template", NULL, 0, 0, 0, "ground-truth mask (nonzero = inside) for the ground-truth metrics" },
+	{ "load", "normalise", "enum", E_NORMALISE, 0, 0, 0, "intensity normalisation (esg-load --normalise)" },
+	{ "load", "nonzero", "bool", NULL, 0, 0, 0, "normalise over nonzero voxels only" },
+	{ "load", "fit", "enum", E_FIT, 0, 0, 0, "pad or crop to a multiple" },
+	{ "load", "align", "enum", E_ALIGN, 0, 0, 0, "where padding or cropping goes" },
+	{ "load", "channels", "enum", E_CHANNELS, 0, 0, 0, "channels of PNG inputs" },
+	{ "load", "axes", "enum", E_AXES, 0, 0, 0, "axis order of the tensor" },
+	{ "load", "multiple", "numbers", NULL, 0, 0, 0, "make each size a multiple of n (a number or a list)" },
+	{ "load", "percentiles", "numbers", NULL, 0, 0, 0, "[lo, hi] of normalise: percentile" },
+	{ "models[]", "name", "name", NULL, 0, 0, 1, "the column of the report" },
+	{ "models[]", "file", "path", NULL, 0, 0, 1, "TorchScript model" },
+	{ "models[]", "wrap", "object", NULL, 0, 0, 0, "wrap a segmentation model with esg-wrap" },
+	{ "models[].wrap", "reduce", "enum", E_REDUCE, 0, 0, 1,
+	  "per-class scores from a segmentation: argmax, otsu or fixed-mask (recommended)" },
+	{ "models[].wrap", "activation", "enum", E_ACTIVATION, 0, 0, 0, "applied to the output first" },
+	{ "models[].wrap", "mask", "path", NULL, 0, 0, 0, "fixed-mask: the ROI file (default: the model's own prediction)" },
+	{ "models[].wrap", "patch", "numbers", NULL, 0, 0, 0, "sliding-window prediction: patch size" },
+	{ "models[].wrap", "overlap", "numbers", NULL, 0, 0, 0, "sliding-window overlap" },
+	{ "models[].wrap", "blend", "enum", E_BLEND, 0, 0, 0, "sliding-window blending" },
+	{ "methods[]", "name", "name", NULL, 0, 0, 1, "the row of the report and the file name" },
+	{ "methods[]", "method", "method", NULL, 0, 0, 0, "an esg-attr --list-methods name (default: name)" },
+	{ "methods[]", "params", "params", NULL, 0, 0, 0, "the method's parameters" },
+	{ "methods[]", "baselines", "baselines", NULL, 0, 0, 0,
+	  "--baseline specs: zero, const:V, blur:S, uniform:LO,HI[:K], file:PATH[:TENSOR]" },
+	{ "methods[]", "layer", "string", NULL, 0, 0, 0, "layer of layer methods (esg-attr --list-layers)" },
+	{ "methods[]", "channel", "string", NULL, 0, 0, 0, "--channel of layer methods" },
+	{ "methods[]", "upsample", "bool", NULL, 0, 0, 0, "--upsample / --no-upsample of layer maps" },
+	{ "methods[]", "target", "int", NULL, 0, 1e9, 0, "overrides the top-level target" },
+	{ "methods[]", "seed", "int", NULL, 0, 1e18, 0, "the seed (default 0)" },
+	{ "methods[]", "internal_batch", "int", NULL, 1, 1 << 20, 0, "default: jobs.internal_batch" },
+	{ "methods[]", "timeout", "number", NULL, 0, 1e9, 0, "seconds (default: jobs.timeout)" },
+	{ "methods[]", "patch", "numbers", NULL, 0, 0, 0, "patch-based attribution: patch size, e.g. [64, 64, 64]" },
+	{ "methods[]", "overlap", "number", NULL, 0, 0.99, 0, "patch overlap" },
+	{ "methods[]", "blend", "enum", E_METHOD_BLEND, 0, 0, 0, "patch blending" },
+	{ "methods[]", "amp", "bool", NULL, 0, 0, 0, "mixed precision (esg-attr --amp)" },
+	{ "randomisation", "model", "model", NULL, 0, 0, 0, "default: the first model" },
+	{ "randomisation", "mode", "enum", E_MODE, 0, 0, 0, "cascading (default) or independent" },
+	{ "randomisation", "layers", "names", NULL, 0, 0, 1,
+	  "layers to randomise, from the output backwards; their number is the number of steps" },
+	{ "randomisation", "seed", "int", NULL, 0, 1e18, 0, "--seed (default 0)" },
+	{ "randomisation", "init", "enum", E_INIT, 0, 0, 0, "re-initialisation" },
+	{ "randomisation", "methods", "method_names", NULL, 0, 0, 0, "which methods (default: all)" },
+	{ "randomisation", "metrics", "metrics", SIMILARITY, 0, 0, 0,
+	  "similarity to the original map (default spearman_abs, ssim_abs, topk_iou)" },
+	{ "randomisation", "inputs", "input_names", NULL, 0, 0, 0, "which inputs (default: all)" },
+	{ "randomisation", "as_model", "name", NULL, 0, 0, 0, "also show the last step as a model of its own" },
+	{ "metrics", "ground_truth", "metrics", GROUND_TRUTH, 0, 0, 0, "per input and model (every input needs a mask)" },
+	{ "metrics", "fidelity", "metrics", FIDELITY, 0, 0, 0, "per input, model and method" },
+	{ "metrics", "methods", "method_names", NULL, 0, 0, 0, "which methods get the fidelity metrics (default: all)" },
+	{ "metrics", "models", "model_names", NULL, 0, 0, 0, "which models (default: all but as_model)" },
+	{ "metrics", "params", "params", NULL, 0, 0, 0, "esg-metric --param values (e.g. n_perturb_samples)" },
+	{ "jobs", "threads", "int", NULL, 0, 1024, 0, "libtorch threads per job (0: all cores)" },
+	{ "jobs", "devices", "devices", NULL, 0, 0, 0, "cpu, cuda:N; given to jobs round robin (default cpu)" },
+	{ "jobs", "timeout", "number", NULL, 0, 1e9, 0, "seconds, every libtorch job (0: none)" },
+	{ "jobs", "internal_batch", "int", NULL, 1, 1 << 20, 0, "--internal-batch of every method (default 8)" },
+	{ "report", "view", "enum", E_VIEW, 0, 0, 0, "the slicing plane of 3D inputs" },
+	{ "report", "zoom", "number", NULL, 1, 16, 0, "display scale" },
+};
+
+static void schema_str(FILE *f, const char *s)
+{
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == '<' || c == '>' || c == '&')
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+static void schema_list(FILE *f, const char *const *v)
+{
+	fputc('[', f);
+	for (size_t i = 0; v && v[i]; i++) {
+		if (i)
+			fputc(',', f);
+		schema_str(f, v[i]);
+	}
+	fputc(']', f);
+}
+
+static void schema_num(FILE *f, double d)
+{
+	char t[40];
+	num_text(t, sizeof t, d);
+	fputs(t, f);
+}
+
+int esg_config_schema(FILE *f)
+{
+	static const struct { const char *name; const char *const *keys; } OBJECTS[] = {
+		{ "", K_TOP }, { "inputs[]", K_INPUT }, { "load", K_LOAD }, { "models[]", K_MODEL },
+		{ "models[].wrap", K_WRAP }, { "methods[]", K_METHOD }, { "randomisation", K_RANDOM },
+		{ "metrics", K_METRICS }, { "jobs", K_JOBS }, { "report", K_REPORT },
+	};
+	fputs("{\"format\":\"esg-config schema 1\",\"version\":", f);
+	schema_str(f, ESG_VERSION);
+	fputs(",\n\"objects\":{", f);
+	for (size_t i = 0; i < sizeof OBJECTS / sizeof *OBJECTS; i++) {
+		fputs(i ? ",\n" : "", f);
+		schema_str(f, OBJECTS[i].name);
+		fputc(':', f);
+		schema_list(f, OBJECTS[i].keys);
+	}
+	fputs("},\n\"fields\":[", f);
+	for (size_t i = 0; i < sizeof FIELDS / sizeof *FIELDS; i++) {
+		const cfg_field *x = &FIELDS[i];
+		fputs(i ? ",\n{\"object\":" : "{\"object\":", f);
+		schema_str(f, x->object);
+		fputs(",\"key\":", f);
+		schema_str(f, x->key);
+		fputs(",\"type\":", f);
+		schema_str(f, x->type);
+		if (x->choices) {
+			fputs(",\"choices\":", f);
+			schema_list(f, x->choices);
+		}
+		if (x->lo < x->hi) {
+			fputs(",\"lo\":", f);
+			schema_num(f, x->lo);
+			fputs(",\"hi\":", f);
+			schema_num(f, x->hi);
+		}
+		fprintf(f, ",\"required\":%s,\"help\":", x->required ? "true" : "false");
+		schema_str(f, x->help);
+		fputc('}', f);
+	}
+	fputs("],\n\"methods\":[", f);
+	const esg_method *m;
+	for (size_t i = 0; (m = esg_method_at(i)); i++) {
+		int wraps = 0;
+		for (const esg_param_spec *s = m->params; s && s->key; s++)
+			wraps |= s->kind == ESG_P_METHOD;
+		fputs(i ? ",\n{\"name\":" : "{\"name\":", f);
+		schema_str(f, m->name);
+		fputs(",\"summary\":", f);
+		schema_str(f, m->summary);
+		fprintf(f, ",\"layer\":%d,\"layer_optional\":%s,\"baseline\":%d,\"wrappable\":%s,\"params\":[",
+			esg_method_layer(m), esg_method_layer_optional(m) ? "true" : "false", m->baseline,
+			!wraps && !m->layer ? "true" : "false");
+		static const char *const KIND[] = { "int", "float", "bool", "choice", "method", "string" };
+		for (const esg_param_spec *s = m->params; s && s->key; s++) {
+			fputs(s == m->params ? "{\"key\":" : ",{\"key\":", f);
+			schema_str(f, s->key);
+			fprintf(f, ",\"kind\":\"%s\",\"default\":", KIND[s->kind]);
+			schema_str(f, s->def);
+			if (s->choices) {
+				fputs(",\"choices\":", f);
+				schema_str(f, s->choices);
+			}
+			if (s->kind == ESG_P_INT || s->kind == ESG_P_FLOAT) {
+				fputs(",\"lo\":", f);
+				schema_num(f, s->lo);
+				fputs(",\"hi\":", f);
+				schema_num(f, s->hi);
+			}
+			fputs(",\"help\":", f);
+			schema_str(f, s->help);
+			fputc('}', f);
+		}
+		fputs("]}", f);
+	}
+	fputs("],\n\"aliases\":[", f);
+	const esg_method_alias *a;
+	for (size_t i = 0; (a = esg_alias_at(i)); i++) {
+		fputs(i ? ",\n{\"name\":" : "{\"name\":", f);
+		schema_str(f, a->name);
+		fputs(",\"method\":", f);
+		schema_str(f, a->method);
+		fputs(",\"params\":", f);
+		schema_str(f, a->params);
+		fputs(",\"summary\":", f);
+		schema_str(f, a->summary);
+		fputc('}', f);
+	}
+	fputs("]}", f);
+	return ferror(f) ? esg_set_error("write error") : 0;
 }

@@ -28,4 +28,15 @@ const char *esg_config_output(const esg_config *c);
  * number of jobs, -1 on error. */
 int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir);
 
+/* The schema of a config as JSON: the fields of each object (the same
+ * lists esg_config_load checks against), their types, values, ranges and
+ * help, and every method of esg-attr with its parameters (kinds, defaults,
+ * ranges, choices, help) and aliases.  Returns -1 on a write error. */
+int esg_config_schema(FILE *f);
+
+/* The config builder page (builder.c): a self-contained offline HTML form
+ * made from esg_config_schema() that checks as you type with esg-config's
+ * rules and messages and writes the JSON pipelines/run takes. */
+int esg_config_builder(FILE *f);
+
 #endif

@@ -109,6 +109,8 @@ struct entry {
 	char *source;    /* esg.source as given ("" if none) */
 	char *dir;       /* randomisation steps: the models' folder; else NULL */
 	char *step_name; /* "NN NAME" */
+	char *file;      /* the stream it came from (NULL: unknown) */
+	size_t index;    /* its record number there */
 	long step;
 	int map, bg;     /* pics */
 	int64_t depth;   /* slices along the view (1 for 2D) */
@@ -118,7 +120,7 @@ struct entry {
 
 struct manifest { char *dir, *sha, *mode; };
 
-struct table { char *name, *buf; char **cells; size_t ncol, nrow; };
+struct table { char *name, *buf, *raw; char **cells; size_t ncol, nrow, nraw; };
 
 struct esg_report {
 	esg_report_opts o;
@@ -165,12 +167,12 @@ void esg_report_free(esg_report *rp)
 	for (size_t i = 0; i < rp->n_ents; i++) {
 		struct entry *e = &rp->ents[i];
 		free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
-		free(e->caption), free(e->title), free(e->dir), free(e->step_name);
+		free(e->caption), free(e->title), free(e->dir), free(e->step_name), free(e->file);
 	}
 	for (size_t i = 0; i < rp->n_mans; i++)
 		free(rp->mans[i].dir), free(rp->mans[i].sha), free(rp->mans[i].mode);
 	for (size_t i = 0; i < rp->n_tabs; i++)
-		free(rp->tabs[i].name), free(rp->tabs[i].buf), free(rp->tabs[i].cells);
+		free(rp->tabs[i].name), free(rp->tabs[i].buf), free(rp->tabs[i].raw), free(rp->tabs[i].cells);
 	for (size_t i = 0; i < rp->n_warn; i++)
 		free(rp->warn[i]);
 	free(rp->pics), free(rp->ents), free(rp->mans), free(rp->tabs), free(rp->warn);
@@ -492,7 +494,8 @@ static int step_model(const char *path, char **dir, long *step, char **name)
 	return *dir && *name ? 1 : -1;
 }
 
-int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where)
+int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where, const char *file,
+			  size_t index)
 {
 	static const char *const in_suffixes[] = { ".nii.gz", ".nii", ".png", ".npy", NULL };
 	static const char *const model_suffixes[] = { ".pt", NULL };
@@ -514,7 +517,9 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	e->label = xstrdup(label && *label ? label : "(no esg.method)");
 	e->sha = xstrdup(esg_meta_get(r, "esg.model_sha256"));
 	e->source = xstrdup(source ? source : "");
-	if (!e->source || !e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
+	e->file = file ? xstrdup(file) : NULL;
+	e->index = index;
+	if (!e->source || (file && !e->file) || !e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
 		goto out;
 	if (model && step_model(model, &e->dir, &e->step, &e->step_name) < 0)
 		goto out;
@@ -580,7 +585,7 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	return 0;
 out:
 	free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
-	free(e->caption), free(e->title), free(e->dir), free(e->step_name);
+	free(e->caption), free(e->title), free(e->dir), free(e->step_name), free(e->file);
 	return esg_prefix_error("%s", where);
 }
 
@@ -594,10 +599,11 @@ int esg_report_add_table(esg_report *rp, const char *name, const char *text, siz
 		return esg_set_error("binary data (expected a TSV table with a header line)");
 	if (grow(&rp->tabs, &rp->cap_tabs, rp->n_tabs, sizeof *rp->tabs) < 0)
 		return -1;
-	struct table tb = { .name = xstrdup(name), .buf = malloc(n + 1) };
+	struct table tb = { .name = xstrdup(name), .buf = malloc(n + 1), .raw = malloc(n), .nraw = n };
 	size_t cap = 0, ncell = 0, line = 0;
-	if (!tb.name || !tb.buf)
+	if (!tb.name || !tb.buf || !tb.raw)
 		goto oom;
+	memcpy(tb.raw, text, n);
 	memcpy(tb.buf, text, n);
 	tb.buf[n] = 0;
 	for (char *p = tb.buf; *p;) {
@@ -656,7 +662,7 @@ int esg_report_add_table(esg_report *rp, const char *name, const char *text, siz
 oom:
 	esg_set_error("out of memory");
 fail:
-	free(tb.name), free(tb.buf), free(tb.cells);
+	free(tb.name), free(tb.buf), free(tb.raw), free(tb.cells);
 	return -1;
 }
 
@@ -732,6 +738,10 @@ static void put_view(FILE *f, const esg_report *rp, const struct entry *e, int w
 	fprintf(f, " data-n=\"%lld\" data-w=\"%lld\" data-h=\"%lld\" data-cols=\"%d\"></canvas>",
 		(long long)e->depth, (long long)b->w, (long long)b->h, b->cols);
 }
+
+/* report_js.c (generated from report.js by lib/render/js2c.sh): the
+ * summary and evaluation views; and their style. */
+extern const char esg_report_eval_js[], esg_report_eval_css[];
 
 static const char css[] =
 	"body{font:14px/1.4 system-ui,sans-serif;margin:1em 2em;color:#222;background:#fafafa}\n"
@@ -1003,8 +1013,92 @@ static void put_section(FILE *f, const esg_report *rp, size_t idx, const char *i
 	put(f, "</section>\n");
 }
 
-static void put_table(FILE *f, const struct table *t)
+/* A JSON string, safe inside <script> (no '<'). */
+static void jstr(FILE *f, const char *s)
 {
+	fputc('"', f);
+	for (; s && *s; s++) {
+		unsigned char c = (unsigned char)*s;
+		if (c == '"' || c == '\\')
+			fprintf(f, "\\%c", c);
+		else if (c < 0x20 || c == '<' || c == '>' || c == '&')
+			fprintf(f, "\\u%04x", c);
+		else
+			fputc(c, f);
+	}
+	fputc('"', f);
+}
+
+/* What the page's script draws from: every record's place (file, record
+ * number, input, model, method label, randomisation step) and every table. */
+static void put_data(FILE *f, const esg_report *rp)
+{
+	put(f, "<script type=\"application/json\" id=\"esg-data\">{\"base\":");
+	jstr(f, rp->o.base ? rp->o.base : "");
+	put(f, ",\n\"records\":[");
+	for (size_t i = 0; i < rp->n_ents; i++) {
+		const struct entry *e = &rp->ents[i];
+		put(f, i ? ",\n{\"file\":" : "{\"file\":");
+		jstr(f, e->file);
+		fprintf(f, ",\"record\":%zu,\"input\":", e->index);
+		jstr(f, e->input);
+		put(f, ",\"model\":");
+		jstr(f, e->model);
+		put(f, ",\"method\":");
+		jstr(f, e->label);
+		if (e->dir) {
+			put(f, ",\"dir\":");
+			jstr(f, e->dir);
+			fprintf(f, ",\"step\":%ld,\"step_name\":", e->step);
+			jstr(f, e->step_name);
+		}
+		put(f, "}");
+	}
+	put(f, "],\n\"tables\":[");
+	for (size_t i = 0; i < rp->n_tabs; i++) {
+		const struct table *t = &rp->tabs[i];
+		put(f, i ? ",\n{\"name\":" : "{\"name\":");
+		jstr(f, t->name);
+		fprintf(f, ",\"id\":\"table-%zu\",\"rows\":[", i);
+		for (size_t r = 0; r <= t->nrow; r++) {
+			put(f, r ? ",\n[" : "[");
+			for (size_t c = 0; c < t->ncol; c++) {
+				if (c)
+					fputc(',', f);
+				jstr(f, t->cells[r * t->ncol + c]);
+			}
+			put(f, "]");
+		}
+		put(f, "]}");
+	}
+	put(f, "]}</script>\n");
+}
+
+/* A cell of a table: paths under the page's folder relative to the page. */
+static void put_cell(FILE *f, const esg_report *rp, const char *s)
+{
+	size_t k = rp->o.base ? strlen(rp->o.base) : 0;
+	if (k && strncmp(s, rp->o.base, k) == 0 && s[k] == '/' && s[k + 1])
+		s += k + 1;
+	esc(f, s);
+}
+
+static void put_table(FILE *f, const esg_report *rp, const struct table *t, size_t idx)
+{
+	fprintf(f, "<details class=\"tidy\" id=\"table-%zu\"><summary>", idx);
+	esc(f, t->name);
+	fprintf(f, " \xc2\xb7 %zu row%s</summary>\n<p><a class=\"download\" download=\"", t->nrow,
+		t->nrow == 1 ? "" : "s");
+	esc(f, t->name);
+	put(f, "\" href=\"data:text/tab-separated-values;charset=utf-8;base64,");
+	char out[4 * 1024];
+	for (size_t i = 0; i < t->nraw; i += 3 * 1024) {
+		size_t k = t->nraw - i < 3 * 1024 ? t->nraw - i : 3 * 1024;
+		fwrite(out, 1, esg_base64_encode((const unsigned char *)t->raw + i, k, out), f);
+	}
+	put(f, "\">download ");
+	esc(f, t->name);
+	put(f, "</a> (as written; paths below are relative to this page)</p>\n");
 	put(f, "<table class=\"sortable\"><caption>");
 	esc(f, t->name);
 	put(f, "</caption>\n<thead><tr>");
@@ -1018,12 +1112,12 @@ static void put_table(FILE *f, const struct table *t)
 		put(f, "<tr>");
 		for (size_t c = 0; c < t->ncol; c++) {
 			put(f, "<td>");
-			esc(f, t->cells[(r + 1) * t->ncol + c]);
+			put_cell(f, rp, t->cells[(r + 1) * t->ncol + c]);
 			put(f, "</td>");
 		}
 		put(f, "</tr>\n");
 	}
-	put(f, "</tbody></table>\n");
+	put(f, "</tbody></table></details>\n");
 }
 
 /* A colour bar of the map's palette, 0 (left) to 1 (right). */
@@ -1072,7 +1166,7 @@ int esg_report_write(esg_report *rp, FILE *f)
 	       "window.esgErrors.push(String(e.message||e));var d=document.getElementById('errors');"
 	       "if(d)d.textContent+=String(e.message||e)+'\\n';});</script>\n<title>");
 	esc(f, o->title);
-	fprintf(f, "</title>\n<style>\n%s</style>\n</head><body>\n<h1>", css);
+	fprintf(f, "</title>\n<style>\n%s%s</style>\n</head><body>\n<h1>", css, esg_report_eval_css);
 	esc(f, o->title);
 	fprintf(f, "</h1>\n<p class=\"meta\">%zu record%s, %zu input%s, %zu table%s \xc2\xb7 %s view \xc2\xb7 "
 		   "sign %s \xc2\xb7 ",
@@ -1084,7 +1178,9 @@ int esg_report_write(esg_report *rp, FILE *f)
 		   "not drawn: at most %g of it \xc2\xb7 made by esg-render " ESG_VERSION "</p>\n",
 		esg_cmap_name(rp->cmap), o->clip, o->threshold);
 	put(f, "<noscript><p>The pictures are drawn by the page's script: enable JavaScript.</p></noscript>\n"
-	       "<pre id=\"errors\"></pre>\n<nav><ul>");
+	       "<pre id=\"errors\"></pre>\n<nav><ul><li><a href=\"#summary\">summary</a></li>");
+	if (rp->n_tabs)
+		put(f, "<li><a href=\"#evaluation\">evaluation</a></li>");
 	for (size_t i = 0; i < nin; i++) {
 		fprintf(f, "<li><a href=\"#input-%zu\">", i);
 		esc(f, ins[i]);
@@ -1093,6 +1189,9 @@ int esg_report_write(esg_report *rp, FILE *f)
 	if (rp->n_tabs)
 		put(f, "<li><a href=\"#tables\">tables</a></li>");
 	put(f, "</ul></nav>\n");
+	/* drawn by the script from esg-data: the summary and the evaluation */
+	put(f, "<section id=\"summary\" aria-label=\"summary\"></section>\n"
+	       "<section id=\"evaluation\" aria-label=\"evaluation\"></section>\n");
 	/* every sprite once; the canvases draw from them */
 	put(f, "<div id=\"store\" hidden>\n");
 	for (size_t i = 0; i < rp->n_pics; i++) {
@@ -1106,12 +1205,15 @@ int esg_report_write(esg_report *rp, FILE *f)
 	for (size_t i = 0; i < nin; i++)
 		put_section(f, rp, i, ins[i], a, b, tmp);
 	if (rp->n_tabs) {
-		put(f, "<section id=\"tables\"><h2>Tables</h2>\n");
+		put(f, "<section id=\"tables\"><h2>Tables</h2>\n"
+		       "<p class=\"meta\">Every table as written, one row per file \xc2\xb7 metric; "
+		       "open one to read or sort it.</p>\n");
 		for (size_t i = 0; i < rp->n_tabs; i++)
-			put_table(f, &rp->tabs[i]);
+			put_table(f, rp, &rp->tabs[i], i);
 		put(f, "</section>\n");
 	}
-	fprintf(f, "<script>\n%s</script>\n</body></html>\n", script);
+	put_data(f, rp);
+	fprintf(f, "<script>\n%s%s</script>\n</body></html>\n", esg_report_eval_js, script);
 	free(ins), free(a), free(b), free(tmp);
 	/* the legend is written; drop it so that a second write adds no other */
 	free(rp->pics[legend].png);

@@ -6,7 +6,9 @@
  * The page groups them per input (basename of esg.source): a grid of
  * methods (esg.label, else esg.method_alias, else esg.method) by models
  * (basename of esg.model), randomisation strips for models named
- * DIR/step-NN-NAME.pt (esg-randomise), and TSV tables.  Everything is
+ * DIR/step-NN-NAME.pt (esg-randomise), and TSV tables, drawn by the page's
+ * script (report_js.c) as a summary, methods x metrics matrices, the
+ * randomisation sanity-check curves and deletion / insertion curves.  Everything is
  * inline (data: URIs, inline CSS and JS), so the page works offline.
  *
  * Never prints; failures return -1 with esg_error() set.
@@ -32,6 +34,8 @@ typedef struct esg_report_opts {
 	esg_sign sign;
 	const esg_cmap *cmap;   /* NULL: hot, bwr for ESG_SIGN_ALL */
 	double clip, threshold, alpha; /* threshold < 0: 0.1 (as --png --overlay) */
+	const char *base;       /* the page's folder as the tables name it ("demo-out"); cells
+				   under it are shown relative to the page; NULL or "": none */
 } esg_report_opts;
 
 typedef struct esg_report esg_report;
@@ -43,14 +47,24 @@ void esg_report_free(esg_report *rp);
  * absolute) with the placeholders {input}, {model} and {method} only. */
 int esg_report_check_link(const char *tmpl);
 
-/* Add one record; `where` names it in messages ("a.st.zst: record 2").
+/* Add one record; `where` names it in messages ("a.st.zst: record 2");
+ * `file` (NULL: unknown) and `index` say where it came from, as esg-metric's
+ * tables name it (columns source, record), so that the evaluation can join
+ * their rows to the grid's inputs, models and methods.
  * Reads DIR/manifest.json the first time a randomisation step of DIR is
  * seen (a missing manifest means the strip has no original frame; one that
  * cannot be read or parsed is an error). */
-int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where);
+int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where, const char *file,
+			  size_t index);
 
 /* Add a table: text is a TSV file (a header line, then rows with as many
- * fields); name is its caption.  Messages do not name it (the caller does). */
+ * fields); name is its caption.  Messages do not name it (the caller does).
+ * The page recognises tables by their columns: esg-metric's (source,
+ * method, metric, value: the methods x metrics matrices and the
+ * randomisation curves), esg-metric --curves (curve, fraction, normalised:
+ * deletion / insertion curves) and pipelines/summary's (job, status,
+ * wall_s: the run's summary); every table is also shown as it is, collapsed,
+ * with a download link. */
 int esg_report_add_table(esg_report *rp, const char *name, const char *text, size_t n);
 
 /* Write the page.  Fails if nothing was added. */

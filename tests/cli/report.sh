@@ -91,7 +91,7 @@ check "every src and href is a data: URI, an anchor or a relative path" $PYTHON 
 import re
 page = open("out/report.html", encoding="utf-8").read()
 for attr, val in re.findall(r'\b(src|href)="([^"]*)"', page):
-    assert val.startswith(("data:image/png;base64,", "#", "maps/")), (attr, val[:60])
+    assert val.startswith(("data:image/png;base64,", "data:text/tab-separated-values;", "#", "maps/")), (attr, val[:60])
 PY
 check "a Content-Security-Policy that forbids network loads" grep -q \
 	"http-equiv=\"Content-Security-Policy\" content=\"default-src 'none'; img-src data:; style-src 'unsafe-inline'; script-src 'unsafe-inline'\"" out/report.html
@@ -220,6 +220,7 @@ try:
     orig = b.js(PIX, BRAIN + "div.strip[data-dir=random] figure.original canvas")
     out(orig["rgba"] == c2["rgba"], "the original frame is modelA's saliency map at the same slice")
 
+    b.click(b.find("details.tidy summary"))   # the tidy tables are collapsed
     th = b.js("return Array.from(document.querySelectorAll('table.sortable th')).map(function(t){return t.textContent;})")
     col = th.index("value")
     VALS = "return Array.from(document.querySelector('table.sortable').tBodies[0].rows).map(function(r){return r.cells[arguments[0]].textContent;})"

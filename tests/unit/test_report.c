@@ -96,11 +96,11 @@ static void test_page(void)
 	   "a ragged table refused: %s", esg_error());
 	ok(esg_report_add_table(rp, "t.tsv", "", 0) < 0 && strstr(esg_error(), "empty"), "an empty table refused");
 	esg_record *r = record("dir/x.nii.gz", "m/net.pt", "saliency");
-	ok(esg_report_add_record(rp, r, "s: record 0") == 0, "a record");
-	ok(esg_report_add_record(rp, r, "s: record 1") == 0 && esg_report_n_warnings(rp) == 1 &&
+	ok(esg_report_add_record(rp, r, "s: record 0", "s", 0) == 0, "a record");
+	ok(esg_report_add_record(rp, r, "s: record 1", "s", 1) == 0 && esg_report_n_warnings(rp) == 1 &&
 	   strstr(esg_report_warning(rp, 0), "given again"), "the same cell again: a warning");
 	esg_record_remove(r, "attribution");
-	ok(esg_report_add_record(rp, r, "s: record 2") < 0 &&
+	ok(esg_report_add_record(rp, r, "s: record 2", "s", 2) < 0 &&
 	   strncmp(esg_error(), "s: record 2: no tensor 'attribution'", 35) == 0, "no attribution: %s", esg_error());
 	esg_record_free(r);
 	char *page = NULL;
