@@ -216,6 +216,9 @@ def main():
 	ap.add_argument("--lr", type=float, default=3e-3)
 	ap.add_argument("--threads", type=int, default=1)
 	ap.add_argument("--seed", type=int, default=0)
+	ap.add_argument("--init", metavar="FILE.pt",
+			help="start from this traced UNet-MSS's weights (a second stage; the "
+			"deep-supervision heads start afresh)")
 	a = ap.parse_args()
 	torch.set_num_threads(a.threads)
 	torch.manual_seed(a.seed)
@@ -227,6 +230,9 @@ def main():
 	print("data: %d train + %d held-out phantoms in %.1f s" % (len(vols), len(held), time.time() - t0), flush=True)
 	model = UNetMSS(base=a.base, cap=a.cap)
 	net = DeepSupervision(model)
+	if a.init:
+		model.load_state_dict(torch.jit.load(a.init).state_dict())
+		print("weights from %s" % a.init, flush=True)
 	opt = torch.optim.Adam(net.parameters(), lr=a.lr)
 	t1 = time.time()
 	step = 0
