@@ -158,7 +158,8 @@ deps-cluster:
 		[ -z "$$added" ] || rm -f $$policy; exit $$rc; fi
 
 ## demo: the whole experiment on the shipped data (configs/demo.json): maps of a
-##   dozen methods on two phantoms and two models, randomisation, metrics, HTML report
+##   dozen methods on two phantoms and three models (U-Net, UNet-MSS, UNet-MSS with
+##   deformation) plus a randomised U-Net, randomisation, metrics, HTML report
 DEMO_CONFIG ?= configs/demo.json
 DEMO_ARGS ?= -j2 THREADS=1
 demo: all

@@ -1,7 +1,11 @@
 #!/usr/bin/env bash
 # The shipped demo models (share/models) on the shipped demo data (share/data):
-# shapes, layer names, Dice >= 0.80 for the U-Net, correct classes for the 2D
-# classifier; and the phantom generator is deterministic by seed.
+# shapes, layer names, Dice >= 0.80 for the three 3D segmenters (U-Net,
+# UNet-MSS, UNet-MSS trained with elastic deformation), the UNet-MSS graph
+# (strided / transposed convolutions, instance norm, LeakyReLU), correct
+# classes for the 2D classifier; the phantom generator is deterministic by
+# seed; and the UNet-MSS training script's pieces (elastic deformation,
+# deep-supervision heads) do what share/models/README.md says.
 # needs: torch
 . "$(dirname "$0")/lib.sh"
 
@@ -49,6 +53,53 @@ x = np.load(sys.argv[2])
 assert (w, h) == (64, 64)
 assert np.abs(raw.astype(float) - np.clip(np.round(x / 1.3 * 255), 0, 255)).max() <= 0
 ' "$ESG_ROOT/share/data/angio2d_20001_aneurysm.png" "$ESG_ROOT/share/data/angio2d_20001_aneurysm.npy"
+MSS="import sys; sys.path.insert(0, '$ESG_ROOT/share/demo'); import numpy as np, torch; torch.set_num_threads(1); import train_unet_mss as t"
+check "train_unet_mss.py: warp() by a constant displacement is a shift (D +1, W -2), image and mask, exact" \
+	$PYTHON -c "$MSS"'
+rng = np.random.default_rng(1)
+v = rng.normal(size=(8, 9, 10)).astype(np.float32)
+m = (rng.random((8, 9, 10)) < 0.3).astype(np.int64)
+d = torch.zeros(3, 8, 9, 10)
+d[0] = 1.0
+vd, md = t.warp(v, m, d)
+assert np.allclose(vd[:-1], v[1:], atol=1e-5) and np.array_equal(md[:-1], m[1:])
+d = torch.zeros(3, 8, 9, 10)
+d[2] = -2.0
+vd, md = t.warp(v, m, d)
+assert np.allclose(vd[:, :, 2:], v[:, :, :-2], atol=1e-5) and np.array_equal(md[:, :, 2:], m[:, :, :-2])
+vd, md = t.warp(v, m, torch.zeros(3, 8, 9, 10))
+assert np.allclose(vd, v, atol=1e-5) and np.array_equal(md, m)
+'
+check "train_unet_mss.py: displacement() is seeded, smooth (neighbours differ < 1 voxel: no folding), RMS 0.5-1.5 voxels" \
+	$PYTHON -c "$MSS"'
+for s in range(4):
+	a = t.displacement(np.random.default_rng(s), (64, 64, 64))
+	b = t.displacement(np.random.default_rng(s), (64, 64, 64))
+	assert tuple(a.shape) == (3, 64, 64, 64) and torch.equal(a, b)
+	assert max(a.diff(dim=k).abs().max().item() for k in (1, 2, 3)) < 1.0
+	assert 0.5 < a.pow(2).mean().sqrt().item() < 1.5
+'
+check "train_unet_mss.py: elastic() keeps the mask binary and its volume within 20 %, moves the image" \
+	$PYTHON -c "$MSS"'
+from train_unet3d import load_phantom
+v, m = load_phantom(1000)
+vd, md = t.elastic(np.random.default_rng(0), v, m)
+assert set(np.unique(md)) <= {0, 1} and abs(md.sum() - m.sum()) < 0.2 * m.sum()
+assert np.abs(vd - v).mean() > 0.05 and vd.dtype == np.float32
+'
+check "train_unet_mss.py: deep-supervision heads at 1/2, 1/4, 1/8; the shipped forward is the full-resolution output; loss trains the heads" \
+	$PYTHON -c "$MSS"'
+torch.manual_seed(0)
+net = t.DeepSupervision(t.UNetMSS())
+x = torch.randn(2, 1, 64, 64, 64)
+outs = net(x)
+assert [tuple(o.shape) for o in outs] == [(2, 2, 64, 64, 64), (2, 2, 32, 32, 32), (2, 2, 16, 16, 16), (2, 2, 8, 8, 8)]
+assert torch.equal(net.model(x), outs[0])
+y = (torch.rand(2, 64, 64, 64) < 0.01).long()
+loss = t.mss_loss(outs, y)
+loss.backward()
+assert torch.isfinite(loss) and all(h.weight.grad.abs().sum() > 0 for h in net.heads)
+'
 expect_fail "phantom.py: --out-png with 3D is a usage error" 2 "needs --dim 2" \
 	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 1 --out-png x.png
 done_testing
