@@ -79,6 +79,11 @@ trap 'exit 143' TERM INT HUP
 # command line naming an esg-slurm-test folder) is stopped first
 (exec -a "$T/esg-slurm-test-stale/slurmd" sleep 600) &
 stale=$!
+# the cleanup knows it by its command line: wait until exec has renamed it
+for _ in $(seq 1 50); do
+	tr '\0' ' ' <"/proc/$stale/cmdline" 2>/dev/null | grep -q esg-slurm-test-stale && break
+	sleep 0.1
+done
 echo "$stale" >>"$SLURM_PID_REGISTRY"
 if ! slurm_cluster_start "$T/esg-slurm-test" 2>start.err; then
 	not_ok "a one-node Slurm cluster starts ($(head -c 300 start.err))"
@@ -226,7 +231,7 @@ ctl=$(cat slurm/controller.jobid 2>/dev/null)
 	ok "--submit returns at once ($took s) with the controller's job id" || not_ok "--submit: exit $rc in $took s ($(cat submit.out))"
 (cd "$ESG_ROOT" && "$RUN" configs/angio2d.json --status OUT="$T/slurm" BIN="$BIN") >status2.out 2>&1
 check "--status names the controller and what is left" \
-	bash -c "grep -q '^controller: Slurm job $ctl ' status2.out && grep -qE '^status: .*: 44 jobs: [0-9]+ done' status2.out"
+	bash -c "grep -q '^controller: Slurm job $ctl ' status2.out && grep -qE '^status: .*: [0-9]+ jobs: [0-9]+ done' status2.out"
 for _ in $(seq 1 600); do
 	[ -n "$(squeue -h -j "$ctl" 2>/dev/null)" ] || break
 	sleep 0.2
@@ -237,7 +242,8 @@ check "the redone jobs ran as Slurm jobs of their own" \
 	grep -qE '^ok .*attr/aneurysm/classifier2d/saliency.st.zst \[slurm [0-9]+\]' "slurm/logs/controller-$ctl.out"
 check "and the outputs equal the local run's again" same_outputs slurm
 (cd "$ESG_ROOT" && "$RUN" configs/angio2d.json --status OUT="$T/slurm" BIN="$BIN") >status3.out 2>&1
-check "--status: all done" grep -q '^status: .*: 44 jobs: 44 done, 0 running, 0 failed, 0 pending' status3.out
+# The count of jobs follows the shipped config; all of them must be done.
+check "--status: all done" grep -qE '^status: .*: ([0-9]+) jobs: \1 done, 0 running, 0 failed, 0 pending' status3.out
 
 # ---- Slurm's time limit ----------------------------------------------------------
 wait "$tl_pid"
