@@ -496,7 +496,7 @@ static uint64_t read_u64(const char *path, const char *key)
  * free); UINT64_MAX without a limit. */
 static uint64_t cgroup_dir_room(const char *dir, int v2)
 {
-	char p[4200];
+	char p[4200 + 32]; /* dir (at most 4200) and a file name */
 	snprintf(p, sizeof p, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
 	uint64_t lim = read_u64(p, NULL);
 	if (!lim || lim >= (1ULL << 60)) /* "max" reads as 0; v1 says "none" with a huge number */
@@ -556,16 +556,20 @@ static uint64_t cgroup_room(void)
 	return room;
 }
 
-void cli_memory_option(const char *arg)
+static int memory_given;
+
+/* WHAT: "--memory" or "ESG_MEMORY", for the messages */
+static void memory_parse(const char *what, const char *arg)
 {
+	memory_given = 1;
 	char *end;
 	errno = 0;
 	double v = strtod(arg, &end);
 	if (errno || end == arg || !isfinite(v) || v <= 0)
-		cli_usage("--memory: '%s' is not a size (6G, 500M, 50%%)", arg);
+		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%)", what, arg);
 	if (!strcmp(end, "%")) {
 		if (v > 100)
-			cli_usage("--memory: %s is more than 100%%", arg);
+			cli_usage("%s: %s is more than 100%%", what, arg);
 		memory_share = v / 100;
 		memory_bytes = 0;
 		return;
@@ -573,14 +577,24 @@ void cli_memory_option(const char *arg)
 	double unit = !*end ? 1 : !strcmp(end, "K") ? 1 << 10 : !strcmp(end, "M") ? 1 << 20 :
 		      !strcmp(end, "G") ? 1 << 30 : !strcmp(end, "T") ? (double)(1ULL << 40) : 0;
 	if (!unit)
-		cli_usage("--memory: '%s' is not a size (6G, 500M, 50%%: units K M G T, 1024-based)", arg);
+		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%: units K M G T, 1024-based)", what, arg);
 	if (v * unit < (double)(64 << 20))
-		cli_usage("--memory: %s is less than 64M", arg);
+		cli_usage("%s: %s is less than 64M", what, arg);
 	memory_bytes = (uint64_t)(v * unit);
+}
+
+void cli_memory_option(const char *arg)
+{
+	memory_parse("--memory", arg);
 }
 
 uint64_t cli_memory_budget(void)
 {
+	/* ESG_MEMORY: the default of --memory (pipelines/run shares the machine
+	 * among its parallel jobs through it) */
+	const char *env = getenv("ESG_MEMORY");
+	if (!memory_given && env && *env)
+		memory_parse("ESG_MEMORY", env);
 	if (memory_bytes)
 		return memory_bytes;
 	uint64_t avail = read_u64("/proc/meminfo", "MemAvailable:") * 1024, room = cgroup_room();

@@ -46,10 +46,10 @@
 #define CLI_OPT_MEMORY 0x7e03
 #define CLI_MEMORY_LONGOPT { "memory", required_argument, NULL, CLI_OPT_MEMORY }
 #define CLI_MEMORY_HELP(PAD, COL) \
-	"      --memory SIZE|PCT" PAD "memory budget of the process (6G, 500M, 50%% of what\n" \
+	"      --memory SIZE|PCT" PAD "memory budget of the process (6G, 500M, or 50% of what\n" \
 	COL "it may use: the smaller of MemAvailable and the cgroup's\n" \
-	COL "room); default 80%%.  Batches are sized to it, and a model\n" \
-	COL "call that does not fit fails with one line, exit 1\n"
+	COL "room); default $ESG_MEMORY, else 80%.  Batches are sized\n" \
+	COL "to it; a model call that does not fit fails, exit 1\n"
 /* --internal-batch auto|N: the same help line in every libtorch tool */
 #define CLI_IBATCH_HELP(COL) \
 	"      --internal-batch auto|N\n" \
@@ -60,7 +60,8 @@
 
 void cli_nonfinite_option(void);
 void cli_memory_option(const char *arg);
-/* The budget in bytes: --memory, else 80% of what this process may use. */
+/* The budget in bytes: --memory, else $ESG_MEMORY (the same forms), else
+ * 80% of what this process may use. */
 uint64_t cli_memory_budget(void);
 /* --internal-batch auto|N: N, or 0 for auto. */
 long cli_internal_batch(const char *arg);

@@ -109,6 +109,29 @@ for r, q in zip(a, b):
 PY
 	not_ok "esg-metric at 8G / 450M ($(tail -n 2 err))"
 
+# ESG_MEMORY is the default of --memory; pipelines/run-job shares the budget
+# among make's parallel jobs through it
+expect_fail "ESG_MEMORY=lots is refused" 2 "^esg-attr: error: ESG_MEMORY: 'lots' is not a size" \
+	env ESG_MEMORY=lots $A -m w.pt $IG -o env.st.zst ph.st.zst
+ESG_MEMORY=450M $A -m w.pt $IG -o env.st.zst ph.st.zst 2>err.env
+read -r emax en < <(calls env.st.zst 2>/dev/null)
+[ "${emax:-9}" = "$smax" ] && [ "$en" = "$sn" ] && ok "ESG_MEMORY=450M batches as --memory 450M ($emax items a call)" ||
+	not_ok "ESG_MEMORY=450M: batches ${emax:-?} ($(cat err.env))"
+ESG_MEMORY=450M $A -m w.pt $IG --memory 8G -o env8.st.zst ph.st.zst
+read -r emax en < <(calls env8.st.zst 2>/dev/null)
+[ "${emax:-0}" = "$bmax" ] && ok "--memory wins over ESG_MEMORY" || not_ok "--memory 8G under ESG_MEMORY=450M: batches ${emax:-?}"
+for j in 1 2 4; do
+	MAKEFLAGS=" -j$j --jobserver-auth=3,4" "$ESG_ROOT/pipelines/run-job" pj pj/t$j --kind attr -- \
+		bash -c 'echo "${ESG_MEMORY:-unset}" >"$0"' pj/t$j >/dev/null
+done
+[ "$(cat pj/t1) $(cat pj/t2) $(cat pj/t4)" = "unset 40% 20%" ] &&
+	ok "run-job under make -jN: ESG_MEMORY=80/N% for each job (-j1: unset, -j2: 40%, -j4: 20%)" ||
+	not_ok "run-job ESG_MEMORY: $(cat pj/t1) $(cat pj/t2) $(cat pj/t4)"
+check "and the job's log says so" grep -q '^memory: ESG_MEMORY=40%$' pj/logs/t2.log
+MAKEFLAGS=" -j2" ESG_MEMORY=3G "$ESG_ROOT/pipelines/run-job" pj pj/t5 --kind attr -- \
+	bash -c 'echo "$ESG_MEMORY" >"$0"' pj/t5 >/dev/null
+check "a given ESG_MEMORY is kept" grep -qx 3G pj/t5
+
 # ---- what does not fit ------------------------------------------------------------
 echo keep >old.st.zst
 cp old.st.zst kept.st.zst
