@@ -21,7 +21,7 @@ import sys
 
 ROOT = pathlib.Path(sys.argv[1] if len(sys.argv) > 1 else ".").resolve()
 INTERNAL = {"attr/family.h": "lib/attr/", "image/format.h": "lib/image/",
-            "shim/internal.hpp": "lib/shim/"}
+            "shim/internal.hpp": "lib/shim/", "shim/memory.hpp": "lib/shim/"}
 TORCH = re.compile(r'#\s*include\s*[<"](torch|ATen|c10|caffe2)/')
 QUOTED = re.compile(r'^\s*#\s*include\s*"([^"]+)"', re.M)
 SOURCES = (".c", ".h", ".cpp", ".hpp")

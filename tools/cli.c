@@ -8,6 +8,7 @@
 #include <math.h>
 #include <signal.h>
 #include <stdarg.h>
+#include <stdio.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -466,6 +467,147 @@ static int allow_nonfinite;
 void cli_nonfinite_option(void)
 {
 	allow_nonfinite = 1;
+}
+
+/* ---- the memory budget ------------------------------------------------------ */
+
+static uint64_t memory_bytes;   /* --memory SIZE */
+static double memory_share = 0.8; /* else this share of what the process may use */
+
+static uint64_t read_u64(const char *path, const char *key)
+{
+	FILE *f = fopen(path, "r");
+	if (!f)
+		return 0;
+	char line[512];
+	unsigned long long v = 0;
+	size_t kn = key ? strlen(key) : 0;
+	while (fgets(line, sizeof line, f)) {
+		if (key && strncmp(line, key, kn))
+			continue;
+		v = strtoull(line + kn, NULL, 10);
+		break;
+	}
+	fclose(f);
+	return v;
+}
+
+/* Room left in one cgroup folder: limit less usage (page cache counted as
+ * free); UINT64_MAX without a limit. */
+static uint64_t cgroup_dir_room(const char *dir, int v2)
+{
+	char p[4200 + 32]; /* dir (at most 4200) and a file name */
+	snprintf(p, sizeof p, "%s/%s", dir, v2 ? "memory.max" : "memory.limit_in_bytes");
+	uint64_t lim = read_u64(p, NULL);
+	if (!lim || lim >= (1ULL << 60)) /* "max" reads as 0; v1 says "none" with a huge number */
+		return UINT64_MAX;
+	snprintf(p, sizeof p, "%s/%s", dir, v2 ? "memory.current" : "memory.usage_in_bytes");
+	uint64_t use = read_u64(p, NULL);
+	snprintf(p, sizeof p, "%s/memory.stat", dir);
+	uint64_t cache = read_u64(p, v2 ? "file " : "total_cache ");
+	use = use > cache ? use - cache : 0;
+	return use < lim ? lim - use : 0;
+}
+
+/* Room left in this process's memory cgroup and its ancestors (v2
+ * memory.max - memory.current, v1 memory.limit_in_bytes -
+ * memory.usage_in_bytes), UINT64_MAX when none has a limit.  The path in
+ * /proc/self/cgroup is from the hierarchy's root, which a container may
+ * mount at /sys/fs/cgroup itself: the deepest folder that exists is taken. */
+static uint64_t cgroup_room(void)
+{
+	FILE *f = fopen("/proc/self/cgroup", "r");
+	char line[4096], dir[4200];
+	uint64_t room = UINT64_MAX;
+	if (!f)
+		return room;
+	while (fgets(line, sizeof line, f)) {
+		line[strcspn(line, "\n")] = 0;
+		char *c1 = strchr(line, ':'), *c2 = c1 ? strchr(c1 + 1, ':') : NULL;
+		if (!c2)
+			continue;
+		*c2 = 0;
+		int v2 = c2 == c1 + 1, v1 = !v2 && strstr(c1 + 1, "memory");
+		if (!v1 && !v2)
+			continue;
+		const char *base = v2 ? "/sys/fs/cgroup" : "/sys/fs/cgroup/memory", *path = c2 + 1;
+		struct stat sb;
+		for (;;) { /* drop leading components until the folder exists */
+			snprintf(dir, sizeof dir, "%s%s", base, strcmp(path, "/") ? path : "");
+			if (!stat(dir, &sb) || !*path || !(path = strchr(path + 1, '/')))
+				break;
+		}
+		if (stat(dir, &sb))
+			snprintf(dir, sizeof dir, "%s", base);
+		if (stat(dir, &sb))
+			continue;
+		for (size_t n = strlen(dir);;) { /* this folder and those above it */
+			uint64_t r = cgroup_dir_room(dir, v2);
+			if (r < room)
+				room = r;
+			char *slash = strrchr(dir, '/');
+			if (n <= strlen(base) || !slash)
+				break;
+			*slash = 0;
+			n = strlen(dir);
+		}
+	}
+	fclose(f);
+	return room;
+}
+
+static int memory_given;
+
+/* WHAT: "--memory" or "ESG_MEMORY", for the messages */
+static void memory_parse(const char *what, const char *arg)
+{
+	memory_given = 1;
+	char *end;
+	errno = 0;
+	double v = strtod(arg, &end);
+	if (errno || end == arg || !isfinite(v) || v <= 0)
+		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%)", what, arg);
+	if (!strcmp(end, "%")) {
+		if (v > 100)
+			cli_usage("%s: %s is more than 100%%", what, arg);
+		memory_share = v / 100;
+		memory_bytes = 0;
+		return;
+	}
+	double unit = !*end ? 1 : !strcmp(end, "K") ? 1 << 10 : !strcmp(end, "M") ? 1 << 20 :
+		      !strcmp(end, "G") ? 1 << 30 : !strcmp(end, "T") ? (double)(1ULL << 40) : 0;
+	if (!unit)
+		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%: units K M G T, 1024-based)", what, arg);
+	if (v * unit < (double)(64 << 20))
+		cli_usage("%s: %s is less than 64M", what, arg);
+	memory_bytes = (uint64_t)(v * unit);
+}
+
+void cli_memory_option(const char *arg)
+{
+	memory_parse("--memory", arg);
+}
+
+uint64_t cli_memory_budget(void)
+{
+	/* ESG_MEMORY: the default of --memory (pipelines/run shares the machine
+	 * among its parallel jobs through it) */
+	const char *env = getenv("ESG_MEMORY");
+	if (!memory_given && env && *env)
+		memory_parse("ESG_MEMORY", env);
+	if (memory_bytes)
+		return memory_bytes;
+	uint64_t avail = read_u64("/proc/meminfo", "MemAvailable:") * 1024, room = cgroup_room();
+	if (!avail || room < avail)
+		avail = room;
+	if (avail == UINT64_MAX)
+		return 0; /* nothing to go by: no budget */
+	return (uint64_t)((double)avail * memory_share);
+}
+
+long cli_internal_batch(const char *arg)
+{
+	return !strcmp(arg, "auto") ? 0 : cli_long("--internal-batch", arg, 1, 1L << 20);
 }
 
 static void nonfinite_die(const char *in_name, size_t index, const char *what, const char *name,

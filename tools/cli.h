@@ -39,10 +39,32 @@
 #define CLI_NONFINITE_HELP(PAD, COL) \
 	"      --allow-nonfinite" PAD "let NaN / Inf through (inputs, model parameters and\n" \
 	COL "outputs, maps); default: one line naming them, exit 1\n"
+/* --memory SIZE|PERCENT, shared by the libtorch tools: CLI_MEMORY_LONGOPT in
+ * the getopt_long table, CLI_MEMORY_HELP in the help text, and for
+ * CLI_OPT_MEMORY call cli_memory_option(optarg).  After parsing, hand
+ * cli_memory_budget() to esg_torch_set_memory (cli.o links without the shim). */
+#define CLI_OPT_MEMORY 0x7e03
+#define CLI_MEMORY_LONGOPT { "memory", required_argument, NULL, CLI_OPT_MEMORY }
+#define CLI_MEMORY_HELP(PAD, COL) \
+	"      --memory SIZE|PCT" PAD "memory budget of the process (6G, 500M, or 50% of what\n" \
+	COL "it may use: the smaller of MemAvailable and the cgroup's\n" \
+	COL "room); default $ESG_MEMORY, else 80%.  Batches are sized\n" \
+	COL "to it; a model call that does not fit fails, exit 1\n"
+/* --internal-batch auto|N: the same help line in every libtorch tool */
+#define CLI_IBATCH_HELP(COL) \
+	"      --internal-batch auto|N\n" \
+	COL "items per model call: auto (default) sizes batches to\n" \
+	COL "--memory, at most 8; N: up to N, an error if they don't fit\n"
 #define CLI_EXIT_STATUS_HELP \
 	"Exit status: 0 success, 1 runtime failure, 2 usage error, 124 timed out (--timeout).\n"
 
 void cli_nonfinite_option(void);
+void cli_memory_option(const char *arg);
+/* The budget in bytes: --memory, else $ESG_MEMORY (the same forms), else
+ * 80% of what this process may use. */
+uint64_t cli_memory_budget(void);
+/* --internal-batch auto|N: N, or 0 for auto. */
+long cli_internal_batch(const char *arg);
 /* Unless --allow-nonfinite: die naming the stream, the record (0-based
  * index, printed 1-based), the tensor and how many values are NaN / Inf. */
 void cli_check_finite(const char *in_name, size_t index, const esg_tensor *t);

@@ -42,7 +42,8 @@ static const char USAGE[] =
 	"      --param KEY=VALUE   method parameter, Captum's names (repeatable)\n"
 	"      --baseline SPEC     zero (default) | const:V | blur:SIGMA | uniform:LO,HI[:K] |\n"
 	"                          file:PATH[:TENSOR]; repeat for a distribution (shap methods)\n"
-	"      --internal-batch N  at most N inputs per forward/backward call (default 8)\n"
+	CLI_IBATCH_HELP("                          ")
+	CLI_MEMORY_HELP("   ", "                          ")
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
 	"      --amp               mixed precision: forward passes under autocast (bf16 on the\n"
@@ -102,6 +103,7 @@ static const struct option LONGOPTS[] = {
 	{ "blend", required_argument, NULL, OPT_BLEND },
 	CLI_TIMEOUT_LONGOPT,
 	CLI_NONFINITE_LONGOPT,
+	CLI_MEMORY_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -116,7 +118,8 @@ typedef struct opts {
 	int n_params;
 	const char *baselines[MAX_LIST];
 	int n_baselines;
-	long ibatch, threads;
+	long ibatch, threads; /* ibatch: the most items per call */
+	int auto_batch;       /* --internal-batch auto: fewer when --memory asks */
 	uint64_t seed;
 	esg_amp amp;          /* --amp, --amp-dtype */
 	int list_methods, list_layers;
@@ -260,7 +263,6 @@ static void parse(int argc, char **argv, opts *o)
 	memset(o, 0, sizeof *o);
 	o->target = -1;
 	o->device = "cpu";
-	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
 	o->layer_call = -1;
 	o->win = (cli_patch)CLI_PATCH_INIT;
 	int c;
@@ -297,7 +299,8 @@ static void parse(int argc, char **argv, opts *o)
 				cli_usage("too many --baseline options");
 			o->baselines[o->n_baselines++] = optarg;
 			break;
-		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
+		case OPT_IBATCH: o->ibatch = cli_internal_batch(optarg); break;
+		case CLI_OPT_MEMORY: cli_memory_option(optarg); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
 		case OPT_AMP: cli_amp_option(&o->amp, NULL); break;
@@ -330,6 +333,9 @@ static void parse(int argc, char **argv, opts *o)
 	if (optind < argc)
 		cli_usage("unexpected argument '%s' (one input at most)", argv[optind]);
 	cli_patch_done(&o->win);
+	o->auto_batch = !o->ibatch;
+	if (o->auto_batch)
+		o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
 }
 
 typedef struct run {
@@ -360,8 +366,9 @@ static int predict(run *R, const float *x, int ndim, const int64_t *shape, int64
 		item *= (size_t)shape[d];
 	int64_t sh[ESG_MAX_DIMS];
 	memcpy(sh, shape, (size_t)ndim * sizeof *sh);
-	for (int64_t i0 = 0; i0 < shape[0]; i0 += R->o->ibatch) {
-		sh[0] = shape[0] - i0 < R->o->ibatch ? shape[0] - i0 : R->o->ibatch;
+	for (int64_t i0 = 0; i0 < shape[0]; i0 += sh[0]) {
+		int64_t fit = esg_model_batch_fit(R->model, 0, (int64_t)item, item * sizeof(float), (int)R->o->ibatch);
+		sh[0] = shape[0] - i0 < fit ? shape[0] - i0 : fit;
 		esg_tensor *out;
 		if (esg_model_forward(R->model, x + i0 * item, ndim, sh, &out))
 			return -1;
@@ -638,7 +645,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	free(calls);
 	esg_meta_setf(r, "esg.evaluations", "%lld", (long long)(job.evaluations + evals));
 	esg_meta_setf(r, "esg.seed", "%llu", (unsigned long long)o->seed);
-	esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
+	if (o->auto_batch)
+		esg_meta_set(r, "esg.internal_batch", "auto");
+	else
+		esg_meta_setf(r, "esg.internal_batch", "%ld", o->ibatch);
 	if (o->amp)
 		esg_meta_set(r, "esg.amp", esg_amp_name(esg_model_amp(R->model)));
 	else
@@ -759,6 +769,7 @@ int main(int argc, char **argv)
 
 	if (esg_torch_set_threads((int)o.threads))
 		cli_die_lib();
+	esg_torch_set_memory(cli_memory_budget(), o.auto_batch);
 	if (esg_sha256_file(o.model, R.sha))
 		cli_die(EXIT_RUNTIME, "model: %s", esg_error());
 	R.model = esg_model_load(o.model, o.device);

@@ -67,7 +67,8 @@ static const char USAGE[] =
 	"      --param KEY=VALUE   metric parameter (repeatable)\n"
 	"      --format FMT        tsv (default) or jsonl\n"
 	"      --curves FILE       write the deletion / insertion curves as TSV\n"
-	"      --internal-batch N  at most N inputs per model call (default 8)\n"
+	CLI_IBATCH_HELP("                          ")
+	CLI_MEMORY_HELP("   ", "                          ")
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
 	"      --amp, --amp-dtype D\n"
@@ -101,6 +102,7 @@ static const struct option LONGOPTS[] = {
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
 	CLI_NONFINITE_LONGOPT,
+	CLI_MEMORY_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -206,7 +208,6 @@ static void parse(int argc, char **argv, opts *o)
 {
 	memset(o, 0, sizeof *o);
 	o->device = "cpu";
-	o->ibatch = ESG_DEFAULT_INTERNAL_BATCH;
 	o->p = (mparams){ .model = ESG_EVAL_PARAMS_INIT, .sigma = 1.5, .ssim_minmax = 1, .topk = 10 };
 	int c;
 	opterr = 0;
@@ -242,7 +243,8 @@ static void parse(int argc, char **argv, opts *o)
 			o->jsonl = !strcmp(optarg, "jsonl");
 			break;
 		case OPT_CURVES: o->curves = optarg; break;
-		case OPT_IBATCH: o->ibatch = cli_long("--internal-batch", optarg, 1, 1L << 20); break;
+		case OPT_IBATCH: o->ibatch = cli_internal_batch(optarg); break;
+		case CLI_OPT_MEMORY: cli_memory_option(optarg); break;
 		case OPT_THREADS: o->threads = cli_long("--threads", optarg, 0, 4096); break;
 		case OPT_DEVICE: o->device = optarg; break;
 		case OPT_AMP: cli_amp_option(&o->amp, NULL); break;
@@ -675,10 +677,12 @@ static void open_model(ctx *C, opts *o)
 {
 	if (esg_torch_set_threads((int)o->threads))
 		cli_die_lib();
+	/* --internal-batch auto (0): up to the default, fewer when --memory asks */
+	esg_torch_set_memory(cli_memory_budget(), !o->ibatch);
 	C->M.model = esg_model_load(o->model, o->device);
 	if (!C->M.model)
 		cli_die_lib();
-	C->M.internal_batch = o->ibatch;
+	C->M.internal_batch = o->ibatch ? o->ibatch : ESG_DEFAULT_INTERNAL_BATCH;
 	if (o->amp && esg_model_set_amp(C->M.model, o->amp))
 		cli_usage("--amp: %s", esg_error());
 	C->oc.amp = o->amp ? esg_amp_name(esg_model_amp(C->M.model)) : NULL;

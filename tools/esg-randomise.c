@@ -42,6 +42,7 @@ static const char USAGE[] =
 	"  -o, --output DIR      output directory (created if missing)\n"
 	CLI_TIMEOUT_HELP(" ", "                        ")
 	CLI_NONFINITE_HELP(" ", "                        ")
+	CLI_MEMORY_HELP(" ", "                        ")
 	"  -h, --help            show this help\n"
 	"      --version         show the version\n"
 	"\n"
@@ -59,6 +60,7 @@ static const struct option LONGOPTS[] = {
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
 	CLI_NONFINITE_LONGOPT,
+	CLI_MEMORY_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -136,6 +138,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_DEVICE: o->device = optarg; break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
+		case CLI_OPT_MEMORY: cli_memory_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -242,6 +245,7 @@ int main(int argc, char **argv)
 	char sha[65];
 	if (esg_sha256_file(o.model, sha))
 		cli_die(EXIT_RUNTIME, "model: %s", esg_error());
+	esg_torch_set_memory(cli_memory_budget(), 1);
 	esg_model *m = esg_model_load(o.model, o.device);
 	if (!m)
 		cli_die_lib();

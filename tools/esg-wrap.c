@@ -48,6 +48,7 @@ static const char USAGE[] =
 	"  -o, --output FILE         the wrapped model (written atomically)\n"
 	CLI_TIMEOUT_HELP("     ", "                            ")
 	CLI_NONFINITE_HELP("     ", "                            ")
+	CLI_MEMORY_HELP("     ", "                            ")
 	"  -h, --help                show this help\n"
 	"      --version             show the version\n"
 	"\n"
@@ -71,6 +72,7 @@ static const struct option LONGOPTS[] = {
 	{ "output", required_argument, NULL, 'o' },
 	CLI_TIMEOUT_LONGOPT,
 	CLI_NONFINITE_LONGOPT,
+	CLI_MEMORY_LONGOPT,
 	{ "help", no_argument, NULL, 'h' },
 	{ "version", no_argument, NULL, OPT_VERSION },
 	{ NULL, 0, NULL, 0 }
@@ -114,6 +116,7 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_BLEND: cli_patch_option(&o->win, "--blend", optarg); break;
 		case CLI_OPT_TIMEOUT: cli_timeout_option(optarg); break;
 		case CLI_OPT_NONFINITE: cli_nonfinite_option(); esg_torch_set_check_finite(0); break;
+		case CLI_OPT_MEMORY: cli_memory_option(optarg); break;
 		case 'h': cli_help(USAGE);
 		case OPT_VERSION: cli_version();
 		case ':': cli_usage("option '%s' needs a value", argv[optind - 1]);
@@ -415,6 +418,7 @@ int main(int argc, char **argv)
 
 	if (esg_torch_set_threads((int)o.threads))
 		cli_die_lib();
+	esg_torch_set_memory(cli_memory_budget(), 1);
 	/* on the device for the predictions; the wrapper is built around the
 	 * model on the CPU (what esg_model_save writes anyway) */
 	esg_model *m = esg_model_load(o.model, o.device);

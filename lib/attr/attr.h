@@ -284,9 +284,15 @@ typedef struct esg_attr_job {
 	const char *upsampled;           /* interpolation applied ("bilinear"...) or NULL */
 } esg_attr_job;
 
-/* Run job->method.  The default --internal-batch. */
+/* Run job->method.  The default --internal-batch: the most items per call
+ * (under --internal-batch auto, fewer when the memory budget asks). */
 #define ESG_DEFAULT_INTERNAL_BATCH 8
 int esg_attr_run(esg_attr_job *job);
+/* How many items of the job go into the next model call (grad: with
+ * autograd), each also taking host_bytes_per_item in the caller's buffers:
+ * job->internal_batch, or fewer to fit the memory budget when batches are
+ * sized automatically (esg_model_batch_fit); at least 1. */
+int esg_attr_batch_fit(const esg_attr_job *job, int grad, size_t host_bytes_per_item);
 
 /* ---- patchwise attribution (patch_run.c) ------------------------------
  * job as for esg_attr_run, on the whole volume (x, baselines built on the

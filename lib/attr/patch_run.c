@@ -16,7 +16,9 @@ static int patch_targets(esg_attr_job *job, const esg_attr_job *sub, int64_t *ta
 		item *= (size_t)sub->shape[d];
 	int64_t sh[ESG_MAX_DIMS];
 	memcpy(sh, sub->shape, sizeof sh);
-	int64_t N = sub->shape[0], B = job->internal_batch > 0 ? job->internal_batch : N;
+	int64_t N = sub->shape[0];
+	int64_t B = esg_model_batch_fit(job->model, 0, (int64_t)item, item * sizeof(float),
+					job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH);
 	for (int64_t i0 = 0; i0 < N; i0 += B) {
 		sh[0] = N - i0 < B ? N - i0 : B;
 		esg_tensor *out;

@@ -2,6 +2,7 @@
  * what the method needs (baselines), fills the job's defaults and random
  * streams, and calls the method's run function from its family's table. */
 #include "attr/attr.h"
+#include "shim/esg_torch.h"
 
 int esg_attr_run(esg_attr_job *job)
 {
@@ -33,4 +34,13 @@ int esg_attr_run(esg_attr_job *job)
 	if (job->rng_shap == &shap)
 		job->rng_shap = NULL;
 	return rc;
+}
+
+int esg_attr_batch_fit(const esg_attr_job *job, int grad, size_t host_bytes_per_item)
+{
+	int64_t values = 1;
+	for (int d = 1; d < job->ndim; d++)
+		values *= job->shape[d];
+	int max = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
+	return esg_model_batch_fit(job->model, grad, values, host_bytes_per_item, max);
 }

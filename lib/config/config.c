@@ -103,7 +103,7 @@ struct esg_config {
 	char *gt_metrics, *fid_metrics, *metric_args;
 	unsigned char *fid_model;
 	/* jobs */
-	long threads, ibatch;
+	long threads, ibatch; /* ibatch 0: auto */
 	char **device;
 	int n_device;
 	double timeout;
@@ -822,7 +822,7 @@ static int parse_methods(esg_config *c, const cJSON *a, double top_target)
 			sb_add(&b, " --target %.0f", target);
 		if (!rc && seed >= 0)
 			sb_add(&b, " --seed %.0f", seed);
-		if (!rc)
+		if (!rc && ibatch > 0) /* else the tools' default: auto */
 			sb_add(&b, " --internal-batch %.0f", ibatch);
 		const cJSON *patch = cJSON_GetObjectItemCaseSensitive(e, "patch");
 		if (!rc && patch) {
@@ -1133,7 +1133,7 @@ static int parse_jobs(esg_config *c, const cJSON *o)
 {
 	const char *F = "jobs";
 	const char *const *const keys = K_JOBS;
-	double threads = 0, ib = 8;
+	double threads = 0, ib = 0; /* 0: --internal-batch auto */
 	c->timeout = 0;
 	if (o && (check_keys(o, F, keys) || get_num(o, "threads", F, 0, 1024, 1, &threads) ||
 		  get_num(o, "timeout", F, 0, 1e9, 0, &c->timeout) || get_num(o, "internal_batch", F, 1, 1 << 20, 1, &ib)))
@@ -1793,7 +1793,7 @@ static const cfg_field FIELDS[] = {
 	{ "jobs", "threads", "int", NULL, 0, 1024, 0, "libtorch threads per job (0: all cores)" },
 	{ "jobs", "devices", "devices", NULL, 0, 0, 0, "cpu, cuda:N; given to jobs round robin (default cpu)" },
 	{ "jobs", "timeout", "number", NULL, 0, 1e9, 0, "seconds, every libtorch job (0: none)" },
-	{ "jobs", "internal_batch", "int", NULL, 1, 1 << 20, 0, "--internal-batch of every method (default 8)" },
+	{ "jobs", "internal_batch", "int", NULL, 1, 1 << 20, 0, "--internal-batch of every method (default: auto, sized to the memory budget)" },
 	{ "report", "view", "enum", E_VIEW, 0, 0, 0, "the slicing plane of 3D inputs" },
 	{ "report", "zoom", "number", NULL, 1, 16, 0, "display scale" },
 };

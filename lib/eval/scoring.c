@@ -121,8 +121,11 @@ int esg_eval_scores(const esg_eval_model *M, int ndim, const int64_t *shape, con
 		item *= shape[d];
 	int64_t sh[ESG_MAX_DIMS];
 	memcpy(sh, shape, (size_t)ndim * sizeof *sh);
-	for (int64_t i0 = 0; i0 < n; i0 += M->internal_batch) {
-		sh[0] = n - i0 < M->internal_batch ? n - i0 : M->internal_batch;
+	for (int64_t i0 = 0; i0 < n; i0 += sh[0]) {
+		/* at most internal_batch, fewer when the memory budget asks */
+		int64_t fit = esg_model_batch_fit(M->model, 0, item, (uint64_t)item * sizeof(float),
+						(int)M->internal_batch);
+		sh[0] = n - i0 < fit ? n - i0 : fit;
 		esg_tensor *out = NULL;
 		if (esg_model_forward(M->model, xs + i0 * item, ndim, sh, &out))
 			return esg_prefix_error("model");

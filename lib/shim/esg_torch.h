@@ -26,6 +26,22 @@ int esg_torch_set_threads(int n);
  * any model output (all outputs, scores included), fails the call with an
  * error naming how many; 0 lets them through. */
 void esg_torch_set_check_finite(int on);
+/* The memory budget, in bytes, of this process's resident memory (0:
+ * none).  On the CPU each model call runs under it: a call whose large
+ * blocks would take the process past it fails with an error that says how
+ * much it needs and what to do, before the kernel's OOM killer would act.
+ * auto_batch: esg_model_batch_fit sizes batches to it (--internal-batch
+ * auto); 0: batches stay as asked (--internal-batch N).  Not on CUDA. */
+void esg_torch_set_memory(uint64_t budget, int auto_batch);
+/* This process's resident memory now, in bytes. */
+uint64_t esg_torch_resident_bytes(void);
+/* How many items of item_values input values each fit one call of m now
+ * (grad: with autograd), each item also taking host_bytes_per_item in the
+ * caller's buffers: from what m's calls took per input value so far (a
+ * cautious guess before the first), what the budget leaves, capped at max,
+ * at least 1.  max itself unless auto_batch. */
+int esg_model_batch_fit(esg_model *m, int grad, int64_t item_values,
+			uint64_t host_bytes_per_item, int max);
 /* The model calls made since the last reset, as a JSON array of
  * {"grad": bool, "batch": B, "count": n} (new string): what a method cost,
  * recorded by esg-attr as esg.model_calls for the benchmark. */

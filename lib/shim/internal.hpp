@@ -20,6 +20,7 @@ extern "C" {
 #include "stream/stream.h"
 }
 #include "shim/esg_torch.h"
+#include "shim/memory.hpp"
 
 /* ---- the model handle ------------------------------------------------ */
 
@@ -33,6 +34,9 @@ struct esg_model {
 	at::ScalarType amp = at::kFloat;
 	/* LRP: the table of rules per layer type (esg_model_set_lrp) */
 	std::string lrp;
+	/* the most a call took per input value, in large CPU blocks, without
+	 * and with autograd (memory.cpp; 0: not measured yet) */
+	double bytes_per_value[2] = { 0, 0 };
 };
 
 /* The TorchScript module inside a model handle (borrowed). */
@@ -121,13 +125,39 @@ struct ShimError : std::runtime_error {
 };
 
 [[noreturn]] void fail(const std::string &msg);
+/* esg_set_error(prefix + msg), unless the memory budget refused a request
+ * (budget_refusal): then that is the error, whatever it became on the way. */
+void report_error(const char *prefix, const std::string &msg);
 /* The line of a libtorch message that says what went wrong. */
 std::string one_line(const std::string &msg);
 
-/* ---- CPU block allocator (allocator.cpp) ----------------------------- */
+/* ---- memory: the CPU block allocator (allocator.cpp) and the budget -- */
 
-/* Installs it, once, unless ESG_CPU_CACHE=0. */
-void install_block_cache();
+/* install_block_cache, cpu_mem_counts ...: shim/memory.hpp, included above */
+
+/* One model call of `rows` rows (the caller's `items`, whose input has
+ * `shape`), for its whole scope: counts it (esg_torch_log_call_), runs it
+ * under the memory budget's limit and records what it took per input value
+ * when it returns normally (memory.cpp). */
+class CallMeter {
+public:
+	CallMeter(esg_model *m, bool grad, int64_t rows, int64_t items, int ndim,
+		  const int64_t *shape);
+	~CallMeter();
+	CallMeter(const CallMeter &) = delete;
+	CallMeter &operator=(const CallMeter &) = delete;
+
+private:
+	esg_model *m_;
+	bool grad_, metered_ = false;
+	double values_;
+	size_t start_ = 0;
+};
+/* "3.1G", "512M" */
+std::string format_bytes(double bytes);
+/* The budget's one-line message when the allocator refused a request since
+ * the last time it was asked, else "". */
+std::string budget_refusal();
 
 /* ---- graph editing (graph.cpp) --------------------------------------- */
 
@@ -181,20 +211,20 @@ constexpr int64_t FUSED_GRAIN = 32768;
  * into esg_set_error() and `ret` returned. */
 #define SHIM_CATCH(ret)                                                        \
 	catch (const esg_shim::ShimError &e) {                                 \
-		esg_set_error("%s", e.what());                                 \
+		esg_shim::report_error("", e.what());                          \
 		return ret;                                                    \
 	}                                                                      \
 	catch (const c10::Error &e) {                                          \
-		esg_set_error("libtorch: %s",                                  \
-			      esg_shim::one_line(e.what_without_backtrace()).c_str()); \
+		esg_shim::report_error("libtorch: ",                           \
+				       esg_shim::one_line(e.what_without_backtrace())); \
 		return ret;                                                    \
 	}                                                                      \
 	catch (const std::exception &e) {                                      \
-		esg_set_error("libtorch: %s", esg_shim::one_line(e.what()).c_str()); \
+		esg_shim::report_error("libtorch: ", esg_shim::one_line(e.what())); \
 		return ret;                                                    \
 	}                                                                      \
 	catch (...) {                                                          \
-		esg_set_error("libtorch: unknown exception");                  \
+		esg_shim::report_error("libtorch: ", "unknown exception");     \
 		return ret;                                                    \
 	}
 

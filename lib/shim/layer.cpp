@@ -177,7 +177,7 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 		for (size_t i = 2; i < args.size(); i++)
 			if (args[i].default_value())
 				st.push_back(*args[i].default_value());
-		esg_torch_log_call_(true, xi.size(0));
+		esg_shim::CallMeter meter(m, true, xi.size(0), shape[0], ndim, shape);
 		{
 			EsgAmpGuard amp(m);
 			it->second->run(st);
@@ -211,14 +211,14 @@ extern "C" int esg_model_layer_input_grad(esg_model *m, esg_layer_ref layer, esg
 		}
 		return 0;
 	} catch (const LayerError &e) {
-		esg_set_error("%s", e.what());
+		esg_shim::report_error("", e.what());
 	} catch (const c10::Error &e) {
 		std::string w = e.what_without_backtrace();
-		esg_set_error("libtorch: %s", w.substr(0, w.find('\n')).c_str());
+		esg_shim::report_error("libtorch: ", w.substr(0, w.find('\n')));
 	} catch (const std::exception &e) {
-		esg_set_error("libtorch: %s", e.what());
+		esg_shim::report_error("libtorch: ", e.what());
 	} catch (...) {
-		esg_set_error("libtorch: unknown exception");
+		esg_shim::report_error("libtorch: ", "unknown exception");
 	}
 	return -1;
 }

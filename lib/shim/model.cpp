@@ -462,7 +462,7 @@ int esg_model_forward(esg_model *m, const float *x, int ndim, const int64_t *sha
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		auto st = make_stack(m, xi);
 		st.erase(st.begin());
-		esg_torch_log_call_(false, xi.size(0));
+		CallMeter meter(m, false, xi.size(0), shape[0], ndim, shape);
 		c10::IValue ov;
 		{
 			EsgAmpGuard amp(m);
@@ -491,7 +491,7 @@ int esg_model_grad(esg_model *m, esg_backward_rule rule, const float *x, const f
 		int64_t B = shape[0];
 		/* the model sees a copy: in-place ops on its input must not hit the leaf */
 		at::Tensor xm = xi.clone();
-		esg_torch_log_call_(true, xi.size(0));
+		CallMeter meter(m, true, xi.size(0), shape[0], ndim, shape);
 		c10::IValue ov;
 		{
 			EsgAmpGuard amp(m);
@@ -530,7 +530,7 @@ int esg_model_forward_capture(esg_model *m, esg_layer_ref layer, const float *x,
 		torch::NoGradGuard ng;
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		auto fn = edited(m, EDIT_CAPTURE, &layer, ESG_RULE_PLAIN);
-		esg_torch_log_call_(false, xi.size(0));
+		CallMeter meter(m, false, xi.size(0), shape[0], ndim, shape);
 		c10::intrusive_ptr<c10::ivalue::Tuple> tup;
 		{
 			EsgAmpGuard amp(m);
@@ -570,7 +570,7 @@ int esg_model_layer_grad(esg_model *m, esg_layer_ref layer, esg_backward_rule ru
 		at::Tensor xi = rule_input(m, rule, x, ref, ndim, shape).requires_grad_(true);
 		int64_t B = shape[0];
 		auto fn = edited(m, EDIT_CAPTURE, &layer, rule);
-		esg_torch_log_call_(true, xi.size(0));
+		CallMeter meter(m, true, xi.size(0), shape[0], ndim, shape);
 		c10::intrusive_ptr<c10::ivalue::Tuple> tup;
 		{
 			EsgAmpGuard amp(m);
@@ -621,7 +621,7 @@ int esg_model_forward_replace(esg_model *m, esg_layer_ref layer, const float *x,
 		auto fn = edited(m, EDIT_REPLACE, &layer, ESG_RULE_PLAIN);
 		auto st = make_stack(m, xi);
 		st.push_back(a);
-		esg_torch_log_call_(want_grad, xi.size(0));
+		CallMeter meter(m, want_grad, xi.size(0), shape[0], ndim, shape);
 		c10::IValue ov;
 		{
 			EsgAmpGuard amp(m);

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# needs: torch
 # esg-config --builder: the config builder page in headless Chromium -- a
 # scripted sequence of choices gives a config esg-config accepts and
 # pipelines/run runs (a tiny 2D run); invalid values typed into the page give

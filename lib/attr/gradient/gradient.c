@@ -28,8 +28,8 @@ typedef struct batcher {
 	int grad;                 /* 1: esg_model_grad, 0: esg_model_forward */
 	esg_backward_rule rule;
 	int64_t shape[ESG_MAX_DIMS];
-	size_t item;
-	int cap, used;
+	size_t item, host;        /* values per item; bytes per item in the buffers */
+	int cap, used, fitted;    /* fitted: cap sized after a measured call */
 	float *x, *ref, *aux, *g, *score;
 	int64_t *target;
 	tag *tags;
@@ -67,17 +67,20 @@ static int bt_open(batcher *b, esg_attr_job *job, int grad, esg_backward_rule ru
 	b->rule = rule;
 	memcpy(b->shape, job->shape, sizeof b->shape);
 	b->item = item_numel(job);
-	b->cap = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
+	b->host = b->item * sizeof(float) * (1 + (want_ref != 0) + (want_aux != 0) + (grad != 0));
 	b->fn = fn;
 	b->ctx = ctx;
-	size_t n = (size_t)b->cap * b->item;
+	/* buffers for the most items a call may get; pages past the items
+	 * used are never touched */
+	size_t n = (size_t)job->internal_batch * b->item;
+	b->cap = esg_attr_batch_fit(job, grad, b->host);
 	b->x = malloc(n * sizeof *b->x);
 	b->ref = want_ref ? malloc(n * sizeof *b->ref) : NULL;
 	b->aux = want_aux ? malloc(n * sizeof *b->aux) : NULL;
 	b->g = grad ? malloc(n * sizeof *b->g) : NULL;
-	b->score = malloc((size_t)b->cap * sizeof *b->score);
-	b->target = malloc((size_t)b->cap * sizeof *b->target);
-	b->tags = malloc((size_t)b->cap * sizeof *b->tags);
+	b->score = malloc(n / b->item * sizeof *b->score);
+	b->target = malloc(n / b->item * sizeof *b->target);
+	b->tags = malloc(n / b->item * sizeof *b->tags);
 	if (!b->x || (want_ref && !b->ref) || (want_aux && !b->aux) || (grad && !b->g) ||
 	    !b->score || !b->target || !b->tags) {
 		bt_close(b);
@@ -147,6 +150,11 @@ static int bt_flush(batcher *b)
 		b->fn(b->ctx, &b->tags[i], b->g ? b->g + (size_t)i * b->item : NULL, b->score[i],
 		      b->aux ? b->aux + (size_t)i * b->item : NULL);
 	b->used = 0;
+	/* the first call measured what an item costs: size the rest by it */
+	if (!b->fitted) {
+		b->cap = esg_attr_batch_fit(job, b->grad, b->host);
+		b->fitted = 1;
+	}
 	return 0;
 }
 
@@ -468,7 +476,7 @@ static int esg_run_noise_tunnel(esg_attr_job *job)
 	const char *type = esg_params_str(job->params, "nt_type");
 	int N = (int)job->shape[0];
 	size_t item = item_numel(job);
-	int G = base->single_pass ? job->internal_batch / N : 1;
+	int G = base->single_pass ? esg_attr_batch_fit(job, 1, 4 * item * sizeof(float)) / N : 1;
 	if (G < 1)
 		G = 1;
 	if (G > S)

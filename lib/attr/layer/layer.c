@@ -186,7 +186,7 @@ static int lr_open(lrun *r, esg_attr_job *job, int ax)
 	r->L.call = job->layer_call;
 	r->N = (int)job->shape[0];
 	r->item = numel_from(job->ndim, job->shape, 1);
-	r->cap = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
+	r->cap = esg_attr_batch_fit(job, 1, 3 * r->item * sizeof(float));
 	if (!job->layer || !job->layer[0])
 		return esg_set_error("method %s needs a layer (--layer NAME; esg-attr --list-layers "
 				     "shows them)", job->method->name);
@@ -255,7 +255,7 @@ typedef struct lbatch {
 	lrun *r;
 	enum lkind kind;
 	esg_backward_rule rule;
-	int cap, used, want_aux;
+	int cap, used, want_aux, fitted; /* fitted: cap sized after a measured call */
 	float *x, *ref, *aux, *act_in;
 	float *score, *score2;
 	int64_t *target;
@@ -289,15 +289,16 @@ static int lb_open(lbatch *b, lrun *r, enum lkind kind, esg_backward_rule rule, 
 	b->want_aux = want_aux;
 	b->fn = fn;
 	b->ctx = ctx;
-	size_t n = (size_t)b->cap * r->item;
+	/* buffers for the most items a call may get (untouched past those used) */
+	size_t max = (size_t)r->job->internal_batch, n = max * r->item;
 	b->x = malloc(n * sizeof *b->x);
 	b->ref = esg_rule_is_deeplift(rule) ? malloc(n * sizeof *b->ref) : NULL;
 	b->aux = want_aux ? malloc(n * sizeof *b->aux) : NULL;
-	b->act_in = kind == LB_REPLACE ? malloc((size_t)b->cap * r->litem * sizeof *b->act_in) : NULL;
-	b->score = malloc((size_t)b->cap * sizeof *b->score);
-	b->score2 = calloc((size_t)b->cap, sizeof *b->score2);
-	b->target = malloc((size_t)b->cap * sizeof *b->target);
-	b->tags = malloc((size_t)b->cap * sizeof *b->tags);
+	b->act_in = kind == LB_REPLACE ? malloc(max * r->litem * sizeof *b->act_in) : NULL;
+	b->score = malloc(max * sizeof *b->score);
+	b->score2 = calloc(max, sizeof *b->score2);
+	b->target = malloc(max * sizeof *b->target);
+	b->tags = malloc(max * sizeof *b->tags);
 	if (!b->x || (esg_rule_is_deeplift(rule) && !b->ref) || (want_aux && !b->aux) ||
 	    (kind == LB_REPLACE && !b->act_in) || !b->score || !b->score2 || !b->target || !b->tags) {
 		lb_close(b);
@@ -378,6 +379,11 @@ static int lb_flush(lbatch *b)
 		b->fn(b->ctx, &b->tags[i], ai, a2, gi, b->score[i], b->score2[i]);
 	}
 	b->used = 0;
+	/* the first call measured what an item costs: size the rest by it */
+	if (!b->fitted) {
+		r->cap = b->cap = esg_attr_batch_fit(job, 1, 3 * r->item * sizeof(float));
+		b->fitted = 1;
+	}
 out:
 	esg_torch_tensor_free(a);
 	esg_torch_tensor_free(g);
@@ -593,9 +599,9 @@ static int eb_input(esg_attr_job *job, int contrast)
 	if (job->upsample || job->channel_mode)
 		return esg_set_error("%s without --layer gives a map on the input grid: %s does not apply",
 				     job->method->name, job->upsample ? "--upsample" : "--channel");
-	int N = (int)job->shape[0], cap = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
 	int64_t C = job->shape[1];
 	size_t item = numel_from(job->ndim, job->shape, 1), vox = numel_from(job->ndim, job->shape, 2);
+	int N = (int)job->shape[0], cap = esg_attr_batch_fit(job, 1, 2 * item * sizeof(float));
 	esg_backward_rule rule = contrast ? ESG_RULE_EXCITATION_CONTRAST : ESG_RULE_EXCITATION;
 	float *map = malloc(vox * sizeof *map);
 	if (!map)

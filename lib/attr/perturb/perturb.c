@@ -79,7 +79,7 @@ typedef struct fb {
 	esg_attr_job *job;
 	int64_t shape[ESG_MAX_DIMS];
 	size_t item;
-	int cap, used;
+	int cap, used, fitted;   /* fitted: cap sized after a measured call */
 	float *x;
 	int64_t *target, *tag;
 	score_fn fn;
@@ -110,13 +110,15 @@ static int fb_open(fb *b, esg_attr_job *job, score_fn fn, void *ctx, const char 
 	b->job = job;
 	memcpy(b->shape, job->shape, sizeof b->shape);
 	b->item = item_numel(job);
-	b->cap = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
+	/* buffers for the most items a call may get (untouched past those used) */
+	size_t max = (size_t)job->internal_batch;
+	b->cap = esg_attr_batch_fit(job, 0, b->item * sizeof *b->x);
 	b->fn = fn;
 	b->ctx = ctx;
 	b->what = what;
-	b->x = malloc((size_t)b->cap * b->item * sizeof *b->x);
-	b->target = malloc((size_t)b->cap * sizeof *b->target);
-	b->tag = malloc((size_t)b->cap * sizeof *b->tag);
+	b->x = malloc(max * b->item * sizeof *b->x);
+	b->target = malloc(max * sizeof *b->target);
+	b->tag = malloc(max * sizeof *b->tag);
 	if (!b->x || !b->target || !b->tag) {
 		fb_close(b);
 		return esg_set_error("out of memory for an internal batch of %d items of %zu values",
@@ -167,6 +169,11 @@ static int fb_flush(fb *b)
 	b->done += n;
 	if (b->done < b->total)  /* the last line (with its newline) comes from fb_finish */
 		progress(job, b->what, b->done, b->total);
+	/* the first call measured what an item costs: size the rest by it */
+	if (!b->fitted) {
+		b->cap = esg_attr_batch_fit(job, 0, b->item * sizeof *b->x);
+		b->fitted = 1;
+	}
 	return 0;
 }
 
@@ -884,7 +891,7 @@ static int esg_run_rise(esg_attr_job *job)
 	if (fb_open(&b, job, rise_consume, &c, "rise evaluations"))
 		return -1;
 	b.total = job->shape[0] * Nm;
-	c.masks = malloc((size_t)b.cap * V * sizeof *c.masks);
+	c.masks = malloc((size_t)job->internal_batch * V * sizeof *c.masks);
 	float *grid = malloc((size_t)G * sizeof *grid);
 	/* per axis, per voxel: two grid indices and weights */
 	int64_t maxd = 0;
@@ -1105,7 +1112,9 @@ static int esg_run_extremal_perturbation(esg_attr_job *job)
 	int64_t P = 1;
 	for (int a = 0; a < nsp; a++)
 		P *= it.n[a];
-	int cap = job->internal_batch < K ? job->internal_batch : K;
+	int cap = esg_attr_batch_fit(job, 1, 2 * item * sizeof(float));
+	if (cap > K)
+		cap = K;
 	int64_t bshape[ESG_MAX_DIMS];
 	memcpy(bshape, job->shape, sizeof bshape);
 	size_t big = (size_t)(V > P ? V : P);
