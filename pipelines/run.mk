@@ -99,9 +99,12 @@ $(OUT)/tables/%.tsv: $$(TABLE_PARTS_$$*) $(PIPELINES)/cat-tables
 	$(JOB) --kind table -- $(PIPELINES)/cat-tables $@ $(TABLE_PARTS_$*)
 
 # The deletion / insertion curves are written by the fidelity job beside its
-# table (esg-metric --curves, committed before the table).
+# table (esg-metric --curves, committed before the table).  They take the
+# table's time, or Make would find them older than it and redo whatever
+# reads them on every run (and --status would never say done).
 $(OUT)/metrics/%.curves.tsv: $(OUT)/metrics/%.fidelity.tsv
 	@test -f $@ || { echo "$@: not written by the job of $<" >&2; exit 1; }
+	@touch -r $< $@
 
 jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(TABLES)
 tables: $(TABLES)
