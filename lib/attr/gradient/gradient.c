@@ -224,22 +224,29 @@ static void single_consume(void *ctx, const tag *t, const float *g, float score,
 		a[j] = c->post == POST_ABS ? fabsf(g[j]) : c->post == POST_TIMES_X ? x[j] * g[j] : g[j];
 }
 
-static int run_single(esg_attr_job *job, esg_backward_rule rule, enum post post)
+/* One gradient of each item at its own input under rule, handed to fn. */
+static int grad_per_item(esg_attr_job *job, esg_backward_rule rule, consume_fn fn, void *ctx)
 {
-	single_ctx c = { job, post, item_numel(job) };
+	size_t item = item_numel(job);
 	batcher b;
-	if (bt_open(&b, job, 1, rule, 0, 0, single_consume, &c))
+	if (bt_open(&b, job, 1, rule, 0, 0, fn, ctx))
 		return -1;
 	b.total = job->shape[0];
 	int rc = 0;
 	for (int m = 0; m < job->shape[0] && !rc; m++) {
-		memcpy(bt_x(&b), job->x + (size_t)m * c.item, c.item * sizeof(float));
+		memcpy(bt_x(&b), job->x + (size_t)m * item, item * sizeof(float));
 		rc = bt_push(&b, job->target[m], (tag){ m, 0, 1 });
 	}
 	if (!rc)
 		rc = bt_flush(&b);
 	bt_close(&b);
 	return rc;
+}
+
+static int run_single(esg_attr_job *job, esg_backward_rule rule, enum post post)
+{
+	single_ctx c = { job, post, item_numel(job) };
+	return grad_per_item(job, rule, single_consume, &c);
 }
 
 static int esg_run_saliency(esg_attr_job *job)
@@ -584,18 +591,7 @@ static int esg_run_lrp(esg_attr_job *job)
 	}
 	free(spec);
 	lrp_ctx c = { job, item_numel(job) };
-	batcher b;
-	if (bt_open(&b, job, 1, ESG_RULE_LRP, 0, 0, lrp_consume, &c))
-		return -1;
-	b.total = job->shape[0];
-	int rc = 0;
-	for (int m = 0; m < job->shape[0] && !rc; m++) {
-		memcpy(bt_x(&b), job->x + (size_t)m * c.item, c.item * sizeof(float));
-		rc = bt_push(&b, job->target[m], (tag){ m, 0, 1 });
-	}
-	if (!rc)
-		rc = bt_flush(&b);
-	bt_close(&b);
+	int rc = grad_per_item(job, ESG_RULE_LRP, lrp_consume, &c);
 	if (!rc && job->delta)
 		job->has_delta = 1;
 	return rc;
