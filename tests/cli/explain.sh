@@ -73,7 +73,7 @@ else not_ok "deepdream on unet3d: $(head -c 300 err)"; fi
 # class_model on the shipped classifier: the score rises, in expectation (the
 # means of 4-step blocks, one blur each: the blur itself lowers the score)
 for t in 0 1; do
-	if $X -m "$M2" --method class_model --target $t --steps 60 --shape 1,1,64,64 -o cm$t.st.zst 2>err; then
+	if $X -m "$M2" --method class_model --target $t --steps 40 --shape 1,1,64,64 -o cm$t.st.zst 2>err; then
 		if $PYTHON - "$ESG_ROOT" cm$t.st.zst <<'EOF' >cm.txt
 import sys
 import numpy as np
