@@ -21,9 +21,10 @@ static const char USAGE[] =
 	"Optimise an image through the model to show what a layer, a channel, a unit or a\n"
 	"class has learnt, and write one record per input record (or one for --shape) with\n"
 	"the tensor 'image' (the optimised image, in the input's geometry: same shape, affine\n"
-	"and metadata), 'objective' ([N, steps]: the objective at each step) and, when IN is\n"
-	"given, 'input' (IN's image).  esg.objective_initial / esg.objective_final hold the\n"
-	"objective for the start and the final image.\n"
+	"and metadata), 'objective' ([N, steps]: the objective at each step; [1, steps] for a\n"
+	"batch optimised together, --param diversity) and, when IN is given, 'input' (IN's\n"
+	"image).  esg.objective_initial / esg.objective_final hold the objective for the start\n"
+	"and the final image.\n"
 	"\n"
 	"Methods (esg-explain --list-methods shows their parameters):\n"
 	"  deepdream    gradient ascent on the L2 norm of --layer's (or --channel's) activation,\n"
@@ -45,7 +46,8 @@ static const char USAGE[] =
 	"      --param KEY=VALUE   method parameter (repeatable)\n"
 	"      --steps N           optimiser steps (deepdream: per octave); default: the method's\n"
 	"      --seed S            seed of the noise and the random transforms (default 0); item\n"
-	"                          i of the stream (0-based) uses S + i\n"
+	"                          i of the stream (0-based) uses S + i (a batch optimised\n"
+	"                          together, --param diversity: its first item's)\n"
 	"      --shape N,C,...     without IN: the image's geometry (feature_vis, class_model)\n"
 	CLI_MEMORY_HELP("   ", "                          ")
 	"      --threads N         libtorch threads (default 0: all cores)\n"
@@ -273,6 +275,9 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	if (esg_explain_setup(R->em, &R->params, &o->rq, ndim - 2, shape[1], &spec))
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->em->m.name, esg_error());
 	int64_t T = esg_explain_trace_len(&spec);
+	/* diversity: the batch is one optimisation (one trace, one seed) */
+	int joint = spec.diversity > 0;
+	int64_t rows = joint ? 1 : N;
 	float *out = malloc((size_t)(N * item) * sizeof *out);
 	float *trace = malloc((size_t)(N * (T ? T : 1)) * sizeof *trace);
 	double *init = malloc((size_t)N * sizeof *init), *fin = malloc((size_t)N * sizeof *fin);
@@ -281,10 +286,11 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 		cli_die(EXIT_RUNTIME, "out of memory for record %zu", index + 1);
 	int64_t ishape[ESG_MAX_DIMS];
 	memcpy(ishape, shape, sizeof ishape);
-	ishape[0] = 1;
-	for (int64_t b = 0; b < N; b++) {
+	ishape[0] = joint ? N : 1;
+	for (int64_t b = 0; b < rows; b++) {
 		const float *xb = x ? x + b * item : NULL;
-		bound[b] = esg_explain_for_item(&R->params, &spec, o->rq.seed, R->item++, xb, item);
+		bound[b] = esg_explain_for_item(&R->params, &spec, o->rq.seed, R->item, xb, item * ishape[0]);
+		R->item += (uint64_t)ishape[0];
 		if (esg_model_explain(R->model, &spec, xb, ndim, ishape, out + b * item, trace + b * T,
 				      &init[b], &fin[b], progress, (void *)R->em->m.name))
 			cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->em->m.name,
@@ -300,17 +306,17 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	esg_record_remove(r, "image");
 	if (!esg_record_add_f32(r, "image", ndim, shape, out))
 		cli_die_lib();
-	int64_t tshape[2] = { N, T };
+	int64_t tshape[2] = { rows, T };
 	esg_record_remove(r, "objective");
 	if (!esg_record_add_f32(r, "objective", 2, tshape, trace))
 		cli_die_lib();
 	esg_meta_set(r, "esg.method", R->em->m.name);
 	esg_meta_set(r, "esg.params", R->params_json);
 	esg_meta_set(r, "esg.objective", esg_explain_objective_name(spec.objective));
-	set_values(r, "esg.objective_initial", init, N);
-	set_values(r, "esg.objective_final", fin, N);
+	set_values(r, "esg.objective_initial", init, rows);
+	set_values(r, "esg.objective_final", fin, rows);
 	if (spec.alpha_weight > 0 || spec.tv_weight > 0)
-		set_values(r, "esg.bound", bound, N);
+		set_values(r, "esg.bound", bound, rows);
 	else
 		esg_meta_remove(r, "esg.bound");
 	if (o->rq.layer) {

@@ -57,6 +57,9 @@ static const esg_param_spec FEATURE_VIS_PARAMS[] = {
 	  "random flips per spatial axis (auto: 3D only)" },
 	{ "l2_decay", ESG_P_FLOAT, "0", NULL, 0, 1e12, "weight of ||x||^2 in the loss" },
 	TV_PARAMS("0"),
+	{ "diversity", ESG_P_FLOAT, "0", NULL, 0, 1e12,
+	  "weight of Lucid's diversity term: the N images of the batch optimised together, "
+	  "pushed apart (0: each on its own)" },
 	BOUND_PARAM,
 	{ NULL, 0, NULL, NULL, 0, 0, NULL }
 };
@@ -206,6 +209,7 @@ int esg_explain_setup(const esg_explain_method *em, const esg_params *p,
 	s->alpha_weight = dparam(p, "alpha_weight", 0);
 	s->tv_beta = dparam(p, "tv_beta", 2);
 	s->tv_weight = dparam(p, "tv_weight", 0);
+	s->diversity = dparam(p, "diversity", 0);
 	s->blur_every = has_param(p, "blur_every") ? (int)esg_params_int(p, "blur_every") : 0;
 	s->blur_sigma = dparam(p, "blur_sigma", 0);
 	s->octaves = has_param(p, "octaves") ? (int)esg_params_int(p, "octaves") : 1;

@@ -317,6 +317,11 @@ typedef struct esg_explain_spec {
 	int pad, jitter, flip;
 	double scale_min, scale_max, rotate;
 	uint64_t seed;              /* the generator of the noise and transforms */
+	/* feature_vis: weight of Lucid's diversity term (the batch's items,
+	 * optimised together, pushed apart: the mean over items of the summed
+	 * cosine similarities of their layer Gram matrices with the others');
+	 * 0: items are independent and x holds one */
+	double diversity;
 } esg_explain_spec;
 
 /* Progress: done of total steps; the library never prints. */
@@ -325,7 +330,8 @@ typedef void (*esg_explain_progress)(void *ctx, int64_t done, int64_t total);
 /* The number of values esg_model_explain writes into trace: steps x octaves. */
 int64_t esg_explain_trace_len(const esg_explain_spec *s);
 
-/* Optimise one item.  x: the input item [1, C, spatial...] (shape, ndim):
+/* Optimise one item (with diversity: the batch, together).  x: the input
+ * item [1, C, spatial...] (shape, ndim; [N, ...] with diversity):
  * the start image (deepdream, init_input) or the image whose
  * representation is inverted (invert); NULL: none (noise start, shape only).
  * image: caller buffer of x's size, the optimised image.  trace: caller

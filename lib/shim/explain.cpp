@@ -252,14 +252,16 @@ struct Objective {
 	at::Tensor ref;                /* invert: the layer's output for x */
 	std::vector<int64_t> grid;     /* the layer's spatial grid without transforms */
 	bool checked = false;
+	at::Tensor last;               /* the layer's output of the last call */
 
 	/* The main term of x's objective (as maximised / minimised). */
 	at::Tensor operator()(const at::Tensor &x)
 	{
-		CallMeter meter(m, at::GradMode::is_enabled(), 1, 1, (int)x.dim(), x.sizes().data());
+		CallMeter meter(m, at::GradMode::is_enabled(), x.size(0), x.size(0), (int)x.dim(), x.sizes().data());
 		at::Tensor a = run_graph(m, *fn, x);
 		if (!checked)
 			check(a);
+		last = a;
 		switch (s->objective) {
 		case ESG_OBJ_NORM:
 			return (s->channel >= 0 ? a.select(1, s->channel) : a).pow(2).sum().sqrt();
@@ -277,14 +279,14 @@ struct Objective {
 		case ESG_OBJ_UNIT: {
 			/* the unit keeps its place relative to the grid's centre
 			 * when transforms change the grid */
-			at::Tensor u = a.select(0, 0).select(0, s->channel);
+			at::Tensor u = a.select(1, s->channel);
 			for (int i = 0; i < s->n_unit; i++) {
-				int64_t n = u.size(0);
+				int64_t n = u.size(1);
 				int64_t k = s->unit[i] + (n - grid[i]) / 2;
 				k = std::min<int64_t>(std::max<int64_t>(k, 0), n - 1);
-				u = u.select(0, k);
+				u = u.select(1, k);
 			}
-			return u;
+			return u.mean();
 		}
 		}
 		fail("unknown objective");
@@ -319,6 +321,19 @@ struct Objective {
 		grid = a.sizes().slice(2).vec();
 	}
 };
+
+/* Lucid's diversity: Gram matrices [B, C, C] of the items' activations,
+ * each normalised to unit Frobenius norm, and the mean over items of their
+ * summed inner products with the other items'. */
+at::Tensor diversity(const at::Tensor &a)
+{
+	int64_t B = a.size(0), C = a.size(1);
+	at::Tensor f = a.reshape({B, C, -1});
+	at::Tensor g = at::bmm(f, f.transpose(1, 2));
+	g = g / at::sqrt(g.pow(2).sum({1, 2}, true).clamp_min(1e-10));
+	at::Tensor sum = g.sum(0);
+	return (sum.pow(2).sum() - g.pow(2).sum()) / (double)B;
+}
 
 struct Optimiser {
 	const esg_explain_spec *s;
@@ -364,8 +379,13 @@ void check_spec(const esg_explain_spec *s, int ndim, const int64_t *shape, const
 	if (ndim != 4 && ndim != 5)
 		fail("the image must be [1, C, H, W] or [1, C, D, H, W], not " +
 		     shape_s(at::IntArrayRef(shape, ndim)));
-	if (shape[0] != 1)
+	if (shape[0] != 1 && !(s->diversity > 0))
 		fail("one item at a time (shape " + shape_s(at::IntArrayRef(shape, ndim)) + ")");
+	if (s->diversity > 0 && (s->objective == ESG_OBJ_NORM || s->objective == ESG_OBJ_CLASS ||
+				 s->objective == ESG_OBJ_INVERT))
+		fail("diversity is feature_vis's");
+	if (s->diversity > 0 && shape[0] < 2)
+		fail("diversity needs a batch of 2 images or more (--shape N,... with N >= 2)");
 	for (int d = 0; d < ndim; d++)
 		if (shape[d] < 1)
 			fail("empty image shape " + shape_s(at::IntArrayRef(shape, ndim)));
@@ -407,7 +427,7 @@ extern "C" int esg_model_explain(esg_model *m, const esg_explain_spec *s, const 
 		if (m->amp != at::kFloat)
 			fail("esg-explain runs in float32 (mixed precision is off for it)");
 		std::vector<int64_t> sh(shape, shape + ndim);
-		Objective obj{m, s, nullptr, s->layer.name ? s->layer.name : "", {}, {}, false};
+		Objective obj{m, s, nullptr, s->layer.name ? s->layer.name : "", {}, {}, false, {}};
 		if (s->objective == ESG_OBJ_CLASS)
 			obj.fn = edited(m, EDIT_RULE, nullptr, ESG_RULE_PLAIN);
 		else
@@ -474,6 +494,8 @@ extern "C" int esg_model_explain(esg_model *m, const esg_explain_spec *s, const 
 				at::Tensor img = im.image();
 				at::Tensor v = obj(transform(s, img, gen));
 				at::Tensor loss = (maximise ? -v : v) + regularisers(s, img);
+				if (s->diversity > 0)
+					loss = loss + s->diversity * diversity(obj.last);
 				at::Tensor g = torch::autograd::grad({loss}, {im.p})[0];
 				im.p = im.p.detach();
 				if (trace)

@@ -47,7 +47,7 @@ DEFAULTS = {
                       octave_blur=0.5, jitter=4, steps=20),
     "feature_vis": dict(optimizer="adam", lr=0.05, param="fft", decorrelate="auto", init_std=0.01,
                         pad=2, jitter=4, scale_min=0.95, scale_max=1.05, rotate="auto", flip="auto",
-                        l2_decay=0.0, tv_weight=0.0, tv_beta=2.0, bound="auto", steps=256),
+                        l2_decay=0.0, tv_weight=0.0, tv_beta=2.0, bound="auto", diversity=0.0, steps=256),
     "class_model": dict(optimizer="adam", lr=0.05, init="noise", init_std=0.01, l2_decay=0.001,
                         blur_every=4, blur_sigma=0.5, jitter=0, steps=200),
     "invert": dict(optimizer="adam", lr=0.05, init_std=0.01, alpha=6.0, alpha_weight=0.001,
@@ -162,6 +162,15 @@ def settings(method, params, x, shape, channel, unit, target, seed, steps):
     return s
 
 
+def diversity(a):
+    """Lucid's objectives.diversity, pair by pair as Lucid writes it."""
+    B, C = a.shape[:2]
+    f = a.reshape(B, C, -1)
+    g = f @ f.transpose(1, 2)
+    g = g / torch.sqrt(torch.clamp(g.pow(2).sum((1, 2), keepdim=True), min=1e-10))
+    return sum((g[i] * g[j]).sum() for i in range(B) for j in range(B) if i != j) / B
+
+
 class Layer:
     """The layer's output by a forward hook (the whole model runs)."""
 
@@ -209,11 +218,11 @@ def explain(net, layer, s, x0, shape):
         if m == "invert":
             return (a - ref).pow(2).sum() / ref.pow(2).sum()
         if s["unit"] is not None:
-            u = a[0, s["channel"]]
+            u = a[:, s["channel"]]
             for i, k in enumerate(s["unit"]):
-                n = u.shape[0]
-                u = u[min(max(k + (n - grid[i]) // 2, 0), n - 1)]
-            return u
+                n = u.shape[1]
+                u = u[:, min(max(k + (n - grid[i]) // 2, 0), n - 1)]
+            return u.mean()
         if s["channel"] is not None:
             return a[:, s["channel"]].mean()
         return a.pow(2).mean()
@@ -266,6 +275,8 @@ def explain(net, layer, s, x0, shape):
             img = image(p)
             v = objective(transform(s, img, g))
             loss = (v if m == "invert" else -v) + regularisers(s, img)
+            if s.get("diversity", 0) > 0:
+                loss = loss + s["diversity"] * diversity(hook.out)
             grad, = torch.autograd.grad(loss, [p])
             if s["normalize_grad"]:
                 grad = grad / (grad.abs().mean() + 1e-8)
@@ -330,11 +341,11 @@ def run_esg(args, model, method, inp, shape, layer, channel, unit, target, param
 
 
 def esg(args, name, method, x, layer=None, channel=None, unit=None, target=None, params=None,
-        steps=None, seed=0):
+        steps=None, seed=0, shape=None):
     """Run esg-explain on a fixture model; ((tensors, meta) or None, shape)."""
     params = params or {}
     model = os.path.join(args.fixtures, name + ".pt")
-    shape = list(x.shape) if x is not None else list(EM.build(name)[1])
+    shape = list(x.shape) if x is not None else list(shape or EM.build(name)[1])
     inp = None
     if x is not None:
         inp = os.path.join(args.work, "in_%s.st.zst" % name)
@@ -344,9 +355,9 @@ def esg(args, name, method, x, layer=None, channel=None, unit=None, target=None,
 
 
 def compare(args, name, method, x, layer=None, channel=None, unit=None, target=None, params=None,
-            steps=None, seed=0, desc=""):
+            steps=None, seed=0, desc="", shape=None):
     params = params or {}
-    got, shape = esg(args, name, method, x, layer, channel, unit, target, params, steps, seed)
+    got, shape = esg(args, name, method, x, layer, channel, unit, target, params, steps, seed, shape)
     what = "%s %s %s%s" % (method, name, " ".join("%s=%s" % kv for kv in params.items()), desc)
     if got is None:
         ok(False, what + ": esg-explain failed")
@@ -418,11 +429,34 @@ def main():
             params={"pad": 1, "jitter": 1, "scale_min": 1, "scale_max": 1, "tv_weight": 0.1})
     compare(args, "net3d", "feature_vis", None, layer="relu2", channel=1, steps=15,
             params=dict(fv_off, param="pixel", optimizer="sgd", momentum=0.9, lr=0.2))
+    compare(args, "net2d", "feature_vis", None, layer="relu2", channel=5, steps=12, shape=[3, 1, 16, 16],
+            params=dict(fv_off, diversity=0.5), desc=" (diversity, 3 images)")
+    compare(args, "net3d", "feature_vis", None, layer="conv2", channel=1, unit=(2, 3, 2), steps=8,
+            shape=[2, 1, 12, 12, 12], params=dict(fv_off, diversity=1, param="pixel"),
+            desc=" (diversity, unit, 3D)")
     compare(args, "net2d", "class_model", None, target=1, steps=20)
     compare(args, "net3d", "class_model", x3, target=2, steps=12, params={"init": "input", "jitter": 1})
     compare(args, "net2d", "invert", x2, layer="relu2", steps=20)
     compare(args, "net3d", "invert", x3, layer="relu1", steps=12, params={"optimizer": "sgd", "lr": 0.1,
                                                                         "momentum": 0.5})
+
+    # diversity pushes the images apart: their layer Gram matrices are less
+    # alike than those of the same images optimised one by one
+    div_case = dict(fv_off, init_std=0.01)
+    net = load_net(args.fixtures, "net2d")
+    sims = []
+    for w in (0, 5):
+        r, _ = esg(args, "net2d", "feature_vis", None, layer="relu1", channel=0, steps=30,
+                   shape=[3, 1, 24, 24], params=dict(div_case, diversity=w))
+        if r is None:
+            break
+        hook = Layer(net, "relu1")
+        with torch.no_grad():
+            net(torch.from_numpy(np.ascontiguousarray(r[0]["image"])))
+            sims.append(float(diversity(hook.out)))
+    if ok(len(sims) == 2, "feature_vis with and without diversity runs"):
+        ok(sims[1] < sims[0], "diversity=5 lowers the items' Gram similarity: %.4f < %.4f (diversity=0)" %
+           (sims[1], sims[0]))
 
     # fixture truths (the tool alone, default transforms)
     # the oriented filter: pixels, roll jitter only (a rotation or zoom of a
