@@ -529,8 +529,10 @@ static int step_model(const char *path, char **dir, long *step, char **name)
 
 /* An explanation's gallery place: its layer (with a call index past the
  * first), its row (the label, and the channel or unit it optimised, or the
- * class), and the objective's trace as the points of a small SVG line. */
-static int explain_entry(struct entry *e, const esg_record *r)
+ * class), and the objective's trace (esg-explain's tensor 'objective',
+ * [N, steps]: the row of the batch item shown) as the points of a small SVG
+ * line. */
+static int explain_entry(struct entry *e, const esg_record *r, int64_t item)
 {
 	const char *layer = esg_meta_get(r, "esg.layer"), *call = esg_meta_get(r, "esg.layer_call");
 	const char *ch = esg_meta_get(r, "esg.channel"), *unit = esg_meta_get(r, "esg.unit");
@@ -553,17 +555,21 @@ static int explain_entry(struct entry *e, const esg_record *r)
 	/* the trace: at most 64 points, scaled into a 64 x 16 box */
 	sbuf_t b = { 0 };
 	const esg_tensor *t = esg_record_find(r, "objective");
-	int64_t n = t ? esg_tensor_numel(t) : 0;
+	int64_t n = t ? esg_tensor_numel(t) : 0, off = 0;
+	if (t && t->ndim == 2) {
+		n = t->shape[1];
+		off = item < t->shape[0] ? item * n : 0;
+	}
 	double lo = INFINITY, hi = -INFINITY;
 	for (int64_t i = 0; i < n; i++) {
-		double v = esg_tensor_get(t, i);
+		double v = esg_tensor_get(t, off + i);
 		if (isfinite(v))
 			lo = v < lo ? v : lo, hi = v > hi ? v : hi;
 	}
 	int k = n > 64 ? 64 : (int)n;
 	for (int i = 0; i < k && n > 1 && hi >= lo; i++) {
 		int64_t j = k > 1 ? (int64_t)((double)i * (double)(n - 1) / (k - 1) + 0.5) : 0;
-		double v = esg_tensor_get(t, j);
+		double v = esg_tensor_get(t, off + j);
 		if (!isfinite(v))
 			continue;
 		double y = hi > lo ? 15 - 14 * (v - lo) / (hi - lo) : 8;
@@ -606,7 +612,7 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	e->index = index;
 	if (!e->source || (file && !e->file) || !e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
 		goto out;
-	if (e->explain && explain_entry(e, r) < 0)
+	if (e->explain && explain_entry(e, r, rp->o.batch) < 0)
 		goto out;
 	if (!e->explain && model && step_model(model, &e->dir, &e->step, &e->step_name) < 0)
 		goto out;

@@ -40,7 +40,8 @@ def rec(base, image, model, method, label, layer=None, call=None, channel=None, 
     if not up: obj = obj[::-1].copy()
     m["esg.objective_initial"] = repr(float(obj[0]))
     m["esg.objective_final"] = repr(float(obj[-1]))
-    return ([("image", image.astype(np.float32)), ("objective", obj)], m)
+    # [N, steps] as esg-explain writes it; a bare [steps] is read too
+    return ([("image", image.astype(np.float32)), ("objective", obj if layer == "conv4" else obj[None])], m)
 
 bm, b = load("brain.st.zst")
 img = b["image"]                                # [1, 1, 16, 12, 10]
