@@ -37,7 +37,7 @@ V ?= 0
 Q := $(if $(filter 1,$(V)),,@)
 
 # Tools that reach libtorch; all others must not link it (start-up cost).
-TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric esg-config
+TORCH_TOOLS := esg-attr esg-wrap esg-randomise esg-metric esg-config esg-explain
 
 # lib/ is one folder per concern (doc/architecture.md); libesg.a holds every
 # C part, the libtorch shim (lib/shim/*.cpp) is linked only into TORCH_TOOLS.

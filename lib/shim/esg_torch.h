@@ -260,6 +260,86 @@ int esg_model_param_get(esg_model *m, const char *name, esg_tensor **out);
  * and device).  Later forwards and esg_model_save see the new values. */
 int esg_model_param_set(esg_model *m, const char *name, const float *data, int64_t numel);
 
+/* ---- explainability: optimising an input (lib/shim/explain.cpp) ------- */
+
+/* What is optimised.  A is the layer's output for the current image (the
+ * graph is cut after the layer: nothing past it is computed); "item" is the
+ * one image of shape [1, C, spatial...] being optimised. */
+typedef enum esg_explain_objective {
+	ESG_OBJ_NORM,       /* maximise ||A||_2 (A[:, channel] if channel >= 0): deepdream */
+	ESG_OBJ_CHANNEL,    /* maximise mean(A[:, channel]) (feature_vis channel) */
+	ESG_OBJ_UNIT,       /* maximise A[0, channel, unit...] (feature_vis unit) */
+	ESG_OBJ_LAYER,      /* maximise mean(A^2) (feature_vis layer) */
+	ESG_OBJ_CLASS,      /* maximise output[0, target] (class_model; no layer) */
+	ESG_OBJ_INVERT      /* minimise ||A - A(x)||^2 / ||A(x)||^2 (invert) */
+} esg_explain_objective;
+
+typedef struct esg_explain_spec {
+	esg_explain_objective objective;
+	esg_layer_ref layer;        /* ESG_OBJ_CLASS: unused (the model output) */
+	int channel;                /* -1: the whole layer */
+	int n_unit;                 /* ESG_OBJ_UNIT: one index per spatial axis of A */
+	int64_t unit[ESG_MAX_DIMS];
+	int64_t target;             /* ESG_OBJ_CLASS */
+	int steps;                  /* optimiser steps (per octave) */
+	/* the image: pixels, or a Fourier spectrum with 1/f scaling (Lucid's
+	 * fft_image, rFFT over every spatial axis, norm "ortho", / 4) */
+	int fft;
+	int decorrelate;            /* 3-channel 2D: Lucid's colour decorrelation */
+	int init_input;             /* start from x; else seeded noise of init_std */
+	double init_std;
+	/* optimiser: Adam (PyTorch's, bias-corrected) or SGD with momentum;
+	 * lr constant or cosine-annealed to 0 over the steps; normalize_grad:
+	 * the gradient divided by its mean absolute value (deepdream) */
+	int sgd;
+	double lr, momentum, beta1, beta2, eps;
+	int cosine;
+	int normalize_grad;
+	/* regularisers, added to the loss that is minimised: l2_decay ||x||^2
+	 * (Simonyan et al.); Mahendran & Vedaldi's normalised alpha-norm
+	 * alpha_weight * sum|x|^alpha / (V B^alpha) and total variation
+	 * tv_weight * sum (dx^2 + dy^2 [+ dz^2])^(tv_beta/2) / (V (B/6.5)^tv_beta)
+	 * (V: voxels of the item, B: bound, > 0); Gaussian blur of the image
+	 * (sigma blur_sigma, replicate border) every blur_every steps (Yosinski
+	 * et al.; 0: never) */
+	double l2_decay, alpha, alpha_weight, tv_beta, tv_weight, bound;
+	int blur_every;
+	double blur_sigma;
+	/* deepdream's image pyramid: octaves levels, each octave_scale times the
+	 * last; the dream's detail is upsampled (bilinear / trilinear) and
+	 * blurred (octave_blur sigma) into the next level's base */
+	int octaves;
+	double octave_scale, octave_blur;
+	/* random transforms of the image before each forward (feature_vis):
+	 * zero padding of pad voxels per side, a random roll of up to jitter,
+	 * a random zoom in [scale_min, scale_max], a random rotation in
+	 * [-rotate, rotate] degrees (2D), random flips per axis (flip, 3D) */
+	int pad, jitter, flip;
+	double scale_min, scale_max, rotate;
+	uint64_t seed;              /* the generator of the noise and transforms */
+} esg_explain_spec;
+
+/* Progress: done of total steps; the library never prints. */
+typedef void (*esg_explain_progress)(void *ctx, int64_t done, int64_t total);
+
+/* The number of values esg_model_explain writes into trace: steps x octaves. */
+int64_t esg_explain_trace_len(const esg_explain_spec *s);
+
+/* Optimise one item.  x: the input item [1, C, spatial...] (shape, ndim):
+ * the start image (deepdream, init_input) or the image whose
+ * representation is inverted (invert); NULL: none (noise start, shape only).
+ * image: caller buffer of x's size, the optimised image.  trace: caller
+ * buffer of esg_explain_trace_len values, the objective's main term (the
+ * activation norm, channel mean, class score, representation loss) at
+ * each step as the optimiser saw it (under that step's transforms).
+ * *initial / *final: the same term for the start / the final image, without
+ * transforms.  Errors: a layer the model lacks or can't cut at, a channel or
+ * unit past the layer's size, a target past the output's classes, a model
+ * output that is not [1, C] (class objective). */
+int esg_model_explain(esg_model *m, const esg_explain_spec *s, const float *x, int ndim,
+		      const int64_t *shape, float *image, float *trace, double *initial,
+		      double *final, esg_explain_progress cb, void *ctx);
+
 #ifdef __cplusplus
 }
 #endif

@@ -559,6 +559,10 @@ std::shared_ptr<GraphFunction> edited(esg_model *m, Edit edit, const esg_layer_r
 		if (edit == EDIT_CAPTURE) {
 			clone_after(*g, out, t);
 			make_tuple_output(*g, out);
+		} else if (edit == EDIT_CUT) {
+			clone_after(*g, out, t);
+			g->eraseOutput(0);
+			g->registerOutput(out);
 		} else {
 			Value *a = g->addInput("esg_replacement");
 			a->setType(c10::TensorType::get());

@@ -166,7 +166,9 @@ const char *rule_name(esg_backward_rule r);
 /* All nodes of a block and its sub-blocks, in order (pre-order). */
 void all_nodes(torch::jit::Block *b, std::vector<torch::jit::Node *> &out);
 
-enum Edit { EDIT_RULE, EDIT_CAPTURE, EDIT_REPLACE };
+/* EDIT_CUT: the layer's output is the graph's only output, so nothing
+ * after the layer is computed (esg-explain's objectives). */
+enum Edit { EDIT_RULE, EDIT_CAPTURE, EDIT_REPLACE, EDIT_CUT };
 
 /* The model's forward, edited (capture or replace the layer's output, the
  * rule applied, rewritten for amp) and cached. */
