@@ -2,6 +2,7 @@
  * doc/config.md for the schema). */
 #include "config/config.h"
 #include "attr/attr.h"
+#include "explain/explain.h"
 #include "stream/stream.h"
 
 #include <cjson/cJSON.h>
@@ -1038,10 +1039,7 @@ static int parse_metrics(esg_config *c, const cJSON *o)
 
 /* ---- explain: esg-explain jobs (doc/config.md, doc/explain.md) ------------ */
 
-/* The methods of esg-explain; which of them take a layer and a channel. */
-static const char *const E_EXPLAIN[] = { "deepdream", "feature_vis", "class_model", "invert", NULL };
-static int explain_takes_layer(const char *m) { return strcmp(m, "class_model") != 0; }
-static int explain_takes_channel(const char *m) { return !strcmp(m, "deepdream") || !strcmp(m, "feature_vis"); }
+/* The methods of esg-explain and what each takes: lib/explain's table. */
 
 /* A list of whole numbers >= 0 (channels, a unit); *n = -1 when absent. */
 static int index_list(const cJSON *o, const char *key, const char *parent, long **out, int *n)
@@ -1109,7 +1107,6 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 	const char *const *const keys = K_EXPLAIN;
 	const char *const *const lkeys = K_EXPLAIN_LAYER;
 	const char *const *const mkeys = K_EXPLAIN_METHOD;
-	const char *const *const methods = E_EXPLAIN;
 	if (check_keys(o, F, keys))
 		return -1;
 	double steps = 0, seed = 0, timeout = c->timeout;
@@ -1236,30 +1233,57 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 		if (!name)
 			name = label;
 		snprintf(fk, sizeof fk, "%s.%s", f, name == label ? "name" : "method");
-		if ((rc = one_of(fk, name, methods)))
+		const esg_explain_method *em = esg_explain_find(name);
+		if (!em) {
+			rc = bad(fk, "%s", esg_error());
 			break;
+		}
 		sbuf b = { 0 };
 		sb_add(&b, "--method %s --label %s", name, label);
+		/* parameters: checked against the method's table now */
 		const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "params");
-		if (p && !cJSON_IsObject(p)) {
-			snprintf(fk, sizeof fk, "%s.params", f);
-			rc = bad(fk, "must be an object");
-		}
+		char fp[96];
+		snprintf(fp, sizeof fp, "%s.params", f);
+		if (p && !cJSON_IsObject(p))
+			rc = bad(fp, "must be an object");
+		char *kv[ESG_MAX_PARAMS];
+		int n_kv = 0;
 		for (const cJSON *q = p ? p->child : NULL; q && !rc; q = q->next) {
 			char fq[192], t[512];
 			snprintf(fq, sizeof fq, "%s.params.%s", f, q->string);
-			if (!(rc = scalar_text(q, fq, t, sizeof t)) && !(rc = safe_arg(fq, q->string)))
-				sb_add(&b, " --param %s=%s", q->string, t);
+			if (n_kv == ESG_MAX_PARAMS)
+				rc = bad(fq, "too many parameters");
+			else if (!(rc = scalar_text(q, fq, t, sizeof t)) && !(rc = safe_arg(fq, q->string))) {
+				size_t len = strlen(q->string) + strlen(t) + 2;
+				if (!(kv[n_kv] = malloc(len)))
+					rc = esg_set_error("out of memory");
+				else {
+					snprintf(kv[n_kv], len, "%s=%s", q->string, t);
+					sb_add(&b, " --param %s", kv[n_kv++]);
+				}
+			}
 		}
+		esg_params ep;
+		int have_ep = 0;
+		if (!rc) {
+			if (esg_params_resolve(&em->m, NULL, kv, n_kv, &ep))
+				rc = bad(fp, "%s", esg_error());
+			else
+				have_ep = 1;
+		}
+		for (int k = 0; k < n_kv; k++)
+			free(kv[k]);
 		double msteps = steps, mseed = seed, target = top_target, mtimeout = timeout;
 		if (!rc)
 			rc = get_num(e, "steps", f, 1, 1e7, 1, &msteps) || get_num(e, "seed", f, 0, 1e18, 1, &mseed) ||
 			     get_num(e, "target", f, 0, 1e9, 1, &target) || get_num(e, "timeout", f, 0, 1e9, 0, &mtimeout);
-		const int takes_layer = explain_takes_layer(name), takes_ch = explain_takes_channel(name);
+		const int takes_layer = em->layer != ESG_EX_NO, takes_ch = em->channel != ESG_EX_NO;
 		/* the target: a class model's class (a wrapped model's class score) */
-		if (!rc && cJSON_GetObjectItemCaseSensitive(e, "target") && strcmp(name, "class_model") != 0)
-			rc = bad(f, "method '%s' takes no \"target\" (class_model does)", name);
-		if (!rc && !strcmp(name, "class_model") && target >= 0)
+		if (!rc && cJSON_GetObjectItemCaseSensitive(e, "target") && em->target == ESG_EX_NO)
+			rc = bad(f, "method '%s' takes no \"target\"", name);
+		if (!rc && em->target == ESG_EX_REQUIRED && target < 0)
+			rc = bad(f, "method '%s' needs a \"target\" (here or at the top level)", name);
+		if (!rc && em->target != ESG_EX_NO && target >= 0)
 			sb_add(&b, " --target %.0f", target);
 		if (!rc && msteps > 0)
 			sb_add(&b, " --steps %.0f", msteps);
@@ -1270,13 +1294,12 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 		int n_unit = -1, n_mch = -1;
 		if (!rc)
 			rc = index_list(e, "unit", f, &unit, &n_unit) || index_list(e, "channels", f, &mch, &n_mch);
-		if (!rc && (n_unit >= 0 || n_mch >= 0) && !takes_ch)
-			rc = bad(f, "method '%s' takes no %s (deepdream and feature_vis do)", name,
-				 n_unit >= 0 ? "\"unit\"" : "\"channels\"");
+		if (!rc && n_mch >= 0 && !takes_ch)
+			rc = bad(f, "method '%s' takes no \"channels\"", name);
+		if (!rc && n_unit >= 0 && em->unit == ESG_EX_NO)
+			rc = bad(f, "method '%s' takes no \"unit\"", name);
 		if (!rc && n_unit == 0)
 			rc = bad(f, "\"unit\" must not be empty");
-		if (!rc && n_unit > 0 && n_mch >= 0)
-			rc = bad(f, "give \"unit\" or \"channels\", not both");
 		/* which layers */
 		const char **ml = NULL;
 		int n_ml = -1;
@@ -1318,31 +1341,44 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 				snprintf(lay, sizeof lay, " --layer %s", x->name);
 			const long *ch = n_mch >= 0 ? mch : x && x->n_ch >= 0 ? x->ch : chan;
 			int nc = n_mch >= 0 ? n_mch : x && x->n_ch >= 0 ? x->n_ch : n_chan;
-			if (!takes_ch || n_unit > 0 || nc < 0)
+			if (!takes_ch || nc < 0)
 				nc = 0;
+			/* what esg-explain would refuse before loading the model */
+			esg_explain_request rq = { .layer = x ? x->name : NULL, .layer_call = x && x->call > 0 ? (int)x->call : 0,
+						   .channel = nc ? (int)ch[0] : -1, .n_unit = n_unit > 0 ? n_unit : 0,
+						   .target = em->target != ESG_EX_NO ? (int64_t)target : -1 };
+			if (esg_explain_check(em, &ep, &rq)) {
+				rc = n_unit > 0 && !nc ? bad(f, "\"unit\" needs channels (the unit is a position of each channel)")
+						      : bad(f, "%s", esg_error());
+				break;
+			}
 			for (int k = 0; k < (nc ? nc : 1) && !rc; k++) {
-				char file[800], extra[300] = "";
+				char file[800] = "", extra[300] = "";
+				if (nc) {
+					snprintf(file, sizeof file, "%s/%s-c%ld", label, x->dir, ch[k]);
+					snprintf(extra, sizeof extra, " --channel %ld", ch[k]);
+				}
 				if (n_unit > 0) {
-					snprintf(file, sizeof file, "%s/%s-unit", label, x->dir);
-					snprintf(extra, sizeof extra, " --unit ");
+					snprintf(file + strlen(file), sizeof file - strlen(file), "-unit");
+					snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " --unit ");
 					for (int u = 0; u < n_unit; u++) {
 						snprintf(file + strlen(file), sizeof file - strlen(file), "_%ld", unit[u]);
 						snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%s%ld",
 							 u ? "," : "", unit[u]);
 					}
-				} else if (nc) {
-					snprintf(file, sizeof file, "%s/%s-c%ld", label, x->dir, ch[k]);
-					snprintf(extra, sizeof extra, " --channel %ld", ch[k]);
-				} else if (x)
+				}
+				if (!nc && x) /* the whole layer */
 					snprintf(file, sizeof file, "%s/%s", label, x->dir);
-				else if (target >= 0)
+				else if (!nc && target >= 0)
 					snprintf(file, sizeof file, "%s/class-%.0f", label, target);
-				else
+				else if (!nc)
 					snprintf(file, sizeof file, "%s/class", label);
 				rc = ex_add(c, file, base, lay, extra, mtimeout);
 			}
 		}
 		free(base);
+		if (have_ep)
+			esg_params_clear(&ep);
 		free(ml);
 		free(unit);
 		free(mch);

@@ -28,14 +28,14 @@ L='"layers": ["enc1"]'
 bad "an unknown field" 'explain\.layer: unknown field \(known here: layers, ' "{\"layer\": [\"enc1\"], \"methods\": [{\"name\": \"deepdream\"}]}"
 bad "an unknown method field" 'explain\.methods\[0\]\.chanel: unknown field' "{$L, \"methods\": [{\"name\": \"deepdream\", \"chanel\": [1]}]}"
 bad "no methods" 'explain\.methods: missing \(required' "{$L}"
-bad "an unknown method" "explain\.methods\[0\]\.name: unknown value 'dream' \(known: deepdream, feature_vis, class_model, invert\)" \
+bad "an unknown method" "explain\.methods\[0\]\.name: unknown method 'dream' \(methods: deepdream, feature_vis, class_model, invert\)" \
 	"{$L, \"methods\": [{\"name\": \"dream\"}]}"
-bad "an unknown method in \"method\"" "explain\.methods\[0\]\.method: unknown value 'fv'" "{$L, \"methods\": [{\"name\": \"x\", \"method\": \"fv\"}]}"
+bad "an unknown method in \"method\"" "explain\.methods\[0\]\.method: unknown method 'fv'" "{$L, \"methods\": [{\"name\": \"x\", \"method\": \"fv\"}]}"
 bad "a name used twice" "explain\.methods\[1\]\.name: method name 'deepdream' is used twice" \
 	"{$L, \"methods\": [{\"name\": \"deepdream\"}, {\"name\": \"deepdream\"}]}"
 bad "a layer method without layers" 'explain\.methods\[0\]: method .deepdream. needs a layer' "{\"methods\": [{\"name\": \"deepdream\"}]}"
 bad "class_model with layers" "explain\.methods\[0\]: method 'class_model' takes no layer" \
-	"{$L, \"methods\": [{\"name\": \"class_model\", \"layers\": [\"enc1\"]}]}"
+	"{$L, \"methods\": [{\"name\": \"class_model\", \"target\": 1, \"layers\": [\"enc1\"]}]}"
 bad "channels on invert" "explain\.methods\[0\]: method 'invert' takes no \"channels\"" \
 	"{$L, \"methods\": [{\"name\": \"invert\", \"channels\": [1]}]}"
 bad "a target on deepdream" "explain\.methods\[0\]: method 'deepdream' takes no \"target\"" \
@@ -53,8 +53,20 @@ bad "an unknown layer field" 'explain\.layers\[0\]\.calls: unknown field' "{\"la
 bad "a shell metacharacter in a layer" "explain\.layers\[0\]: 'enc1;rm': the character ';'" "{\"layers\": [\"enc1;rm\"], \"methods\": [{\"name\": \"deepdream\"}]}"
 bad "an unknown model" "explain\.models\[0\]: no model is named 'v'" "{$L, \"models\": [\"v\"], \"methods\": [{\"name\": \"deepdream\"}]}"
 bad "an unknown input" "explain\.inputs\[0\]: no input is named 'vol9'" "{$L, \"inputs\": [\"vol9\"], \"methods\": [{\"name\": \"deepdream\"}]}"
-bad "unit and channels together" 'explain\.methods\[0\]: give "unit" or "channels", not both' \
-	"{$L, \"methods\": [{\"name\": \"feature_vis\", \"unit\": [1, 2, 2], \"channels\": [0]}]}"
+bad "a unit without channels" 'explain\.methods\[0\]: "unit" needs channels' \
+	"{$L, \"methods\": [{\"name\": \"feature_vis\", \"unit\": [1, 2, 2]}]}"
+bad "a unit on deepdream" "explain\.methods\[0\]: method 'deepdream' takes no \"unit\"" \
+	"{$L, \"channels\": [0], \"methods\": [{\"name\": \"deepdream\", \"unit\": [1, 2, 2]}]}"
+bad "an unknown parameter (esg-explain's table)" "explain\.methods\[0\]\.params: .*unknown parameter 'octave'" \
+	"{$L, \"methods\": [{\"name\": \"deepdream\", \"params\": {\"octave\": 2}}]}"
+bad "a parameter out of range" "explain\.methods\[0\]\.params: .*octaves.* out of range" \
+	"{$L, \"methods\": [{\"name\": \"deepdream\", \"params\": {\"octaves\": 0}}]}"
+bad "a bad choice" "explain\.methods\[0\]\.params: .*param" \
+	"{$L, \"methods\": [{\"name\": \"feature_vis\", \"params\": {\"param\": \"wavelet\"}}]}"
+bad "parameters that contradict each other (esg-explain's check)" "explain\.methods\[0\]: parameter momentum is SGD's" \
+	"{$L, \"methods\": [{\"name\": \"invert\", \"params\": {\"momentum\": 0.9}}]}"
+bad "class_model without a target" "explain\.methods\[0\]: method 'class_model' needs a \"target\"" \
+	"{\"methods\": [{\"name\": \"class_model\"}]}"
 bad "params that are no object" 'explain\.methods\[0\]\.params: must be an object' "{$L, \"methods\": [{\"name\": \"deepdream\", \"params\": [1]}]}"
 bad "explain that is no object" 'explain: must be an object' '[1]'
 
@@ -79,7 +91,8 @@ vol1/u/deepdream/model.enc1-c2.st.zst
 vol1/u/deepdream/model.dec1-call0-c1.st.zst
 vol1/u/fv/model.dec1-call0-c1.st.zst
 vol1/u/whole/model.enc1.st.zst
-vol1/u/unit/model.enc1-unit_1_2_3.st.zst
+vol1/u/unit/model.enc1-c0-unit_1_2_3.st.zst
+vol1/u/unit/model.enc1-c2-unit_1_2_3.st.zst
 vol1/u/invert/model.enc1.st.zst
 vol1/u/invert/model.dec1-call0.st.zst
 vol1/u/class_model/class-1.st.zst
@@ -88,7 +101,8 @@ vol2/u/deepdream/model.enc1-c2.st.zst
 vol2/u/deepdream/model.dec1-call0-c1.st.zst
 vol2/u/fv/model.dec1-call0-c1.st.zst
 vol2/u/whole/model.enc1.st.zst
-vol2/u/unit/model.enc1-unit_1_2_3.st.zst
+vol2/u/unit/model.enc1-c0-unit_1_2_3.st.zst
+vol2/u/unit/model.enc1-c2-unit_1_2_3.st.zst
 vol2/u/invert/model.enc1.st.zst
 vol2/u/invert/model.dec1-call0.st.zst
 vol2/u/class_model/class-1.st.zst
@@ -97,18 +111,19 @@ vol1/u-random/deepdream/model.enc1-c2.st.zst
 vol1/u-random/deepdream/model.dec1-call0-c1.st.zst
 vol1/u-random/fv/model.dec1-call0-c1.st.zst
 vol1/u-random/whole/model.enc1.st.zst
-vol1/u-random/unit/model.enc1-unit_1_2_3.st.zst
+vol1/u-random/unit/model.enc1-c0-unit_1_2_3.st.zst
+vol1/u-random/unit/model.enc1-c2-unit_1_2_3.st.zst
 vol1/u-random/invert/model.enc1.st.zst
 vol1/u-random/invert/model.dec1-call0.st.zst
 vol1/u-random/class_model/class-1.st.zst
 EOF
-check "one job per input x model x method x layer x channel, the randomised model where it exists (27)" diff want.txt targets.txt
+check "one job per input x model x method x layer x channel, the randomised model where it exists (30)" diff want.txt targets.txt
 cmd() { grep -A1 "^\$(OUT)/explain/$1:" jobs.mk | tail -n 1; }
 check "a channel job: --method, --label, --steps, --seed, --layer, --channel, the input" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u/deepdream/model.enc1-c2.st.zst |
 	grep -q -- '--kind explain .* -- \$(ESG_EXPLAIN) -m \$(OUT)/models/vol1/u.pt --method deepdream --label deepdream --steps 3 --seed 0 --layer model.enc1 --channel 2 -o \$@ \$(OUT)/inputs/vol1.st.zst --threads \$(THREADS)'"
 check "a call index, a layer's own channels, params" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u/fv/model.dec1-call0-c1.st.zst |
 	grep -q -- '--method feature_vis --label fv --param lr=0.1 --steps 3 --seed 0 --layer model.dec1:0 --channel 1 '"
-check "a unit; a method's own seed" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u/unit/model.enc1-unit_1_2_3.st.zst | grep -q -- '--seed 4 --layer model.enc1 --unit 1,2,3 '"
+check "a unit of each channel; a method's own seed" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u/unit/model.enc1-c2-unit_1_2_3.st.zst | grep -q -- '--seed 4 --layer model.enc1 --channel 2 --unit 1,2,3 '"
 check "the whole layer: no --channel" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; ! cmd vol1/u/whole/model.enc1.st.zst | grep -q -- --channel"
 check "class_model: the top-level target, no layer" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u/class_model/class-1.st.zst | grep -- '--target 1 ' | grep -qv -- --layer"
 check "the randomised model's jobs use its copy of the last step" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u-random/invert/model.enc1.st.zst | grep -q -- '-m \$(OUT)/models/vol1/u-random.pt'"
