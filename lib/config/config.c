@@ -1670,6 +1670,10 @@ esg_config *esg_config_load(const char *path)
 	const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "metrics");
 	if (!rc && m)
 		rc = parse_metrics(c, m);
+	/* no metrics section: no esg-metric --param (the randomisation's
+	 * similarity jobs still print these) */
+	if (!rc && !c->metric_args && !(c->metric_args = strdup("")))
+		rc = esg_set_error("out of memory");
 	const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, "explain");
 	if (!rc && x)
 		rc = parse_explain(c, x, target);

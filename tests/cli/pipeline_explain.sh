@@ -129,4 +129,73 @@ check "class_model: the top-level target, no layer" bash -c "cmd() { $(declare -
 check "the randomised model's jobs use its copy of the last step" bash -c "cmd() { $(declare -f cmd | tail -n +2); }; cmd vol1/u-random/invert/model.enc1.st.zst | grep -q -- '-m \$(OUT)/models/vol1/u-random.pt'"
 check "the explanations go to the report (ESG_EXPLAINS)" grep -q '^ESG_EXPLAINS := \\$' jobs.mk
 check "a stamp per explain job" test -s o/.args/explain/vol2/u/invert/model.dec1-call0.st.zst.args
+# ---- a run with the real esg-explain ------------------------------------------------
+# (feature_vis with pad 0: its default padding of 2 gives sizes a U-Net's skip
+# connections cannot join)
+run_config() { # run_config FV-PARAMS > run.json
+	cat <<EOF
+{"title": "explain test", "output": "out",
+ "inputs": [{"image": "data/vol*_image.nii.gz", "name": "vol{*}"}], "load": {"normalise": "zscore"},
+ "models": [{"name": "unet", "file": "data/unet.pt", "wrap": {"reduce": "fixed-mask"}}],
+ "target": 1, "methods": [{"name": "saliency"}],
+ "randomisation": {"layers": ["model.head", "model.enc1"], "inputs": ["vol1"], "methods": ["saliency"], "as_model": "unet-random"},
+ "explain": {"inputs": ["vol1"], "layers": ["model.enc1"], "channels": [0], "steps": 2,
+   "methods": [{"name": "deepdream"}, {"name": "fv", "method": "feature_vis", "params": $1},
+     {"name": "invert"}, {"name": "class_model"}]},
+ "jobs": {"threads": 1}, "report": {"zoom": 2}}
+EOF
+}
+run_config '{"param": "pixel", "pad": 0}' >run.json
+"$RUN" run.json BIN="$BIN" -j2 THREADS=1 >run1.out 2>run1.err
+rc=$?
+[ $rc = 0 ] && ok "pipelines/run with explain jobs: exit 0" || not_ok "pipelines/run: exit $rc ($(tail -n 5 run1.err run1.out))"
+missing=
+for m in unet unet-random; do
+	for f in deepdream/model.enc1-c0 fv/model.enc1-c0 invert/model.enc1 class_model/class-1; do
+		[ -s "out/explain/vol1/$m/$f.st.zst" ] || missing="$missing $m/$f"
+	done
+done
+[ -z "$missing" ] && ok "8 explanations: 4 entries x the trained and the randomised model" || not_ok "missing:$missing"
+no_file "no explanations of vol2 (explain.inputs)" out/explain/vol2
+esg-render --info out/explain/vol1/unet/fv/model.enc1-c0.st.zst >info.txt
+check "the record: esg.label, layer, channel, the objective's trace" bash -c "
+	grep -q 'esg.label: fv' info.txt && grep -q 'esg.method: feature_vis' info.txt && grep -q 'esg.layer: model.enc1' info.txt &&
+	grep -q 'esg.channel: 0' info.txt && grep -q 'esg.objective_final:' info.txt && grep -q 'tensor objective' info.txt"
+check "the image keeps the input's affine" bash -c "diff <(esg-render --info out/inputs/vol1.st.zst | grep 'esg.affine') <(grep 'esg.affine' info.txt)"
+LOG=out/logs/explain/vol1/unet/fv/model.enc1-c0.st.zst.log
+check "the job's log: kind explain, ok, the method" bash -c "grep -q '^kind: explain' $LOG && grep -q '^status: ok' $LOG && grep -q '^method: feature_vis' $LOG"
+check "the summary counts them ok" bash -c "test \$(grep -c '^explain/.*	ok	' out/summary.tsv) = 8"
+check "the report has the gallery: the layer and the class score" bash -c "grep -q '<h3>Explanations</h3>' out/report.html &&
+	grep -q 'data-layer=\"model.enc1\"' out/report.html && grep -q 'data-layer=\"class score\"' out/report.html"
+check "... rows by entry and channel" bash -c "test \"\$(grep -o 'data-explanation=\"[^\"]*\"' out/report.html | sort -u | tr '\n' '|')\" = \
+	'data-explanation=\"class_model · class 1\"|data-explanation=\"deepdream · channel 0\"|data-explanation=\"fv · channel 0\"|data-explanation=\"invert\"|'"
+check "... 8 pictures, the randomised model's column beside the trained one" bash -c "
+	test \$(grep -o 'td class=\"cell explanation\" data-model=\"unet\"' out/report.html | wc -l) = 4 &&
+	test \$(grep -o 'td class=\"cell explanation\" data-model=\"unet-random\"' out/report.html | wc -l) = 4"
+"${MK[@]}" CONFIG=run.json -q all
+rc=$?
+[ $rc = 0 ] && ok "make -q: everything up to date after the run" || not_ok "make -q after the run: exit $rc"
+"$RUN" run.json BIN="$BIN" >run2.out 2>&1
+check "a second run runs no job" bash -c "! grep -qE '^(ok|failed|timed) ' run2.out"
+
+sleep 1
+touch ref.time
+run_config '{"param": "fft", "pad": 0}' >run.json
+"$RUN" run.json BIN="$BIN" -j2 THREADS=1 >run3.out 2>&1
+rc=$?
+[ $rc = 0 ] && ok "rerun after fv's param pixel -> fft: exit 0" || not_ok "rerun: exit $rc ($(tail -3 run3.out))"
+redone=$(grep -E '^ok ' run3.out | awk '{print $NF}' | sort | tr '\n' ' ')
+want="explain/vol1/unet-random/fv/model.enc1-c0.st.zst explain/vol1/unet/fv/model.enc1-c0.st.zst report.html "
+[ "$redone" = "$want" ] && ok "only fv's two explanations and the report reran" || not_ok "reran: '$redone', want '$want'"
+check "deepdream's explanation kept its time" test ! out/explain/vol1/unet/deepdream/model.enc1-c0.st.zst -nt ref.time
+check "esg.params of the new fv: param fft" bash -c "esg-render --info out/explain/vol1/unet/fv/model.enc1-c0.st.zst | grep -q '\"param\":\"fft\"'"
+
+# ---- a failing explain job: no file, the others finish -----------------------------------
+sed 's/"channels": \[0\]/"channels": [0, 999]/' run.json >fail.json
+"$RUN" fail.json BIN="$BIN" >run4.out 2>run4.err
+rc=$?
+[ $rc = 1 ] && ok "a channel past the layer's width: pipelines/run exits 1" || not_ok "a bad channel: exit $rc"
+no_file "the failed explanation left no file" out/explain/vol1/unet/deepdream/model.enc1-c999.st.zst
+check "the failure names the tool and the channel" grep -q "explain/vol1/unet/deepdream/model.enc1-c999.st.zst: esg-explain: error: .*999" run4.err
+check "the partial report still shows the explanations that finished" grep -q 'data-explanation="fv · channel 0"' out/report.html
 done_testing
