@@ -130,7 +130,8 @@ check "the randomised model's jobs use its copy of the last step" bash -c "cmd()
 check "the explanations go to the report (ESG_EXPLAINS)" grep -q '^ESG_EXPLAINS := \\$' jobs.mk
 check "a stamp per explain job" test -s o/.args/explain/vol2/u/invert/model.dec1-call0.st.zst.args
 # ---- a run with the real esg-explain ------------------------------------------------
-# (feature_vis with pad 0: its default padding of 2 gives sizes a U-Net's skip
+# (feature_vis with pad 0 and no random scale: its default padding and zoom give
+# sizes a U-Net's skip
 # connections cannot join)
 run_config() { # run_config FV-PARAMS > run.json
 	cat <<EOF
@@ -145,7 +146,7 @@ run_config() { # run_config FV-PARAMS > run.json
  "jobs": {"threads": 1}, "report": {"zoom": 2}}
 EOF
 }
-run_config '{"param": "pixel", "pad": 0}' >run.json
+run_config '{"param": "pixel", "pad": 0, "scale_min": 1, "scale_max": 1}' >run.json
 "$RUN" run.json BIN="$BIN" -j2 THREADS=1 >run1.out 2>run1.err
 rc=$?
 [ $rc = 0 ] && ok "pipelines/run with explain jobs: exit 0" || not_ok "pipelines/run: exit $rc ($(tail -n 5 run1.err run1.out))"
@@ -180,7 +181,7 @@ check "a second run runs no job" bash -c "! grep -qE '^(ok|failed|timed) ' run2.
 
 sleep 1
 touch ref.time
-run_config '{"param": "fft", "pad": 0}' >run.json
+run_config '{"param": "fft", "pad": 0, "scale_min": 1, "scale_max": 1}' >run.json
 "$RUN" run.json BIN="$BIN" -j2 THREADS=1 >run3.out 2>&1
 rc=$?
 [ $rc = 0 ] && ok "rerun after fv's param pixel -> fft: exit 0" || not_ok "rerun: exit $rc ($(tail -3 run3.out))"
