@@ -178,6 +178,10 @@ screenshots: all
 bench: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
 
+## bench-explain: esg-explain against the same loop in plain PyTorch (bench/explain_results.md)
+bench-explain: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/explain_bench.py
+
 ## install: install tools, man pages, share/ and the pipelines under PREFIX
 ##   (run one with BIN=PREFIX/bin)
 install: all
@@ -198,4 +202,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-explain install clean list

@@ -79,7 +79,7 @@ static const esg_param_spec INVERT_PARAMS[] = {
 	{ "alpha", ESG_P_FLOAT, "6", NULL, 1, 64, "exponent of the alpha-norm regulariser" },
 	{ "alpha_weight", ESG_P_FLOAT, "0.001", NULL, 0, 1e12,
 	  "alpha-norm weight (Mahendran & Vedaldi's normalisation)" },
-	TV_PARAMS("0.05"),
+	TV_PARAMS("0.01"),
 	BOUND_PARAM,
 	{ NULL, 0, NULL, NULL, 0, 0, NULL }
 };
