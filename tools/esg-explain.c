@@ -105,10 +105,11 @@ static void list_methods(void)
 {
 	const esg_explain_method *e;
 	for (size_t i = 0; (e = esg_explain_at(i)); i++) {
-		printf("%-14s %s (steps %d; %s%s%s%s)\n", e->m.name, e->m.summary, e->steps,
+		printf("%-14s %s (steps %d; %s%s%s%s%s)\n", e->m.name, e->m.summary, e->steps,
 		       e->input == ESG_EX_REQUIRED ? "IN" : "IN or --shape",
 		       e->layer == ESG_EX_REQUIRED ? ", --layer" : "",
-		       e->channel == ESG_EX_OPTIONAL ? ", [--channel]" : "",
+		       e->channel == ESG_EX_OPTIONAL ? ", [--channel" : "",
+		       e->channel == ESG_EX_OPTIONAL ? (e->unit == ESG_EX_OPTIONAL ? " [--unit]]" : "]") : "",
 		       e->target == ESG_EX_REQUIRED ? ", --target" : "");
 		for (const esg_param_spec *p = e->m.params; p && p->key; p++) {
 			char kv[96];

@@ -247,7 +247,9 @@ def explain(net, layer, s, x0, shape):
     with torch.no_grad():
         initial = float(objective(image(p)))
     O = int(s.get("octaves", 1))
-    sizes = [[max(1, round(n / s["octave_scale"] ** (O - 1 - k))) for n in shape[2:]] for k in range(O)]
+    # rounded half away from zero (C's llround), not Python's half to even
+    sizes = [[max(1, math.floor(n / s["octave_scale"] ** (O - 1 - k) + 0.5)) for n in shape[2:]]
+             for k in range(O)]
     trace, detail = [], None
     for k in range(O):
         if O > 1:
@@ -399,6 +401,8 @@ def main():
     compare(args, "net3d", "deepdream", x3, layer="relu2", channel=3, steps=8, params={"jitter": 2})
     compare(args, "net2d", "deepdream", x2, layer="conv3", steps=4,
             params={"octaves": 2, "octave_scale": 1.5, "jitter": 0}, desc=" (octaves)")
+    compare(args, "net3d", "deepdream", x3, layer="conv2", steps=3,
+            params={"octaves": 2, "octave_scale": 1.2, "octave_blur": 0.8, "jitter": 1}, desc=" (octaves, 3D)")
     compare(args, "net2d", "deepdream", x2, layer="relu2", steps=10,
             params={"optimizer": "adam", "lr": 0.02, "normalize_grad": "false", "schedule": "cosine"})
     fv_off = {"pad": 0, "jitter": 0, "scale_min": 1, "scale_max": 1, "rotate": 0, "flip": "false",
