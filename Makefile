@@ -159,11 +159,12 @@ deps-cluster:
 
 ## demo: the whole experiment on the shipped data (configs/demo.json): maps of a
 ##   dozen methods on two phantoms and three models (U-Net, UNet-MSS, UNet-MSS with
-##   deformation) plus a randomised U-Net, randomisation, metrics, HTML report
-DEMO_CONFIG ?= configs/demo.json
+##   deformation) plus a randomised U-Net, randomisation, metrics, explanations
+##   (esg-explain), HTML report; then the 2D classifier's (configs/angio2d.json)
+DEMO_CONFIG ?= configs/demo.json configs/angio2d.json
 DEMO_ARGS ?= -j2 THREADS=1
 demo: all
-	$(Q)pipelines/run $(DEMO_CONFIG) BUILD=$(BUILD) $(DEMO_ARGS)
+	$(Q)rc=0; for c in $(DEMO_CONFIG); do pipelines/run $$c BUILD=$(BUILD) $(DEMO_ARGS) || rc=1; done; exit $$rc
 
 ## screenshots: doc/report.png and doc/builder.png in headless Chromium, from the
 ##   demo's report (run `make demo` first; SCREENSHOT_REPORT=angio2d-out/report.html

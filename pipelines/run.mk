@@ -42,6 +42,7 @@ ESG_ATTR := $(BIN)/esg-attr
 ESG_RANDOMISE := $(BIN)/esg-randomise
 ESG_METRIC := $(BIN)/esg-metric
 ESG_RENDER := $(BIN)/esg-render
+ESG_EXPLAIN := $(BIN)/esg-explain
 export ESG_RENDER
 COPY := $(PIPELINES)/copy-into-place
 JOB = @$(PIPELINES)/run-job $(OUT) $@
@@ -106,10 +107,11 @@ $(OUT)/metrics/%.curves.tsv: $(OUT)/metrics/%.fidelity.tsv
 	@test -f $@ || { echo "$@: not written by the job of $<" >&2; exit 1; }
 	@touch -r $< $@
 
-jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(TABLES)
+jobs: $(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_MAPS) $(ESG_EXPLAINS) $(TABLES)
 tables: $(TABLES)
 
-REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS))
+# the explanations (esg-explain) go into the report's galleries
+REPORT_STREAMS := $(call have,$(ESG_ATTRS) $(ESG_RANDOM_ATTRS) $(ESG_EXPLAINS))
 report: $(if $(ESG_REPORT),$(OUT)/report.html)
 # The report's summary reads the jobs' logs as they are now (summary.tsv).
 $(OUT)/report.html: $(REPORT_STREAMS) $(call have,$(ESG_MAPS)) $(TABLES) $(OUT)/.args/report.html.args $(ESG_RENDER)

@@ -45,6 +45,8 @@ static const char USAGE[] =
 	"      --target N          class (class_model)\n"
 	"      --param KEY=VALUE   method parameter (repeatable)\n"
 	"      --steps N           optimiser steps (deepdream: per octave); default: the method's\n"
+	"      --label TEXT        the result's name in reports (esg.label; a pipeline's\n"
+	"                          explain entry), default: the method\n"
 	"      --seed S            seed of the noise and the random transforms (default 0); item\n"
 	"                          i of the stream (0-based) uses S + i (a batch optimised\n"
 	"                          together, --param diversity: its first item's)\n"
@@ -62,7 +64,7 @@ static const char USAGE[] =
 	CLI_EXIT_STATUS_HELP;
 
 enum { OPT_METHOD = 256, OPT_LAYER, OPT_CHANNEL, OPT_UNIT, OPT_TARGET, OPT_PARAM, OPT_STEPS,
-       OPT_SEED, OPT_SHAPE, OPT_THREADS, OPT_DEVICE, OPT_LIST_METHODS, OPT_VERSION };
+       OPT_SEED, OPT_SHAPE, OPT_LABEL, OPT_THREADS, OPT_DEVICE, OPT_LIST_METHODS, OPT_VERSION };
 
 static const struct option LONGOPTS[] = {
 	{ "model", required_argument, NULL, 'm' },
@@ -74,6 +76,7 @@ static const struct option LONGOPTS[] = {
 	{ "param", required_argument, NULL, OPT_PARAM },
 	{ "steps", required_argument, NULL, OPT_STEPS },
 	{ "seed", required_argument, NULL, OPT_SEED },
+	{ "label", required_argument, NULL, OPT_LABEL },
 	{ "shape", required_argument, NULL, OPT_SHAPE },
 	{ "threads", required_argument, NULL, OPT_THREADS },
 	{ "device", required_argument, NULL, OPT_DEVICE },
@@ -90,7 +93,7 @@ static const struct option LONGOPTS[] = {
 #define MAX_PARAMS 64
 
 typedef struct opts {
-	const char *model, *method, *layer, *device, *out, *in, *shape;
+	const char *model, *method, *layer, *device, *out, *in, *shape, *label;
 	char layer_name[256];
 	char *params[MAX_PARAMS];
 	int n_params;
@@ -159,6 +162,11 @@ static void parse(int argc, char **argv, opts *o)
 		case OPT_TARGET: o->rq.target = cli_long("--target", optarg, 0, 1L << 30); break;
 		case OPT_STEPS: o->rq.steps = (int)cli_long("--steps", optarg, 0, 10000000); break;
 		case OPT_SHAPE: o->shape = optarg; break;
+		case OPT_LABEL:
+			if (!optarg[0])
+				cli_usage("--label: must not be empty");
+			o->label = optarg;
+			break;
 		case OPT_PARAM:
 			if (o->n_params == MAX_PARAMS)
 				cli_usage("too many --param options");
@@ -311,6 +319,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	if (!esg_record_add_f32(r, "objective", 2, tshape, trace))
 		cli_die_lib();
 	esg_meta_set(r, "esg.method", R->em->m.name);
+	if (o->label)
+		esg_meta_set(r, "esg.label", o->label);
+	else
+		esg_meta_remove(r, "esg.label");
 	esg_meta_set(r, "esg.params", R->params_json);
 	esg_meta_set(r, "esg.objective", esg_explain_objective_name(spec.objective));
 	set_values(r, "esg.objective_initial", init, rows);

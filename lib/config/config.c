@@ -2,6 +2,7 @@
  * doc/config.md for the schema). */
 #include "config/config.h"
 #include "attr/attr.h"
+#include "explain/explain.h"
 #include "stream/stream.h"
 
 #include <cjson/cJSON.h>
@@ -84,6 +85,12 @@ typedef struct {
 	int fidelity, randomise;
 } cfg_method;
 
+typedef struct {
+	char *file;        /* under $(OUT)/explain/INPUT/MODEL/, without .st.zst */
+	char *args;        /* esg-explain arguments that change the result */
+	double timeout;
+} cfg_explain;
+
 struct esg_config {
 	char *path, *output;
 	cfg_input *in;
@@ -102,6 +109,10 @@ struct esg_config {
 	/* metrics */
 	char *gt_metrics, *fid_metrics, *metric_args;
 	unsigned char *fid_model;
+	/* explain */
+	cfg_explain *ex;
+	int n_ex;
+	unsigned char *ex_input, *ex_model;
 	/* jobs */
 	long threads, ibatch; /* ibatch 0: auto */
 	char **device;
@@ -433,11 +444,16 @@ static const char *const K_RANDOM[] = { "model", "mode", "layers", "seed", "init
 static const char *const E_MODE[] = { "cascading", "independent", NULL };
 static const char *const E_INIT[] = { "default", "gaussian", "uniform", NULL };
 static const char *const K_METRICS[] = { "ground_truth", "fidelity", "methods", "models", "params", NULL };
+static const char *const K_EXPLAIN[] = { "layers", "channels", "methods", "steps", "seed", "inputs", "models",
+					  "timeout", NULL };
+static const char *const K_EXPLAIN_LAYER[] = { "name", "call", "channels", NULL };
+static const char *const K_EXPLAIN_METHOD[] = { "name", "method", "params", "layers", "channels", "unit", "target",
+						 "steps", "seed", "timeout", NULL };
 static const char *const K_JOBS[] = { "threads", "devices", "timeout", "internal_batch", "scheduler",
 				       "slurm", NULL };
 static const char *const K_REPORT[] = { "view", "zoom", NULL };
 static const char *const E_VIEW[] = { "axial", "coronal", "sagittal", NULL };
-static const char *const K_TOP[] = { "title", "output", "inputs", "load", "models", "target", "methods", "randomisation", "metrics", "jobs", "report", NULL };
+static const char *const K_TOP[] = { "title", "output", "inputs", "load", "models", "target", "methods", "randomisation", "metrics", "explain", "jobs", "report", NULL };
 
 /* Basename without the image extensions. */
 static char *stem(const char *path)
@@ -1021,10 +1037,364 @@ static int parse_metrics(esg_config *c, const cJSON *o)
 	return c->metric_args ? 0 : -1;
 }
 
+/* ---- explain: esg-explain jobs (doc/config.md, doc/explain.md) ------------ */
+
+/* The methods of esg-explain and what each takes: lib/explain's table. */
+
+/* A list of whole numbers >= 0 (channels, a unit); *n = -1 when absent. */
+static int index_list(const cJSON *o, const char *key, const char *parent, long **out, int *n)
+{
+	char f[256];
+	field_key(f, sizeof f, parent, key);
+	const cJSON *a = cJSON_GetObjectItemCaseSensitive(o, key);
+	*out = NULL;
+	*n = -1;
+	if (!a)
+		return 0;
+	if (!cJSON_IsArray(a))
+		return bad(f, "must be a list of whole numbers");
+	int k = cJSON_GetArraySize(a), i = 0;
+	*out = calloc((size_t)k + 1, sizeof **out);
+	if (!*out)
+		return esg_set_error("out of memory");
+	for (const cJSON *e = a->child; e; e = e->next, i++) {
+		double d = cJSON_IsNumber(e) ? e->valuedouble : -1;
+		if (!cJSON_IsNumber(e) || d < 0 || d > 1e9 || d != floor(d)) {
+			free(*out);
+			*out = NULL;
+			char fi[300];
+			snprintf(fi, sizeof fi, "%s[%d]", f, i);
+			return cJSON_IsNumber(e) ? bad(fi, "%g is not an index (a whole number >= 0)", d)
+						 : bad(fi, "must be a whole number");
+		}
+		(*out)[i] = (long)d;
+	}
+	*n = k;
+	return 0;
+}
+
+/* One esg-explain job, for every input and model it applies to. */
+static int ex_add(esg_config *c, const char *file, const char *base, const char *layer, const char *extra,
+		  double timeout)
+{
+	cfg_explain *e = realloc(c->ex, ((size_t)c->n_ex + 1) * sizeof *c->ex);
+	if (!e)
+		return esg_set_error("out of memory");
+	c->ex = e;
+	e = &c->ex[c->n_ex];
+	e->file = strdup(file);
+	e->args = malloc(strlen(base) + strlen(layer) + strlen(extra) + 1);
+	e->timeout = timeout;
+	c->n_ex++;
+	if (!e->file || !e->args)
+		return esg_set_error("out of memory");
+	sprintf(e->args, "%s%s%s", base, layer, extra);
+	return 0;
+}
+
+/* explain.layers[i]: "NAME" or {"name": NAME, "call": K, "channels": [...]}. */
+typedef struct {
+	const char *name;
+	long call;      /* -1: none given */
+	long *ch;       /* NULL: the section's channels */
+	int n_ch;
+	char dir[300];  /* the file-name part: NAME, NAME-callK */
+} ex_layer;
+
+static int parse_explain(esg_config *c, const cJSON *o, double top_target)
+{
+	const char *F = "explain";
+	const char *const *const keys = K_EXPLAIN;
+	const char *const *const lkeys = K_EXPLAIN_LAYER;
+	const char *const *const mkeys = K_EXPLAIN_METHOD;
+	if (check_keys(o, F, keys))
+		return -1;
+	double steps = 0, seed = 0, timeout = c->timeout;
+	if (get_num(o, "steps", F, 1, 1e7, 1, &steps) || get_num(o, "seed", F, 0, 1e18, 1, &seed) ||
+	    get_num(o, "timeout", F, 0, 1e9, 0, &timeout))
+		return -1;
+	/* which inputs and models (default: all, the randomised model too) */
+	c->ex_input = calloc((size_t)c->n_in + 1, 1);
+	c->ex_model = calloc((size_t)c->n_model + 1, 1);
+	if (!c->ex_input || !c->ex_model)
+		return esg_set_error("out of memory");
+	const char **v;
+	int n;
+	if (name_list(o, "inputs", F, &v, &n))
+		return -1;
+	for (int i = 0; i < c->n_in; i++)
+		c->ex_input[i] = n < 0;
+	for (int k = 0; k < n; k++) {
+		int found = 0;
+		for (int i = 0; i < c->n_in; i++)
+			if (!strcmp(c->in[i].name, v[k]))
+				c->ex_input[i] = found = 1;
+		if (!found) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "explain.inputs[%d]", k);
+			int rc = bad(fi, "no input is named '%s'", v[k]);
+			free(v);
+			return rc;
+		}
+	}
+	free(v);
+	if (n == 0)
+		return bad("explain.inputs", "must not be empty (leave the field out instead)");
+	if (name_list(o, "models", F, &v, &n))
+		return -1;
+	for (int i = 0; i < c->n_model; i++)
+		c->ex_model[i] = n < 0;
+	for (int k = 0; k < n; k++) {
+		int i = model_index(c, v[k]);
+		if (i < 0) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "explain.models[%d]", k);
+			int rc = bad(fi, "no model is named '%s' in \"models\" (or randomisation.as_model)", v[k]);
+			free(v);
+			return rc;
+		}
+		c->ex_model[i] = 1;
+	}
+	free(v);
+	if (n == 0)
+		return bad("explain.models", "must not be empty (leave the field out instead)");
+	/* the section's channels: default for every layer and method that takes one */
+	long *chan;
+	int n_chan;
+	if (index_list(o, "channels", F, &chan, &n_chan))
+		return -1;
+	/* layers */
+	const cJSON *la = cJSON_GetObjectItemCaseSensitive(o, "layers");
+	int n_layer = la ? cJSON_GetArraySize(la) : 0;
+	ex_layer *L = calloc((size_t)n_layer + 1, sizeof *L);
+	int rc = L ? 0 : esg_set_error("out of memory");
+	if (!rc && la && !cJSON_IsArray(la))
+		rc = bad("explain.layers", "must be a list of layer names or {\"name\", \"call\", \"channels\"} objects");
+	int li = 0;
+	for (const cJSON *e = la ? la->child : NULL; e && !rc; e = e->next, li++) {
+		char fl[64], fk[96];
+		snprintf(fl, sizeof fl, "explain.layers[%d]", li);
+		ex_layer *x = &L[li];
+		x->call = -1;
+		x->n_ch = -1;
+		if (cJSON_IsString(e))
+			x->name = e->valuestring;
+		else if (cJSON_IsObject(e)) {
+			double call = -1;
+			if ((rc = check_keys(e, fl, lkeys)) || (rc = get_str(e, "name", fl, 1, &x->name)) ||
+			    (rc = get_num(e, "call", fl, 0, 1e6, 1, &call)) ||
+			    (rc = index_list(e, "channels", fl, &x->ch, &x->n_ch)))
+				break;
+			x->call = (long)call;
+		} else {
+			rc = bad(fl, "must be a layer name or an object {\"name\", \"call\", \"channels\"}");
+			break;
+		}
+		snprintf(fk, sizeof fk, "%s%s", fl, cJSON_IsObject(e) ? ".name" : "");
+		if ((rc = safe_arg(fk, x->name)))
+			break;
+		for (const char *p = x->name; *p && !rc; p++)
+			if (strchr(":%=/", *p))
+				rc = bad(fk, "'%s': the character '%c' is not allowed in a layer name here "
+					 "(give a call index as \"call\")", x->name, *p);
+		if (x->call >= 0)
+			snprintf(x->dir, sizeof x->dir, "%s-call%ld", x->name, x->call);
+		else
+			snprintf(x->dir, sizeof x->dir, "%s", x->name);
+		for (int k = 0; k < li && !rc; k++)
+			if (!strcmp(L[k].dir, x->dir))
+				rc = bad(fl, "layer '%s'%s is listed twice", x->name, x->call >= 0 ? " with this call" : "");
+	}
+	/* methods: one job per input x model x method x layer x channel */
+	const cJSON *ma = cJSON_GetObjectItemCaseSensitive(o, "methods");
+	if (!rc && (!ma || !cJSON_IsArray(ma) || !cJSON_GetArraySize(ma)))
+		rc = bad("explain.methods", ma ? "must be a non-empty list" :
+			 "missing (required: e.g. [{\"name\": \"deepdream\"}]; methods: deepdream, feature_vis, class_model, invert)");
+	int mi = 0;
+	char **labels = NULL;
+	if (!rc && !(labels = calloc((size_t)cJSON_GetArraySize(ma) + 1, sizeof *labels)))
+		rc = esg_set_error("out of memory");
+	for (const cJSON *e = !rc ? ma->child : NULL; e && !rc; e = e->next, mi++) {
+		char f[64], fk[128];
+		snprintf(f, sizeof f, "explain.methods[%d]", mi);
+		const char *label, *name;
+		if ((rc = check_keys(e, f, mkeys)) || (rc = get_str(e, "name", f, 1, &label)) ||
+		    (rc = get_str(e, "method", f, 0, &name)))
+			break;
+		snprintf(fk, sizeof fk, "%s.name", f);
+		if ((rc = safe_name(fk, label)))
+			break;
+		for (int k = 0; k < mi && !rc; k++)
+			if (!strcmp(labels[k], label))
+				rc = bad(fk, "method name '%s' is used twice (give each its own \"name\")", label);
+		if (rc)
+			break;
+		labels[mi] = (char *)label;
+		if (!name)
+			name = label;
+		snprintf(fk, sizeof fk, "%s.%s", f, name == label ? "name" : "method");
+		const esg_explain_method *em = esg_explain_find(name);
+		if (!em) {
+			rc = bad(fk, "%s", esg_error());
+			break;
+		}
+		sbuf b = { 0 };
+		sb_add(&b, "--method %s --label %s", name, label);
+		/* parameters: checked against the method's table now */
+		const cJSON *p = cJSON_GetObjectItemCaseSensitive(e, "params");
+		char fp[96];
+		snprintf(fp, sizeof fp, "%s.params", f);
+		if (p && !cJSON_IsObject(p))
+			rc = bad(fp, "must be an object");
+		char *kv[ESG_MAX_PARAMS];
+		int n_kv = 0;
+		for (const cJSON *q = p ? p->child : NULL; q && !rc; q = q->next) {
+			char fq[192], t[512];
+			snprintf(fq, sizeof fq, "%s.params.%s", f, q->string);
+			if (n_kv == ESG_MAX_PARAMS)
+				rc = bad(fq, "too many parameters");
+			else if (!(rc = scalar_text(q, fq, t, sizeof t)) && !(rc = safe_arg(fq, q->string))) {
+				size_t len = strlen(q->string) + strlen(t) + 2;
+				if (!(kv[n_kv] = malloc(len)))
+					rc = esg_set_error("out of memory");
+				else {
+					snprintf(kv[n_kv], len, "%s=%s", q->string, t);
+					sb_add(&b, " --param %s", kv[n_kv++]);
+				}
+			}
+		}
+		esg_params ep;
+		int have_ep = 0;
+		if (!rc) {
+			if (esg_params_resolve(&em->m, NULL, kv, n_kv, &ep))
+				rc = bad(fp, "%s", esg_error());
+			else
+				have_ep = 1;
+		}
+		for (int k = 0; k < n_kv; k++)
+			free(kv[k]);
+		double msteps = steps, mseed = seed, target = top_target, mtimeout = timeout;
+		if (!rc)
+			rc = get_num(e, "steps", f, 1, 1e7, 1, &msteps) || get_num(e, "seed", f, 0, 1e18, 1, &mseed) ||
+			     get_num(e, "target", f, 0, 1e9, 1, &target) || get_num(e, "timeout", f, 0, 1e9, 0, &mtimeout);
+		const int takes_layer = em->layer != ESG_EX_NO, takes_ch = em->channel != ESG_EX_NO;
+		/* the target: a class model's class (a wrapped model's class score) */
+		if (!rc && cJSON_GetObjectItemCaseSensitive(e, "target") && em->target == ESG_EX_NO)
+			rc = bad(f, "method '%s' takes no \"target\"", name);
+		if (!rc && em->target == ESG_EX_REQUIRED && target < 0)
+			rc = bad(f, "method '%s' needs a \"target\" (here or at the top level)", name);
+		if (!rc && em->target != ESG_EX_NO && target >= 0)
+			sb_add(&b, " --target %.0f", target);
+		if (!rc && msteps > 0)
+			sb_add(&b, " --steps %.0f", msteps);
+		if (!rc)
+			sb_add(&b, " --seed %.0f", mseed);
+		/* a unit (feature_vis, deepdream): instead of channels */
+		long *unit = NULL, *mch = NULL;
+		int n_unit = -1, n_mch = -1;
+		if (!rc)
+			rc = index_list(e, "unit", f, &unit, &n_unit) || index_list(e, "channels", f, &mch, &n_mch);
+		if (!rc && n_mch >= 0 && !takes_ch)
+			rc = bad(f, "method '%s' takes no \"channels\"", name);
+		if (!rc && n_unit >= 0 && em->unit == ESG_EX_NO)
+			rc = bad(f, "method '%s' takes no \"unit\"", name);
+		if (!rc && n_unit == 0)
+			rc = bad(f, "\"unit\" must not be empty");
+		/* which layers */
+		const char **ml = NULL;
+		int n_ml = -1;
+		if (!rc)
+			rc = name_list(e, "layers", f, &ml, &n_ml);
+		if (!rc && !takes_layer && n_ml >= 0)
+			rc = bad(f, "method '%s' takes no layer (it maximises a class score)", name);
+		if (!rc && takes_layer && (n_ml == 0 || (n_ml < 0 && !n_layer)))
+			rc = bad(f, "method '%s' needs a layer: list some in explain.layers%s", name,
+				 n_ml == 0 ? " (an empty \"layers\" selects none)" : "");
+		for (int k = 0; k < n_ml && !rc; k++) {
+			int found = 0;
+			for (int j = 0; j < n_layer; j++)
+				found |= !strcmp(L[j].name, ml[k]);
+			if (!found) {
+				char fi[160];
+				snprintf(fi, sizeof fi, "%s.layers[%d]", f, k);
+				rc = bad(fi, "no layer '%s' in explain.layers", ml[k]);
+			}
+		}
+		char *base = sb_take(&b);
+		if (!base)
+			rc = -1;
+		/* the jobs of this method, multiplied out over inputs and models
+		 * when the fragment is written */
+		for (int j = 0; j < (takes_layer ? n_layer : 1) && !rc; j++) {
+			const ex_layer *x = takes_layer ? &L[j] : NULL;
+			if (x && n_ml >= 0) {
+				int want = 0;
+				for (int k = 0; k < n_ml; k++)
+					want |= !strcmp(ml[k], x->name);
+				if (!want)
+					continue;
+			}
+			char lay[400] = "";
+			if (x && x->call >= 0)
+				snprintf(lay, sizeof lay, " --layer %s:%ld", x->name, x->call);
+			else if (x)
+				snprintf(lay, sizeof lay, " --layer %s", x->name);
+			const long *ch = n_mch >= 0 ? mch : x && x->n_ch >= 0 ? x->ch : chan;
+			int nc = n_mch >= 0 ? n_mch : x && x->n_ch >= 0 ? x->n_ch : n_chan;
+			if (!takes_ch || nc < 0)
+				nc = 0;
+			/* what esg-explain would refuse before loading the model */
+			esg_explain_request rq = { .layer = x ? x->name : NULL, .layer_call = x && x->call > 0 ? (int)x->call : 0,
+						   .channel = nc ? (int)ch[0] : -1, .n_unit = n_unit > 0 ? n_unit : 0,
+						   .target = em->target != ESG_EX_NO ? (int64_t)target : -1 };
+			if (esg_explain_check(em, &ep, &rq)) {
+				rc = n_unit > 0 && !nc ? bad(f, "\"unit\" needs channels (the unit is a position of each channel)")
+						      : bad(f, "%s", esg_error());
+				break;
+			}
+			for (int k = 0; k < (nc ? nc : 1) && !rc; k++) {
+				char file[800] = "", extra[300] = "";
+				if (nc) {
+					snprintf(file, sizeof file, "%s/%s-c%ld", label, x->dir, ch[k]);
+					snprintf(extra, sizeof extra, " --channel %ld", ch[k]);
+				}
+				if (n_unit > 0) {
+					snprintf(file + strlen(file), sizeof file - strlen(file), "-unit");
+					snprintf(extra + strlen(extra), sizeof extra - strlen(extra), " --unit ");
+					for (int u = 0; u < n_unit; u++) {
+						snprintf(file + strlen(file), sizeof file - strlen(file), "_%ld", unit[u]);
+						snprintf(extra + strlen(extra), sizeof extra - strlen(extra), "%s%ld",
+							 u ? "," : "", unit[u]);
+					}
+				}
+				if (!nc && x) /* the whole layer */
+					snprintf(file, sizeof file, "%s/%s", label, x->dir);
+				else if (!nc && target >= 0)
+					snprintf(file, sizeof file, "%s/class-%.0f", label, target);
+				else if (!nc)
+					snprintf(file, sizeof file, "%s/class", label);
+				rc = ex_add(c, file, base, lay, extra, mtimeout);
+			}
+		}
+		free(base);
+		if (have_ep)
+			esg_params_clear(&ep);
+		free(ml);
+		free(unit);
+		free(mch);
+	}
+	free(labels);
+	for (int k = 0; k < n_layer; k++)
+		free(L[k].ch);
+	free(L);
+	free(chan);
+	return rc ? -1 : 0;
+}
+
 /* The kinds of job, as run-job's --kind: what jobs.slurm.local_kinds and
  * jobs.slurm.mem name (doc/cluster.md). */
 static const char *const JOB_KINDS[] = { "load", "wrap", "randomise", "attr", "metric", "render",
-					 "copy", "table", "report", NULL };
+					 "copy", "table", "report", "explain", NULL };
 
 /* A Slurm memory size: digits and an optional K, M, G or T (srun --mem). */
 static int slurm_mem(const char *field, const cJSON *v, char *out, size_t n)
@@ -1052,7 +1422,7 @@ static int parse_scheduler(esg_config *c, const cJSON *o)
 	static const char *const sched[] = { "local", "slurm", NULL };
 	static const char *const keys[] = { "partition", "account", "args", "local_kinds", "mem", "time_margin", NULL };
 	/* what each kind gets when the config says nothing (doc/cluster.md) */
-	static const char *const mem_default[] = { "1G", "2G", "2G", "4G", "4G", "1G", "256M", "256M", "1G" };
+	static const char *const mem_default[] = { "1G", "2G", "2G", "4G", "4G", "1G", "256M", "256M", "1G", "4G" };
 	const char *s = NULL, *part = NULL, *acct = NULL;
 	const cJSON *sl = o ? cJSON_GetObjectItemCaseSensitive(o, "slurm") : NULL;
 	if (o && get_str(o, "scheduler", "jobs", 0, &s))
@@ -1071,8 +1441,8 @@ static int parse_scheduler(esg_config *c, const cJSON *o)
 		return -1;
 	const char **args = NULL, **local = NULL;
 	int na = -1, nl = -1, rc = 0;
-	char mem[9][32];
-	for (int k = 0; k < 9; k++)
+	char mem[sizeof mem_default / sizeof *mem_default][32];
+	for (size_t k = 0; k < sizeof mem_default / sizeof *mem_default; k++)
 		snprintf(mem[k], sizeof mem[k], "%s", mem_default[k]);
 	if (sl && (name_list(sl, "args", "jobs.slurm", &args, &na) ||
 		   name_list(sl, "local_kinds", "jobs.slurm", &local, &nl)))
@@ -1300,6 +1670,13 @@ esg_config *esg_config_load(const char *path)
 	const cJSON *m = cJSON_GetObjectItemCaseSensitive(j, "metrics");
 	if (!rc && m)
 		rc = parse_metrics(c, m);
+	/* no metrics section: no esg-metric --param (the randomisation's
+	 * similarity jobs still print these) */
+	if (!rc && !c->metric_args && !(c->metric_args = strdup("")))
+		rc = esg_set_error("out of memory");
+	const cJSON *x = cJSON_GetObjectItemCaseSensitive(j, "explain");
+	if (!rc && x)
+		rc = parse_explain(c, x, target);
 	if (!rc)
 		rc = parse_report(c, cJSON_GetObjectItemCaseSensitive(j, "report"), title);
 	if (!rc && !c->output)
@@ -1333,6 +1710,13 @@ void esg_config_free(esg_config *c)
 		free(c->meth[i].args);
 		free(c->meth[i].deps);
 	}
+	for (int i = 0; i < c->n_ex; i++) {
+		free(c->ex[i].file);
+		free(c->ex[i].args);
+	}
+	free(c->ex);
+	free(c->ex_input);
+	free(c->ex_model);
 	for (int i = 0; i < c->n_device; i++)
 		free(c->device[i]);
 	free(c->device);
@@ -1480,9 +1864,10 @@ static int shows(const esg_config *c, int i, int m)
 }
 
 /* The file lists the fragment defines for run.mk. */
-enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_CURVES, L_COUNT };
+enum { L_ATTRS, L_RANDOM_ATTRS, L_MAPS, L_GT, L_FIDELITY, L_RANDOM_TABLES, L_CURVES, L_EXPLAIN, L_COUNT };
 static const char *const LIST_NAMES[L_COUNT] = { "ESG_ATTRS", "ESG_RANDOM_ATTRS", "ESG_MAPS", "ESG_GT_TABLES",
-						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES", "ESG_CURVE_TABLES" };
+						 "ESG_FIDELITY_TABLES", "ESG_RANDOM_TABLES", "ESG_CURVE_TABLES",
+						 "ESG_EXPLAINS" };
 
 /* Append `prefix``path` to a list, one file per continued line. */
 /* Is `name` one of the comma-separated metrics in `list`? */
@@ -1642,6 +2027,24 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 			free(l);
 			if (rc)
 				goto fail;
+		}
+		/* explanations (esg-explain): every job of the explain section on
+		 * every chosen model this input shows, the randomised one too */
+		for (int m = 0; c->ex_input && c->ex_input[i] && m < c->n_model; m++) {
+			if (!c->ex_model[m] || !shows(c, i, m))
+				continue;
+			model_path(c, i, m, mp, sizeof mp);
+			for (int k = 0; k < c->n_ex; k++) {
+				const cfg_explain *x = &c->ex[k];
+				b.n = 0;
+				sb_add(&b, "$(ESG_EXPLAIN) -m %s %s -o $@ %s", mp, x->args, input);
+				snprintf(target, sizeof target, "explain/%s/%s/%s.st.zst", N, c->model[m].name, x->file);
+				snprintf(pre, sizeof pre, "%s %s $(ESG_EXPLAIN)", input, mp);
+				rc = b.oom || job(&g, "explain", target, pre, b.s, RUN_THREADS | RUN_DEVICE, x->timeout);
+				if (rc)
+					goto fail;
+				list_add(&list[L_EXPLAIN], "$(OUT)/", target);
+			}
 		}
 		/* maps of the randomised steps and their similarity to the original */
 		if (rdir[0]) {

@@ -69,6 +69,27 @@ static int grow(void *p, size_t *cap, size_t n, size_t sz)
 	return 0;
 }
 
+/* A growing string. */
+typedef struct { char *s; size_t n, cap; } sbuf_t;
+static int sb_put(sbuf_t *b, const char *t)
+{
+	size_t k = strlen(t);
+	if (b->n + k + 1 > b->cap) {
+		size_t cap = (b->n + k + 1) * 2;
+		char *q = realloc(b->s, cap);
+		if (!q) {
+			free(b->s);
+			b->s = NULL;
+			return esg_set_error("out of memory");
+		}
+		b->s = q;
+		b->cap = cap;
+	}
+	memcpy(b->s + b->n, t, k + 1);
+	b->n += k;
+	return 0;
+}
+
 /* The file name of path without one of the suffixes (first match). */
 static char *base_name(const char *path, const char *const *suffixes)
 {
@@ -116,6 +137,9 @@ struct entry {
 	int64_t depth;   /* slices along the view (1 for 2D) */
 	int64_t w, h;    /* tile size */
 	int replaced;    /* a later record has the same cell */
+	int explain;     /* an esg-explain record: its image, no map (the gallery) */
+	char *layer;     /* explanations: the gallery's group (esg.layer[:call], or "class score") */
+	char *trace;     /* explanations: the objective per step as SVG points ("" if none) */
 };
 
 struct manifest { char *dir, *sha, *mode; };
@@ -168,6 +192,7 @@ void esg_report_free(esg_report *rp)
 		struct entry *e = &rp->ents[i];
 		free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
 		free(e->caption), free(e->title), free(e->dir), free(e->step_name), free(e->file);
+		free(e->layer), free(e->trace);
 	}
 	for (size_t i = 0; i < rp->n_mans; i++)
 		free(rp->mans[i].dir), free(rp->mans[i].sha), free(rp->mans[i].mode);
@@ -418,22 +443,30 @@ static int resample(esg_vol *map, const int64_t dim[3])
 static int render_record(esg_report *rp, const esg_record *r, struct entry *e, double *vmax, int *resampled)
 {
 	const esg_report_opts *o = &rp->o;
-	const esg_tensor *tm = esg_record_find(r, o->tensor), *tb = esg_record_find(r, o->background);
-	if (!tm)
-		return esg_set_error("no tensor '%s' (--html shows attribution maps over the image)", o->tensor);
+	/* an explanation (esg-explain) is its optimised image, drawn alone */
+	const esg_tensor *tm = e->explain ? NULL : esg_record_find(r, o->tensor);
+	const esg_tensor *tb = esg_record_find(r, e->explain ? "image" : o->background);
+	if (!tm && !e->explain)
+		return esg_set_error("no tensor '%s' (--html shows attribution maps over the image, "
+				     "and esg-explain's images)", o->tensor);
 	if (!tb)
-		return esg_set_error("no tensor '%s' to draw the map over", o->background);
+		return esg_set_error(e->explain ? "no tensor 'image' (an esg-explain record holds its image there)"
+						: "no tensor '%s' to draw the map over", o->background);
 	const char *axes = esg_meta_get(r, "esg.axes");
 	esg_vol full = { .data = NULL }, map = { .data = NULL }, bg = { .data = NULL };
 	int rc = -1;
-	if (esg_vol_from_tensor(tm, axes, &full) < 0 || esg_vol_frame(&full, o->batch, o->channel, &map) < 0)
-		goto out;
-	esg_vol_free(&full);
 	if (esg_vol_from_tensor(tb, axes, &full) < 0 ||
 	    esg_vol_frame(&full, o->batch, o->channel >= 0 ? o->channel : ESG_CH_MEAN, &bg) < 0)
 		goto out;
+	esg_vol_free(&full);
+	if (tm && (esg_vol_from_tensor(tm, axes, &full) < 0 || esg_vol_frame(&full, o->batch, o->channel, &map) < 0))
+		goto out;
+	if (!tm) { /* the geometry below is the image's */
+		map = bg;
+		map.data = NULL;
+	}
 	*resampled = 0;
-	if (memcmp(bg.dim, map.dim, sizeof bg.dim) != 0 && map.spatial == bg.spatial &&
+	if (tm && memcmp(bg.dim, map.dim, sizeof bg.dim) != 0 && map.spatial == bg.spatial &&
 	    (map.spatial == 3 || (map.axis_h == bg.axis_h && map.axis_w == bg.axis_w))) {
 		if (resample(&map, bg.dim) < 0)
 			goto out;
@@ -462,7 +495,7 @@ static int render_record(esg_report *rp, const esg_record *r, struct entry *e, d
 		goto out;
 	}
 	if ((e->bg = background_pic(rp, &bg, &g, e->w, e->h)) < 0 ||
-	    (e->map = map_pic(rp, &map, &g, e->w, e->h, vmax)) < 0)
+	    (tm && (e->map = map_pic(rp, &map, &g, e->w, e->h, vmax)) < 0))
 		goto out;
 	rc = 0;
 out:
@@ -494,6 +527,61 @@ static int step_model(const char *path, char **dir, long *step, char **name)
 	return *dir && *name ? 1 : -1;
 }
 
+/* An explanation's gallery place: its layer (with a call index past the
+ * first), its row (the label, and the channel or unit it optimised, or the
+ * class), and the objective's trace (esg-explain's tensor 'objective',
+ * [N, steps]: the row of the batch item shown) as the points of a small SVG
+ * line. */
+static int explain_entry(struct entry *e, const esg_record *r, int64_t item)
+{
+	const char *layer = esg_meta_get(r, "esg.layer"), *call = esg_meta_get(r, "esg.layer_call");
+	const char *ch = esg_meta_get(r, "esg.channel"), *unit = esg_meta_get(r, "esg.unit");
+	const char *target = esg_meta_get(r, "esg.target");
+	if (layer && *layer)
+		e->layer = call && *call && strcmp(call, "0") ? xprintf("%s:%s", layer, call) : xstrdup(layer);
+	else
+		e->layer = xstrdup("class score");
+	char *l = NULL;
+	if (unit && *unit)
+		l = xprintf("%s \xc2\xb7 unit %s", e->label, unit);
+	else if (ch && *ch && strcmp(ch, "-1") && strcmp(ch, "all"))
+		l = xprintf("%s \xc2\xb7 channel %s", e->label, ch);
+	else if (!(layer && *layer) && target && *target)
+		l = xprintf("%s \xc2\xb7 class %s", e->label, target);
+	if (l) {
+		free(e->label);
+		e->label = l;
+	}
+	/* the trace: at most 64 points, scaled into a 64 x 16 box */
+	sbuf_t b = { 0 };
+	const esg_tensor *t = esg_record_find(r, "objective");
+	int64_t n = t ? esg_tensor_numel(t) : 0, off = 0;
+	if (t && t->ndim == 2) {
+		n = t->shape[1];
+		off = item < t->shape[0] ? item * n : 0;
+	}
+	double lo = INFINITY, hi = -INFINITY;
+	for (int64_t i = 0; i < n; i++) {
+		double v = esg_tensor_get(t, off + i);
+		if (isfinite(v))
+			lo = v < lo ? v : lo, hi = v > hi ? v : hi;
+	}
+	int k = n > 64 ? 64 : (int)n;
+	for (int i = 0; i < k && n > 1 && hi >= lo; i++) {
+		int64_t j = k > 1 ? (int64_t)((double)i * (double)(n - 1) / (k - 1) + 0.5) : 0;
+		double v = esg_tensor_get(t, off + j);
+		if (!isfinite(v))
+			continue;
+		double y = hi > lo ? 15 - 14 * (v - lo) / (hi - lo) : 8;
+		char pt[48];
+		snprintf(pt, sizeof pt, "%s%.1f,%.1f", b.n ? " " : "", 1 + 62.0 * i / (k > 1 ? k - 1 : 1), y);
+		if (sb_put(&b, pt) < 0)
+			return -1;
+	}
+	e->trace = b.s ? b.s : xstrdup("");
+	return e->layer && e->label && e->trace ? 0 : -1;
+}
+
 int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where, const char *file,
 			  size_t index)
 {
@@ -511,6 +599,9 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 		label = esg_meta_get(r, "esg.method");
 	/* the input's name: esg-load --name (a pipeline's), else the file's */
 	const char *name = esg_meta_get(r, "esg.name");
+	/* an explanation: esg-explain's optimised image and its objective, no map */
+	e->explain = !esg_record_find(r, rp->o.tensor) && esg_record_find(r, "image") &&
+		     (esg_meta_get(r, "esg.objective_final") || esg_record_find(r, "objective"));
 	e->input = name && *name ? xstrdup(name)
 				 : source && *source ? base_name(source, in_suffixes) : xstrdup("(no esg.source)");
 	e->model = model && *model ? base_name(model, model_suffixes) : xstrdup("(no esg.model)");
@@ -521,7 +612,9 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	e->index = index;
 	if (!e->source || (file && !e->file) || !e->input || !e->model || !e->label || (esg_meta_get(r, "esg.model_sha256") && !e->sha))
 		goto out;
-	if (model && step_model(model, &e->dir, &e->step, &e->step_name) < 0)
+	if (e->explain && explain_entry(e, r, rp->o.batch) < 0)
+		goto out;
+	if (!e->explain && model && step_model(model, &e->dir, &e->step, &e->step_name) < 0)
 		goto out;
 	if (e->dir && !manifest_for(rp, e->dir))
 		goto out;
@@ -543,12 +636,22 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 		size_t l = strlen(cap);
 		snprintf(cap + l, sizeof cap - l, "%s%.3g s", l ? " \xc2\xb7 " : "", s);
 	}
+	const char *o0 = esg_meta_get(r, "esg.objective_initial"), *o1 = esg_meta_get(r, "esg.objective_final");
+	if (e->explain && o0 && o1) {
+		size_t l = strlen(cap);
+		snprintf(cap + l, sizeof cap - l, "%sobjective %.3g \xe2\x86\x92 %.3g", l ? " \xc2\xb7 " : "",
+			 strtod(o0, NULL), strtod(o1, NULL));
+	}
 	e->caption = xstrdup(cap);
 	static const char *const keys[] = { "esg.method", "esg.method_alias", "esg.params", "esg.target",
+					    "esg.layer", "esg.layer_call", "esg.channel", "esg.unit", "esg.steps",
+					    "esg.objective_initial", "esg.objective_final",
 					    "esg.passes", "esg.seconds", "esg.model", "esg.model_sha256",
 					    "esg.source", "esg.seed" };
-	char *t = xprintf("%s\nmap scale: 0..%.4g (%s)", e->label, vmax,
-			  rp->o.sign == ESG_SIGN_ALL ? "signed" : "magnitude");
+	char *t = e->explain ? xprintf("%s \xc2\xb7 %s\nthe optimised image, gray from its %g-th to %g-th percentile",
+				       e->layer, e->label, 100 - rp->o.clip, rp->o.clip)
+			     : xprintf("%s\nmap scale: 0..%.4g (%s)", e->label, vmax,
+				       rp->o.sign == ESG_SIGN_ALL ? "signed" : "magnitude");
 	for (size_t k = 0; t && k < sizeof keys / sizeof *keys; k++) {
 		const char *v = esg_meta_get(r, keys[k]);
 		if (!v)
@@ -560,14 +663,17 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 	e->title = t;
 	if (!e->caption || !e->title)
 		goto out;
-	if (!e->dir) /* the same grid cell again: the later record wins */
+	if (!e->dir) /* the same grid (or gallery) cell again: the later record wins */
 		for (size_t i = 0; i < rp->n_ents; i++) {
 			struct entry *p = &rp->ents[i];
-			if (!p->dir && !p->replaced && !strcmp(p->input, e->input) && !strcmp(p->model, e->model) &&
-			    !strcmp(p->label, e->label)) {
+			if (!p->dir && !p->replaced && p->explain == e->explain && !strcmp(p->input, e->input) &&
+			    !strcmp(p->model, e->model) && !strcmp(p->label, e->label) &&
+			    (!e->explain || !strcmp(p->layer, e->layer))) {
 				p->replaced = 1;
-				warn(rp, xprintf("%s: input '%s', model '%s', method '%s' given again; "
-						 "the report shows this record", where, e->input, e->model, e->label));
+				warn(rp, xprintf("%s: input '%s', model '%s', %s '%s'%s%s given again; "
+						 "the report shows this record", where, e->input, e->model,
+						 e->explain ? "explanation" : "method", e->label,
+						 e->explain ? " of " : "", e->explain ? e->layer : ""));
 			}
 		}
 	/* inputs are named by file name: say so when two files share one */
@@ -586,6 +692,7 @@ int esg_report_add_record(esg_report *rp, const esg_record *r, const char *where
 out:
 	free(e->input), free(e->model), free(e->label), free(e->sha), free(e->source);
 	free(e->caption), free(e->title), free(e->dir), free(e->step_name), free(e->file);
+	free(e->layer), free(e->trace);
 	return esg_prefix_error("%s", where);
 }
 
@@ -761,7 +868,9 @@ static const char css[] =
 	"table.sortable th{background:#eee;cursor:pointer;user-select:none}\n"
 	"table.sortable th[aria-sort=ascending]::after{content:' \\25B2'}\n"
 	"table.sortable th[aria-sort=descending]::after{content:' \\25BC'}\n"
-	"#errors{color:#b00}\n";
+	"#errors{color:#b00}\n"
+	"svg.trace{display:block;width:100%;height:16px;margin-top:2px}\n"
+	"svg.trace polyline{fill:none;stroke:#c60;stroke-width:1;vector-effect:non-scaling-stroke}\n";
 
 static const char script[] =
 	"(function(){'use strict';\n"
@@ -814,7 +923,7 @@ static size_t distinct(const esg_report *rp, const char *in, int which, const ch
 	size_t n = 0;
 	for (size_t i = 0; i < rp->n_ents; i++) {
 		const struct entry *e = &rp->ents[i];
-		if (e->dir || strcmp(e->input, in) != 0)
+		if (e->dir || e->explain || strcmp(e->input, in) != 0)
 			continue;
 		const char *v = which ? e->label : e->model;
 		size_t k = 0;
@@ -830,7 +939,7 @@ static const struct entry *cell(const esg_report *rp, const char *in, const char
 {
 	for (size_t i = 0; i < rp->n_ents; i++) {
 		const struct entry *e = &rp->ents[i];
-		if (!e->dir && !e->replaced && !strcmp(e->input, in) && !strcmp(e->model, model) &&
+		if (!e->dir && !e->explain && !e->replaced && !strcmp(e->input, in) && !strcmp(e->model, model) &&
 		    !strcmp(e->label, label))
 			return e;
 	}
@@ -873,7 +982,8 @@ static void put_strips(FILE *f, const esg_report *rp, const char *in, int zoom, 
 		const struct entry *orig = NULL;
 		for (size_t k = 0; m && m->sha && k < rp->n_ents; k++) {
 			const struct entry *e = &rp->ents[k];
-			if (!e->dir && !e->replaced && e->sha && !strcmp(e->input, in) && !strcmp(e->label, s->label) &&
+			if (!e->dir && !e->explain && !e->replaced && e->sha && !strcmp(e->input, in) &&
+			    !strcmp(e->label, s->label) &&
 			    !strcmp(e->sha, m->sha))
 				orig = e;
 		}
@@ -919,8 +1029,100 @@ static void put_strips(FILE *f, const esg_report *rp, const char *in, int zoom, 
 		put(f, "</div>\n");
 }
 
+/* The distinct values, in record order, of an explanation field over input
+ * `in` (and, for rows and columns, layer `layer`): 0 layer, 1 label, 2 model. */
+static size_t distinct_explain(const esg_report *rp, const char *in, const char *layer, int which,
+			       const char **out)
+{
+	size_t n = 0;
+	for (size_t i = 0; i < rp->n_ents; i++) {
+		const struct entry *e = &rp->ents[i];
+		if (!e->explain || e->replaced || strcmp(e->input, in) != 0 || (layer && strcmp(e->layer, layer) != 0))
+			continue;
+		const char *v = which == 0 ? e->layer : which == 1 ? e->label : e->model;
+		size_t k = 0;
+		while (k < n && strcmp(out[k], v) != 0)
+			k++;
+		if (k == n)
+			out[n++] = v;
+	}
+	return n;
+}
+
+/* The explanations of input `in`: per layer a table of what was optimised
+ * (rows) by model (columns: the trained model beside its randomised copy,
+ * whose pictures should look like noise).  The pictures are the section's
+ * canvases: its slice slider and projection switch drive them as they do
+ * the grid. */
+static void put_gallery(FILE *f, const esg_report *rp, const char *in, int zoom, const char **layers,
+			const char **rows, const char **cols)
+{
+	size_t nly = distinct_explain(rp, in, NULL, 0, layers);
+	if (!nly)
+		return;
+	put(f, "<div class=\"explain\"><h3>Explanations</h3>\n<p class=\"meta\">What a layer or class has "
+	       "learnt (esg-explain): each picture is the optimised input, gray from its own low to high "
+	       "percentile; the line under it is the objective over the steps. A randomised model's pictures "
+	       "should look like noise.</p>\n");
+	for (size_t ly = 0; ly < nly; ly++) {
+		size_t nr = distinct_explain(rp, in, layers[ly], 1, rows);
+		size_t nc = distinct_explain(rp, in, layers[ly], 2, cols);
+		put(f, "<div class=\"layer\" data-layer=\"");
+		esc(f, layers[ly]);
+		put(f, "\"><h4>");
+		esc(f, layers[ly]);
+		put(f, "</h4>\n<table class=\"grid gallery\"><thead><tr><th></th>");
+		for (size_t m = 0; m < nc; m++) {
+			put(f, "<th class=\"col\" scope=\"col\" data-model=\"");
+			esc(f, cols[m]);
+			put(f, "\">");
+			esc(f, cols[m]);
+			put(f, "</th>");
+		}
+		put(f, "</tr></thead>\n<tbody>\n");
+		for (size_t r = 0; r < nr; r++) {
+			put(f, "<tr data-explanation=\"");
+			esc(f, rows[r]);
+			put(f, "\"><th class=\"row\" scope=\"row\">");
+			esc(f, rows[r]);
+			put(f, "</th>");
+			for (size_t m = 0; m < nc; m++) {
+				const struct entry *e = NULL;
+				for (size_t i = 0; i < rp->n_ents && !e; i++) {
+					const struct entry *x = &rp->ents[i];
+					if (x->explain && !x->replaced && !strcmp(x->input, in) && !strcmp(x->layer, layers[ly]) &&
+					    !strcmp(x->label, rows[r]) && !strcmp(x->model, cols[m]))
+						e = x;
+				}
+				if (!e) {
+					put(f, "<td class=\"cell empty\">\xe2\x80\x94</td>");
+					continue;
+				}
+				put(f, "<td class=\"cell explanation\" data-model=\"");
+				esc(f, e->model);
+				put(f, "\">");
+				put_view(f, rp, e, 0, zoom);
+				if (e->trace[0]) {
+					put(f, "<svg class=\"trace\" viewBox=\"0 0 64 16\" preserveAspectRatio=\"none\" "
+					       "role=\"img\" aria-label=\"objective per step\"><polyline points=\"");
+					put(f, e->trace);
+					put(f, "\"/></svg>");
+				}
+				put(f, "<div class=\"cap\" title=\"");
+				esc(f, e->title);
+				put(f, "\">");
+				esc(f, e->caption[0] ? e->caption : "details");
+				put(f, "</div></td>");
+			}
+			put(f, "</tr>\n");
+		}
+		put(f, "</tbody></table></div>\n");
+	}
+	put(f, "</div>\n");
+}
+
 static void put_section(FILE *f, const esg_report *rp, size_t idx, const char *in, const char **models,
-			const char **labels, const struct entry **tmp)
+			const char **labels, const char **layers, const struct entry **tmp)
 {
 	const esg_report_opts *o = &rp->o;
 	size_t nm = distinct(rp, in, 0, models), nl = distinct(rp, in, 1, labels);
@@ -1010,6 +1212,8 @@ static void put_section(FILE *f, const esg_report *rp, size_t idx, const char *i
 		put(f, "</tbody></table>\n");
 	}
 	put_strips(f, rp, in, zoom, tmp);
+	/* models and labels are free again: the gallery's scratch lists */
+	put_gallery(f, rp, in, zoom, layers, models, labels);
 	put(f, "</section>\n");
 }
 
@@ -1046,6 +1250,10 @@ static void put_data(FILE *f, const esg_report *rp)
 		jstr(f, e->model);
 		put(f, ",\"method\":");
 		jstr(f, e->label);
+		if (e->explain) {
+			put(f, ",\"explanation\":true,\"layer\":");
+			jstr(f, e->layer);
+		}
 		if (e->dir) {
 			put(f, ",\"dir\":");
 			jstr(f, e->dir);
@@ -1142,9 +1350,10 @@ int esg_report_write(esg_report *rp, FILE *f)
 	int legend = legend_pic(rp);
 	const char **ins = malloc((rp->n_ents + 1) * sizeof *ins);
 	const char **a = malloc((rp->n_ents + 1) * sizeof *a), **b = malloc((rp->n_ents + 1) * sizeof *b);
+	const char **ly = malloc((rp->n_ents + 1) * sizeof *ly);
 	const struct entry **tmp = malloc((rp->n_ents + 1) * sizeof *tmp);
-	if (legend < 0 || !ins || !a || !b || !tmp) {
-		free(ins), free(a), free(b), free(tmp);
+	if (legend < 0 || !ins || !a || !b || !ly || !tmp) {
+		free(ins), free(a), free(b), free(ly), free(tmp);
 		return legend < 0 ? -1 : esg_set_error("out of memory");
 	}
 	size_t nin = 0;
@@ -1203,7 +1412,7 @@ int esg_report_write(esg_report *rp, FILE *f)
 	}
 	put(f, "</div>\n");
 	for (size_t i = 0; i < nin; i++)
-		put_section(f, rp, i, ins[i], a, b, tmp);
+		put_section(f, rp, i, ins[i], a, b, ly, tmp);
 	if (rp->n_tabs) {
 		put(f, "<section id=\"tables\"><h2>Tables</h2>\n"
 		       "<p class=\"meta\">Every table as written, one row per file \xc2\xb7 metric; "
@@ -1214,7 +1423,7 @@ int esg_report_write(esg_report *rp, FILE *f)
 	}
 	put_data(f, rp);
 	fprintf(f, "<script>\n%s%s</script>\n</body></html>\n", esg_report_eval_js, script);
-	free(ins), free(a), free(b), free(tmp);
+	free(ins), free(a), free(b), free(ly), free(tmp);
 	/* the legend is written; drop it so that a second write adds no other */
 	free(rp->pics[legend].png);
 	rp->n_pics--;

@@ -6,7 +6,9 @@
  * The page groups them per input (basename of esg.source): a grid of
  * methods (esg.label, else esg.method_alias, else esg.method) by models
  * (basename of esg.model), randomisation strips for models named
- * DIR/step-NN-NAME.pt (esg-randomise), and TSV tables, drawn by the page's
+ * DIR/step-NN-NAME.pt (esg-randomise), a gallery of esg-explain's
+ * optimised images per layer (rows: label and channel; columns: models),
+ * and TSV tables, drawn by the page's
  * script (report_js.c) as a summary, methods x metrics matrices, the
  * randomisation sanity-check curves and deletion / insertion curves.  Everything is
  * inline (data: URIs, inline CSS and JS), so the page works offline.
