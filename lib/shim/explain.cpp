@@ -163,9 +163,32 @@ double uniform(const at::Generator &gen, double lo, double hi)
 	return lo + (hi - lo) * u;
 }
 
+/* x centre-cropped or zero-padded (lower side floor((n - t) / 2)) to the
+ * spatial sizes of like. */
+at::Tensor fit_size(at::Tensor x, const at::Tensor &like)
+{
+	for (int64_t d = 2; d < x.dim(); d++) {
+		int64_t n = x.size(d), t = like.size(d);
+		if (n > t) {
+			x = x.narrow(d, (n - t) / 2, t);
+		} else if (n < t) {
+			std::vector<int64_t> pad(2 * (x.dim() - 2), 0);
+			int64_t a = x.dim() - 1 - d; /* pads run from the last axis */
+			pad[2 * a] = (t - n) / 2;
+			pad[2 * a + 1] = t - n - (t - n) / 2;
+			x = at::constant_pad_nd(x, pad, 0.0);
+		}
+	}
+	return x;
+}
+
 /* The random transforms of one step, drawn in this order: pad (none),
  * roll (one integer in [-jitter, jitter] per spatial axis), zoom (one
- * uniform), rotation (one uniform, 2D), flips (one uniform per axis). */
+ * uniform), rotation (one uniform, 2D), flips (one uniform per axis).
+ * The result is centre-cropped (or zero-padded) back to the image's size:
+ * the model sees the size it was given (U-Nets need multiples of their
+ * pooling, a fixed-mask wrapper its mask's size), so pad + roll shift the
+ * image with zeros coming in and zoom scales it about the centre. */
 at::Tensor transform(const esg_explain_spec *s, const at::Tensor &x0, const at::Generator &gen)
 {
 	at::Tensor x = x0;
@@ -207,7 +230,7 @@ at::Tensor transform(const esg_explain_spec *s, const at::Tensor &x0, const at::
 		if (!dims.empty())
 			x = at::flip(x, dims);
 	}
-	return x;
+	return fit_size(x, x0);
 }
 
 bool has_transforms(const esg_explain_spec *s)
@@ -250,7 +273,6 @@ struct Objective {
 	std::shared_ptr<torch::jit::GraphFunction> fn;
 	std::string lname;
 	at::Tensor ref;                /* invert: the layer's output for x */
-	std::vector<int64_t> grid;     /* the layer's spatial grid without transforms */
 	bool checked = false;
 	at::Tensor last;               /* the layer's output of the last call */
 
@@ -277,15 +299,11 @@ struct Objective {
 				     " differs from the reference's " + shape_s(ref.sizes()));
 			return (a - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-30);
 		case ESG_OBJ_UNIT: {
-			/* the unit keeps its place relative to the grid's centre
-			 * when transforms change the grid */
+			/* transforms keep the image's size, so the unit keeps
+			 * its place */
 			at::Tensor u = a.select(1, s->channel);
-			for (int i = 0; i < s->n_unit; i++) {
-				int64_t n = u.size(1);
-				int64_t k = s->unit[i] + (n - grid[i]) / 2;
-				k = std::min<int64_t>(std::max<int64_t>(k, 0), n - 1);
-				u = u.select(1, k);
-			}
+			for (int i = 0; i < s->n_unit; i++)
+				u = u.select(1, s->unit[i]);
 			return u.mean();
 		}
 		}
@@ -318,7 +336,6 @@ struct Objective {
 					fail("unit index " + std::to_string(s->unit[i]) + " is out of range on axis " +
 					     std::to_string(i) + " of layer '" + lname + "' output " + shape_s(a.sizes()));
 		}
-		grid = a.sizes().slice(2).vec();
 	}
 };
 
@@ -427,7 +444,7 @@ extern "C" int esg_model_explain(esg_model *m, const esg_explain_spec *s, const 
 		if (m->amp != at::kFloat)
 			fail("esg-explain runs in float32 (mixed precision is off for it)");
 		std::vector<int64_t> sh(shape, shape + ndim);
-		Objective obj{m, s, nullptr, s->layer.name ? s->layer.name : "", {}, {}, false, {}};
+		Objective obj{m, s, nullptr, s->layer.name ? s->layer.name : "", {}, false, {}};
 		if (s->objective == ESG_OBJ_CLASS)
 			obj.fn = edited(m, EDIT_RULE, nullptr, ESG_RULE_PLAIN);
 		else

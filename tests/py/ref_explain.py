@@ -182,6 +182,7 @@ class Layer:
 
 
 def transform(s, x, g):
+    x0 = x
     nsp = x.dim() - 2
     if s["pad"] > 0:
         x = F.pad(x, [s["pad"]] * (2 * nsp))
@@ -197,6 +198,16 @@ def transform(s, x, g):
         dims = [2 + d for d in range(nsp) if u[d] < 0.5]
         if dims:
             x = torch.flip(x, dims)
+    # back to the image's size, centred (esg-explain's fit_size)
+    for d in range(2, x.dim()):
+        n, t = x.size(d), x0.size(d)
+        if n > t:
+            x = x.narrow(d, (n - t) // 2, t)
+        elif n < t:
+            pad = [0] * (2 * nsp)
+            a = x.dim() - 1 - d
+            pad[2 * a], pad[2 * a + 1] = (t - n) // 2, t - n - (t - n) // 2
+            x = F.pad(x, pad)
     return x
 
 
@@ -206,7 +217,7 @@ def explain(net, layer, s, x0, shape):
     g = torch.Generator().manual_seed(s["seed"])
     nsp = len(shape) - 2
     m = s["method"]
-    ref = grid = None
+    ref = None
 
     def objective(x):
         out = net(x)
@@ -219,9 +230,8 @@ def explain(net, layer, s, x0, shape):
             return (a - ref).pow(2).sum() / ref.pow(2).sum()
         if s["unit"] is not None:
             u = a[:, s["channel"]]
-            for i, k in enumerate(s["unit"]):
-                n = u.shape[1]
-                u = u[:, min(max(k + (n - grid[i]) // 2, 0), n - 1)]
+            for k in s["unit"]:
+                u = u[:, k]
             return u.mean()
         if s["channel"] is not None:
             return a[:, s["channel"]].mean()
@@ -232,9 +242,6 @@ def explain(net, layer, s, x0, shape):
         if m == "invert":
             net(x0t)
             ref = hook.out.detach().clone()
-        if s["unit"] is not None:
-            net(torch.zeros(shape))
-            grid = list(hook.out.shape[2:])
     fft = s.get("param") == "fft"
     if fft:
         spec = list(shape[:2]) + list(shape[2:-1]) + [shape[-1] // 2 + 1, 2]
