@@ -178,6 +178,10 @@ screenshots: all
 bench: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/run_bench.py $(BENCH_ARGS)
 
+## bench-local: receptive-field-local occlusion vs the whole volume, U-Net at 256x256x128 (bench/local.md)
+bench-local: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/local_speedup.py $(BENCH_ARGS)
+
 ## install: install tools, man pages, share/ and the pipelines under PREFIX
 ##   (run one with BIN=PREFIX/bin)
 install: all
@@ -198,4 +202,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-local install clean list

@@ -149,10 +149,11 @@ static int64_t probe(esg_local *L, const float *x0, const float *y0, float ymax,
 	return count;
 }
 
-/* Both probes at the block [c, c + K): the union of their boxes.  1: found,
- * 0: not local (L->info says why), -1: error. */
+/* The NaN probe at the block [c, c + K), and the finite one when `finite`:
+ * the union of their boxes.  1: found, 0: not local (L->info says why),
+ * -1: error. */
 static int probe_both(esg_local *L, const float *x0, const float *y0, float ymax, const int64_t *c,
-		      int64_t K, int64_t *mn, int64_t *mx)
+		      int64_t K, int finite, int64_t *mn, int64_t *mx)
 {
 	int64_t mn2[ESG_MAX_DIMS], mx2[ESG_MAX_DIMS];
 	int64_t n1 = probe(L, x0, y0, ymax, c, K, 1, mn, mx);
@@ -162,7 +163,7 @@ static int probe_both(esg_local *L, const float *x0, const float *y0, float ymax
 		off(L, "off: the NaN probe failed: %s", esg_error());
 		return 0;
 	}
-	int64_t n2 = probe(L, x0, y0, ymax, c, K, 0, mn2, mx2);
+	int64_t n2 = finite ? probe(L, x0, y0, ymax, c, K, 0, mn2, mx2) : 0;
 	if (n2 == -2)
 		return esg_set_error("out of memory");
 	if (n2 < 0) {
@@ -250,7 +251,7 @@ static int shift_ok(esg_local *L, const float *x0, const float *y0, float ymax, 
 }
 
 int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
-		   const float *x0, int max_batch, esg_local_fn fn, void *ctx)
+		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx)
 {
 	memset(L, 0, sizeof *L);
 	L->model = m;
@@ -314,9 +315,21 @@ int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *s
 	int64_t c[ESG_MAX_DIMS], mn[ESG_MAX_DIMS], mx[ESG_MAX_DIMS], margin[ESG_MAX_DIMS];
 	for (int a = 0; a < L->nsp; a++)
 		c[a] = L->dims[a] / 2;
-	int rc = probe_both(L, x0, y0, ymax, c, 1, mn, mx);
+	int rc = probe_both(L, x0, y0, ymax, c, 1, 0, mn, mx);
 	if (rc <= 0)
 		goto done;
+	/* nothing to gain when the smallest crop, a corner's, is the volume */
+	int whole = 1;
+	for (int a = 0; a < L->nsp; a++) {
+		int64_t b = box ? box[a] : 1, lo = c[a] - mn[a], hi = mx[a] - c[a];
+		whole &= b + hi + lo >= L->dims[a];   /* [0, b): inputs [0, b + hi + lo) */
+	}
+	if (whole) {
+		off(L, "off: the crop of a region at the volume's corner is already the whole volume "
+		       "at this size (receptive field too large for the gain)", NULL);
+		rc = 0;
+		goto done;
+	}
 	/* the shift period */
 	rc = 0;
 	for (int64_t s = 1; s <= MAX_ALIGN && !L->align; s *= 2) {
@@ -341,8 +354,8 @@ int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *s
 		       "the outputs alike (not translation-equivariant at this size)", NULL);
 		goto done;
 	}
-	/* every phase modulo the period */
-	if (L->align > 1 && (rc = probe_both(L, x0, y0, ymax, c, L->align, mn, mx)) <= 0)
+	/* every phase modulo the period, and the finite probe */
+	if ((rc = probe_both(L, x0, y0, ymax, c, L->align, 1, mn, mx)) <= 0)
 		goto done;
 	rc = 0;
 	char *p = L->info, *end = L->info + sizeof L->info;
@@ -358,6 +371,8 @@ int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *s
 		snprintf(p, (size_t)(end - p), " align=%lld", (long long)L->align);
 	L->on = 1;
 	L->item = -1;
+	L->y = y0;      /* item 0's outputs, for esg_local_item */
+	y0 = NULL;
 done:
 	free(y0);
 	return rc < 0 ? -1 : 0;
@@ -392,14 +407,16 @@ int esg_local_item(esg_local *L, const float *x, int64_t item, int64_t target)
 		off(L, "off: the wrapper's mask has fewer items than the record", NULL);
 		return 0;
 	}
-	free(L->y);
 	int64_t Cout = 0;
 	int first = L->item < 0;
 	L->x = x;
 	L->item = item;
 	L->target = target;
-	if (!(L->y = run_full(L, x, 1, &Cout)))
-		return -1;
+	if (!(first && item == 0 && L->y)) {   /* esg_local_open kept item 0's */
+		free(L->y);
+		if (!(L->y = run_full(L, x, 1, &Cout)))
+			return -1;
+	}
 	if (!first)
 		return 0;
 	/* the declared decomposition against the wrapper's own score */

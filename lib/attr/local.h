@@ -33,9 +33,10 @@
  *      (1e-4 of max |y|) farther than r + 2S from its start (r: step 1's
  *      radius): the pooling grid of a
  *      strided model (a U-Net: 2^levels).  None: not local.
- *   3. The probe repeated with a block of S^nsp voxels, so that every phase
- *      modulo S is covered; lo = c + S - 1 - min, hi = max - c per axis (a
- *      bound for every phase).
+ *   3. Both probes with a block of S^nsp voxels (step 1 is the NaN probe
+ *      alone, on one voxel), so that every phase modulo S is covered;
+ *      lo = c + S - 1 - min, hi = max - c per axis (a bound for every
+ *      phase).
  *   4. On the first item: sum over v of g(y_v) must equal the wrapper's own
  *      score (1e-5 of sum |g| + 1e-6), else not local.
  */
@@ -79,13 +80,17 @@ typedef struct esg_local {
 
 /* Decide whether m scores locally on inputs shaped [N, C, spatial...]
  * (ndim >= 3), probing on item x0 ([C, spatial], C-order): L->on and
- * L->info say what was found.  Returns -1 only on errors that are not a
+ * L->info say what was found.  box: the spatial size of the regions to be
+ * perturbed (NULL: one voxel); when even the crop of one at the corner (the
+ * smallest) would be the whole volume by step 1's radius, there is nothing
+ * to gain: off, after two passes.  Returns -1 only on errors that are not a
  * reason to evaluate the whole volume (out of memory).  max_batch: crops
  * per call at most (the budget may take fewer).  Free with esg_local_close. */
 int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
-		   const float *x0, int max_batch, esg_local_fn fn, void *ctx);
+		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx);
 /* Start item `item` (x: [C, spatial]) with target class `target`: one
- * whole-volume pass for y(x); the first item also checks the decomposition
+ * whole-volume pass for y(x) (none for item 0 of the probed input: the
+ * probes' outputs are kept); the first item also checks the decomposition
  * (step 4 above: L->on may become 0).  Pushes of the previous item must be
  * flushed. */
 int esg_local_item(esg_local *L, const float *x, int64_t item, int64_t target);
@@ -93,7 +98,8 @@ int esg_local_item(esg_local *L, const float *x, int64_t item, int64_t target);
  * change [olo, ohi) and the input crop [clo, chi) that computes them. */
 void esg_local_boxes(const esg_local *L, const int64_t *blo, const int64_t *bhi,
 		     int64_t *olo, int64_t *ohi, int64_t *clo, int64_t *chi);
-/* A slot for the crop [clo, chi) (outputs [olo, ohi)), filled with the
+/* A slot for the crop [clo, chi) (outputs [olo, ohi), not empty: an empty
+ * region changes nothing, so callers skip it), filled with the
  * item's input there ([C, crop...], C-order); the caller writes its
  * perturbation into it (crop coordinates) and calls esg_local_commit.  A
  * crop of another shape flushes the batch first.  NULL on error. */

@@ -65,10 +65,20 @@ same "3D 13x17x15 argmax, 5x3x4 windows strides 4,5,3" "crop rf=" \
 	-m cnn3d_am.pt --method occlusion --param sliding_window_shapes=5,3,4 --param strides=4,5,3 x3o.st.zst
 S="$ESG_ROOT/share"
 if [ -f "$S/models/unet3d.pt" ] && [ -f "$S/data/phantom1000_image.nii.gz" ]; then
-	esg-load --normalise zscore "$S/data/phantom1000_image.nii.gz" -o u.st.zst 2>/dev/null
+	# 96x64x64: the phantom and its mirror image, cut (at 64^3 every crop of
+	# the U-Net's receptive field, radius ~25, is the whole volume)
+	esg-load --normalise zscore "$S/data/phantom1000_image.nii.gz" -o u64.st.zst 2>/dev/null
+	$PYTHON -c "
+import sys; sys.path.insert(0, '$ESG_ROOT/tests/py')
+import numpy as np
+from ref_perturb import read_stream
+a = read_stream('u64.st.zst')[0][0]['image']
+np.save('u96.npy', np.concatenate([a, a[:, :, ::-1]], 2)[:, :, :96].copy())"
+	esg-load --layout NCDHW u96.npy -o u.st.zst
 	W -m "$S/models/unet3d.pt" --reduce fixed-mask --input u.st.zst -o unet_fm.pt
-	same "shipped 3D U-Net (max pools, transposed convs, skip cat), fixed-mask, 64^3, 16^3 windows stride 48" \
-		"crop rf=" -m unet_fm.pt --threads 2 --method occlusion --param sliding_window_shapes=16 --param strides=48 u.st.zst
+	same "shipped 3D U-Net (max pools, transposed convs, skip cat), fixed-mask, 96x64x64, 16^3 windows strides 80,48,48" \
+		"crop rf=-25/+25,-25/+25,-25/+25 align=4" -m unet_fm.pt --threads 2 --method occlusion \
+		--param sliding_window_shapes=16 --param strides=80,48,48 u.st.zst
 else
 	skip "share/models/unet3d.pt or the phantom is not there"
 fi
@@ -94,6 +104,9 @@ sys.exit(read_stream('off.st.zst')[0][1].get('esg.local') != 'off: --param local
 else
 	not_ok "--param local=off: esg.local says so"
 fi
+same "a 30x30 window's corner crop is the whole 37x41 volume: whole volume" \
+	"off: the crop of a region at the volume's corner is already the whole volume" \
+	-m cnn2d_fm.pt --method occlusion --param sliding_window_shapes=30 --param strides=7 x2o.st.zst
 expect_fail "local=maybe is refused" 2 "local" \
 	esg-attr -m cnn2d_fm.pt --method occlusion --param local=maybe -o bad.st.zst x2o.st.zst
 no_file "no output after the refusal" bad.st.zst

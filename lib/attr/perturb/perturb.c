@@ -381,14 +381,14 @@ static int parse_window(const char *key, const char *s, const int64_t *dims, int
  * Shared by occlusion and feature ablation: 1 if --param local=auto and
  * the model evaluates locally (L is open, item 0 started), 0 to evaluate
  * the whole volume (job->local says why), -1 on error. */
-static int local_begin(esg_attr_job *job, esg_local *L, esg_local_fn fn, void *ctx)
+static int local_begin(esg_attr_job *job, esg_local *L, const int64_t *box, esg_local_fn fn, void *ctx)
 {
 	const char *lp = esg_params_str(job->params, "local");
 	if (lp && !strcmp(lp, "off")) {
 		snprintf(job->local, sizeof job->local, "off: --param local=off");
 		return 0;
 	}
-	int rc = esg_local_open(L, job->model, job->ndim, job->shape, job->x, job->internal_batch, fn, ctx);
+	int rc = esg_local_open(L, job->model, job->ndim, job->shape, job->x, box, job->internal_batch, fn, ctx);
 	if (!rc && L->on)
 		rc = esg_local_item(L, job->x, 0, job->target[0]);
 	job->passes += L->passes;
@@ -435,6 +435,11 @@ static int occ_local(esg_attr_job *job, occ *o, esg_local *L, float *count)
 			int64_t lo[ESG_MAX_DIMS], hi[ESG_MAX_DIMS], olo[ESG_MAX_DIMS], ohi[ESG_MAX_DIMS],
 				clo[ESG_MAX_DIMS], chi[ESG_MAX_DIMS], idx[ESG_MAX_DIMS], cd[ESG_MAX_DIMS];
 			occ_box(o, w, lo, hi);
+			int empty = 0;
+			for (int a = 0; a < o->nd; a++)
+				empty |= lo[a] >= hi[a];
+			if (empty)      /* a window past the end (stride > window): no change */
+				continue;
 			esg_local_boxes(L, lo + 1, hi + 1, olo, ohi, clo, chi);
 			float *p = esg_local_slot(L, olo, ohi, clo, chi);
 			if (!p) {
@@ -512,7 +517,7 @@ static int esg_run_occlusion(esg_attr_job *job)
 	if (!count)
 		return esg_set_error("out of memory");
 	esg_local L;
-	int lc = o.nd > 1 ? local_begin(job, &L, occ_local_consume, &o) : 0;
+	int lc = o.nd > 1 ? local_begin(job, &L, o.win + 1, occ_local_consume, &o) : 0;
 	if (o.nd <= 1)
 		snprintf(job->local, sizeof job->local, "off: the input has no spatial axes");
 	if (lc) {
@@ -663,7 +668,7 @@ static int esg_run_feature_ablation(esg_attr_job *job)
 	if (fmask_spec(job, &spec))
 		return -1;
 	esg_local L;
-	int lc = job->ndim > 2 ? local_begin(job, &L, abl_local_consume, &a) : 0;
+	int lc = job->ndim > 2 ? local_begin(job, &L, NULL, abl_local_consume, &a) : 0;
 	if (job->ndim <= 2)
 		snprintf(job->local, sizeof job->local, "off: the input has no spatial axes");
 	if (lc) {
