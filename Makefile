@@ -183,6 +183,10 @@ bench: all
 bench-explain: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/explain_bench.py
 
+## bench-local: receptive-field-local occlusion vs the whole volume, U-Net at 256x256x128 (bench/local.md)
+bench-local: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/local_speedup.py $(BENCH_ARGS)
+
 ## install: install tools, man pages, share/ and the pipelines under PREFIX
 ##   (run one with BIN=PREFIX/bin)
 install: all
@@ -203,4 +207,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-explain install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-explain bench-local install clean list

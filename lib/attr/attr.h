@@ -282,6 +282,9 @@ typedef struct esg_attr_job {
 	int act_ndim;                    /* the layer's output shape, N first */
 	int64_t act_shape[ESG_MAX_DIMS];
 	const char *upsampled;           /* interpolation applied ("bilinear"...) or NULL */
+	/* out, occlusion / feature ablation: how the windows were evaluated
+	 * ("crop rf=..." or "off: reason", lib/attr/local.h), "" otherwise */
+	char local[200];
 } esg_attr_job;
 
 /* Run job->method.  The default --internal-batch: the most items per call

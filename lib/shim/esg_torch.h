@@ -236,6 +236,23 @@ esg_model *esg_model_wrap(esg_model *m, const char *source,
 int esg_model_set_origin(esg_model *m, const int64_t *origin,
 			 const int64_t *size, int nsp);
 
+/* ---- per-voxel outputs of esg-wrap wrappers -------------------------
+ * For receptive-field-local perturbation (lib/attr/local.h). */
+
+/* How the wrapper's score sums over voxels, as its source declares
+ * (method voxel_score of share/wrappers/reduce_*.py), copied into buf:
+ * "fixed-mask" (channel c of the activated output times the buffer "mask",
+ * summed), "argmax" (channel c where c is the voxel's argmax, summed) or ""
+ * (not a sum of per-voxel terms: otsu).  -1 when m is no such wrapper. */
+int esg_model_voxel_score(esg_model *m, char *buf, size_t n);
+/* activation(model(x)) of such a wrapper, no autograd: *out new F32
+ * tensor [B, C, spatial...] (the same shape as x but C).  check 0 lets
+ * NaN / Inf through (probing the receptive field); refused under amp. */
+int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_t *shape,
+			    int check, esg_tensor **out);
+/* A buffer or tensor attribute of the model by name (e.g. "mask"): new F32. */
+int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out);
+
 /* ---- parameters (lib/shim/params.cpp; used by esg-randomise) --------- */
 
 typedef struct esg_param_info {

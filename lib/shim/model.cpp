@@ -728,6 +728,69 @@ int esg_model_set_origin(esg_model *m, const int64_t *origin, const int64_t *siz
 	SHIM_CATCH(-1)
 }
 
+/* ---- per-voxel outputs of esg-wrap wrappers (lib/attr/local.c) -------- */
+
+int esg_model_voxel_score(esg_model *m, char *buf, size_t n)
+{
+	try {
+		if (!m || !buf || !n)
+			fail("esg_model_voxel_score: bad argument");
+		buf[0] = 0;
+		if (!m->mod.find_method("voxel_score"))
+			fail("the model is no esg-wrap wrapper that says how its score sums over voxels "
+			     "(no method voxel_score; wrapped by an older esg-wrap? wrap it again)");
+		if (!m->mod.hasattr("model") || !m->mod.attr("model").isModule() ||
+		    !m->mod.find_method("activation"))
+			fail("the wrapper has no submodule 'model' or no method 'activation'");
+		c10::IValue v = m->mod.run_method("voxel_score");
+		if (!v.isString())
+			fail("the wrapper's voxel_score() is not a string");
+		snprintf(buf, n, "%s", v.toStringRef().c_str());
+		return 0;
+	}
+	SHIM_CATCH(-1)
+}
+
+int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_t *shape,
+			    int check, esg_tensor **out)
+{
+	try {
+		if (!m || !out)
+			fail("esg_model_voxel_forward: NULL argument");
+		*out = nullptr;
+		if (m->amp != at::kFloat)
+			fail("per-voxel outputs are not available under --amp");
+		torch::NoGradGuard ng;
+		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
+		CallMeter meter(m, false, xi.size(0), shape[0], ndim, shape);
+		torch::jit::Module inner = m->mod.attr("model").toModule();
+		at::Tensor y = as_tensor(inner.forward({xi}), "the wrapped model's output").to(at::kFloat);
+		y = as_tensor(m->mod.run_method("activation", y), "the wrapper's activation");
+		if (y.dim() != ndim || y.size(0) != shape[0])
+			fail("the wrapped model's output " + shape_str(y.sizes()) +
+			     " is not [N, C, spatial...] like its input");
+		if (check)
+			check_finite(y, "the model's output");
+		*out = to_esg("voxels", y);
+		return 0;
+	}
+	SHIM_CATCH(-1)
+}
+
+int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out)
+{
+	try {
+		if (!m || !name || !out)
+			fail("esg_model_buffer_get: NULL argument");
+		*out = nullptr;
+		if (!m->mod.hasattr(name) || !m->mod.attr(name).isTensor())
+			fail(std::string("the model has no tensor '") + name + "'");
+		*out = to_esg(name, m->mod.attr(name).toTensor());
+		return 0;
+	}
+	SHIM_CATCH(-1)
+}
+
 } /* extern "C" */
 
 /* For the shim's other C++ files (internal.hpp). */

@@ -13,3 +13,9 @@ def forward(self, x: Tensor) -> Tensor:
     idx = torch.argmax(y.detach(), dim=1, keepdim=True)
     onehot = torch.zeros_like(y).scatter_(1, idx, 1.0)
     return self.voxel_sum(y * onehot)
+
+# How the score sums over voxels (lib/attr/local.h): channel c of the
+# activated output at the voxels whose argmax is c -- each term depends on
+# its own voxel's outputs only.
+def voxel_score(self) -> str:
+    return "argmax"

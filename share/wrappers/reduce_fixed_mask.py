@@ -18,3 +18,9 @@ def forward(self, x: Tensor) -> Tensor:
         for d in range(2, y.dim()):
             m = m.narrow(d, self.origin[d - 2], y.size(d))
     return self.voxel_sum(y * m)
+
+# How the score sums over voxels (esg-attr's receptive-field-local occlusion
+# and feature ablation, lib/attr/local.h): channel c of the activated output
+# times the mask, summed -- a sum of per-voxel terms with fixed weights.
+def voxel_score(self) -> str:
+    return "fixed-mask"

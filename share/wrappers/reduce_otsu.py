@@ -39,3 +39,8 @@ def forward(self, x: Tensor) -> Tensor:
     if y.size(1) == 1:
         return torch.cat([self.voxel_sum(yf * (1.0 - mask)), above], 1)
     return above
+
+# How the score sums over voxels (lib/attr/local.h): it does not -- the
+# threshold and the min-max normalisation depend on the whole volume.
+def voxel_score(self) -> str:
+    return ""

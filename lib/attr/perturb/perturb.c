@@ -13,6 +13,7 @@
 #include "attr/family.h"
 #include "shim/esg_torch.h"
 #include "attr/perturb/perturb.h"
+#include "attr/local.h"
 
 #include <errno.h>
 #include <math.h>
@@ -20,6 +21,10 @@
 #include <string.h>
 
 /* ---- parameters (Captum's names and defaults where Captum has the method) ---- */
+
+#define LOCAL { "local", ESG_P_CHOICE, "auto", "auto|off", 0, 0, \
+	"auto: evaluate only the crop a window can change when the model is local and its score a " \
+	"voxel sum (esg-wrap fixed-mask / argmax; else the whole volume, reason in esg.local); off: always the whole volume" }
 
 #define FMASK { "feature_mask", ESG_P_STRING, "voxel", NULL, 0, 0, \
 	"features: voxel | grid:B[,B,B] | slic:N[,COMPACTNESS] | file:PATH[:TENSOR]" }
@@ -30,9 +35,11 @@ static const esg_param_spec esg_p_occlusion[] = {
 	  "(then all channels)" },
 	{ "strides", ESG_P_STRING, "", NULL, 0, 0,
 	  "window step, same forms (empty: the window shape; Captum's default is 1)" },
+	LOCAL,
 	ESG_PARAM_END
 };
 static const esg_param_spec esg_p_fmask[] = { FMASK, ESG_PARAM_END };
+static const esg_param_spec esg_p_ablation[] = { FMASK, LOCAL, ESG_PARAM_END };
 static const esg_param_spec esg_p_shapley[] = {
 	{ "n_samples", ESG_P_INT, "25", NULL, 1, 1000000, "random feature orders" },
 	FMASK, ESG_PARAM_END
@@ -370,6 +377,112 @@ static int parse_window(const char *key, const char *s, const int64_t *dims, int
 	return 0;
 }
 
+/* ---- receptive-field-local evaluation (lib/attr/local.h) -------------------------
+ * Shared by occlusion and feature ablation: 1 if --param local=auto and
+ * the model evaluates locally (L is open, item 0 started), 0 to evaluate
+ * the whole volume (job->local says why), -1 on error. */
+static int local_begin(esg_attr_job *job, esg_local *L, const int64_t *box, esg_local_fn fn, void *ctx)
+{
+	const char *lp = esg_params_str(job->params, "local");
+	if (lp && !strcmp(lp, "off")) {
+		snprintf(job->local, sizeof job->local, "off: --param local=off");
+		return 0;
+	}
+	int rc = esg_local_open(L, job->model, job->ndim, job->shape, job->x, box, job->internal_batch, fn, ctx);
+	if (!rc && L->on)
+		rc = esg_local_item(L, job->x, 0, job->target[0]);
+	job->passes += L->passes;
+	job->evaluations += L->evaluations;
+	L->passes = L->evaluations = 0;
+	snprintf(job->local, sizeof job->local, "%s", L->info);
+	if (rc || !L->on) {
+		esg_local_close(L);
+		return rc ? -1 : 0;
+	}
+	return 1;
+}
+
+static int local_end(esg_attr_job *job, esg_local *L, int rc)
+{
+	job->passes += L->passes;
+	job->evaluations += L->evaluations;
+	esg_local_close(L);
+	return rc;
+}
+
+/* Occlusion, window by window on crops. */
+static void occ_local_consume(void *ctx, int64_t tag, double delta)
+{
+	occ *o = ctx;
+	int64_t lo[ESG_MAX_DIMS], hi[ESG_MAX_DIMS];
+	occ_box(o, tag, lo, hi);
+	box_apply(o, lo, hi, 1, o->attr, NULL, (float)-delta, o->count);
+}
+
+static int occ_local(esg_attr_job *job, occ *o, esg_local *L, float *count)
+{
+	int nsp = o->nd - 1, rc = 0;
+	int64_t total = job->shape[0] * o->W;
+	for (int m = 0; m < job->shape[0] && !rc; m++) {
+		const float *x = job->x + (size_t)m * o->item, *bl = job->baselines[0] + (size_t)m * o->item;
+		if (m > 0 && (rc = esg_local_item(L, x, m, job->target[m])))
+			break;
+		o->attr = job->attr + (size_t)m * o->item;
+		o->count = count;
+		memset(o->attr, 0, o->item * sizeof *o->attr);
+		memset(count, 0, o->item * sizeof *count);
+		for (int64_t w = 0; w < o->W && !rc; w++) {
+			int64_t lo[ESG_MAX_DIMS], hi[ESG_MAX_DIMS], olo[ESG_MAX_DIMS], ohi[ESG_MAX_DIMS],
+				clo[ESG_MAX_DIMS], chi[ESG_MAX_DIMS], idx[ESG_MAX_DIMS], cd[ESG_MAX_DIMS];
+			occ_box(o, w, lo, hi);
+			int empty = 0;
+			for (int a = 0; a < o->nd; a++)
+				empty |= lo[a] >= hi[a];
+			if (empty)      /* a window past the end (stride > window): no change */
+				continue;
+			esg_local_boxes(L, lo + 1, hi + 1, olo, ohi, clo, chi);
+			float *p = esg_local_slot(L, olo, ohi, clo, chi);
+			if (!p) {
+				rc = -1;
+				break;
+			}
+			/* the window (inside the crop) at the baseline */
+			size_t cv = 1, V = o->item / (size_t)o->dims[0];
+			for (int a = 0; a < nsp; a++) {
+				cd[a] = chi[a] - clo[a];
+				cv *= (size_t)cd[a];
+			}
+			size_t len = (size_t)(hi[nsp] - lo[nsp]);
+			for (int64_t c = lo[0]; c < hi[0]; c++) {
+				memcpy(idx, lo + 1, (size_t)nsp * sizeof *idx);
+				for (;;) {
+					size_t g = 0, k = 0;
+					for (int a = 0; a < nsp; a++) {
+						g = g * (size_t)o->dims[a + 1] + (size_t)idx[a];
+						k = k * (size_t)cd[a] + (size_t)(idx[a] - clo[a]);
+					}
+					memcpy(p + (size_t)c * cv + k, bl + (size_t)c * V + g, len * sizeof *p);
+					int a = nsp - 2;
+					for (; a >= 0; a--) {
+						if (++idx[a] < hi[a + 1])
+							break;
+						idx[a] = lo[a + 1];
+					}
+					if (a < 0)
+						break;
+				}
+			}
+			rc = esg_local_commit(L, w);
+			progress(job, "occlusion crops", m * o->W + w + 1, total);
+		}
+		if (!rc)
+			rc = esg_local_flush(L);
+		for (size_t j = 0; j < o->item && !rc; j++)
+			o->attr[j] = count[j] > 0 ? o->attr[j] / count[j] : 0;
+	}
+	return rc;
+}
+
 static int esg_run_occlusion(esg_attr_job *job)
 {
 	occ o = { 0 };
@@ -403,6 +516,15 @@ static int esg_run_occlusion(esg_attr_job *job)
 	fb b;
 	if (!count)
 		return esg_set_error("out of memory");
+	esg_local L;
+	int lc = o.nd > 1 ? local_begin(job, &L, o.win + 1, occ_local_consume, &o) : 0;
+	if (o.nd <= 1)
+		snprintf(job->local, sizeof job->local, "off: the input has no spatial axes");
+	if (lc) {
+		int rc = lc < 0 ? -1 : local_end(job, &L, occ_local(job, &o, &L, count));
+		free(count);
+		return rc;
+	}
 	if (fb_open(&b, job, occ_consume, &o, "occlusion evaluations")) {
 		free(count);
 		return -1;
@@ -461,6 +583,81 @@ static void abl_consume(void *ctx, int64_t tag, double score, int slot)
 		a->attr[fm->elem[i]] = a->f0 - score;
 }
 
+/* Feature ablation on crops: a feature's crop covers the bounding box of
+ * its elements. */
+static void abl_local_consume(void *ctx, int64_t tag, double delta)
+{
+	abl *a = ctx;
+	const esg_fmask *fm = a->mask;
+	for (int64_t i = fm->start[tag]; i < fm->start[tag + 1]; i++)
+		a->attr[fm->elem[i]] = (float)-delta;
+}
+
+static int abl_local(esg_attr_job *job, abl *ab, esg_local *L, const esg_fmask_spec *spec)
+{
+	size_t item = item_numel(job);
+	int nsp = job->ndim - 2, rc = 0;
+	size_t V = item / (size_t)job->shape[1];
+	esg_fmask fm = { 0 };
+	for (int m = 0; m < job->shape[0] && !rc; m++) {
+		const float *x = job->x + (size_t)m * item, *bl = job->baselines[0] + (size_t)m * item;
+		if (m > 0 && (rc = esg_local_item(L, x, m, job->target[m])))
+			break;
+		if ((rc = fmask_for(job, spec, m, &fm)))
+			break;
+		ab->mask = &fm;
+		ab->attr = job->attr + (size_t)m * item;
+		memset(ab->attr, 0, item * sizeof *ab->attr);
+		for (int64_t f = 0; f < fm.n && !rc; f++) {
+			int64_t lo[ESG_MAX_DIMS], hi[ESG_MAX_DIMS], olo[ESG_MAX_DIMS], ohi[ESG_MAX_DIMS],
+				clo[ESG_MAX_DIMS], chi[ESG_MAX_DIMS], v[ESG_MAX_DIMS], cd[ESG_MAX_DIMS];
+			if (fm.start[f] == fm.start[f + 1])
+				continue;
+			for (int64_t i = fm.start[f]; i < fm.start[f + 1]; i++) {
+				size_t s = (size_t)fm.elem[i] % V;
+				for (int a = nsp - 1; a >= 0; a--) {
+					v[a] = (int64_t)(s % (size_t)job->shape[2 + a]);
+					s /= (size_t)job->shape[2 + a];
+				}
+				for (int a = 0; a < nsp; a++) {
+					if (i == fm.start[f] || v[a] < lo[a])
+						lo[a] = v[a];
+					if (i == fm.start[f] || v[a] + 1 > hi[a])
+						hi[a] = v[a] + 1;
+				}
+			}
+			esg_local_boxes(L, lo, hi, olo, ohi, clo, chi);
+			float *p = esg_local_slot(L, olo, ohi, clo, chi);
+			if (!p) {
+				rc = -1;
+				break;
+			}
+			size_t cv = 1;
+			for (int a = 0; a < nsp; a++) {
+				cd[a] = chi[a] - clo[a];
+				cv *= (size_t)cd[a];
+			}
+			for (int64_t i = fm.start[f]; i < fm.start[f + 1]; i++) {
+				size_t e = (size_t)fm.elem[i], c = e / V, s = e % V, k = 0;
+				for (int a = nsp - 1; a >= 0; a--) {
+					v[a] = (int64_t)(s % (size_t)job->shape[2 + a]);
+					s /= (size_t)job->shape[2 + a];
+				}
+				for (int a = 0; a < nsp; a++)
+					k = k * (size_t)cd[a] + (size_t)(v[a] - clo[a]);
+				p[c * cv + k] = bl[e];
+			}
+			rc = esg_local_commit(L, f);
+			progress(job, "feature_ablation crops", f + 1, fm.n);
+		}
+		if (!rc)
+			rc = esg_local_flush(L);
+		esg_fmask_free(&fm);
+	}
+	esg_fmask_free(&fm);
+	return rc;
+}
+
 static int esg_run_feature_ablation(esg_attr_job *job)
 {
 	size_t item = item_numel(job);
@@ -470,6 +667,15 @@ static int esg_run_feature_ablation(esg_attr_job *job)
 	fb b;
 	if (fmask_spec(job, &spec))
 		return -1;
+	esg_local L;
+	int lc = job->ndim > 2 ? local_begin(job, &L, NULL, abl_local_consume, &a) : 0;
+	if (job->ndim <= 2)
+		snprintf(job->local, sizeof job->local, "off: the input has no spatial axes");
+	if (lc) {
+		int rc = lc < 0 ? -1 : local_end(job, &L, abl_local(job, &a, &L, &spec));
+		esg_fmask_spec_clear(&spec);
+		return rc;
+	}
 	if (fb_open(&b, job, abl_consume, &a, "feature_ablation evaluations")) {
 		esg_fmask_spec_clear(&spec);
 		return -1;
@@ -1230,7 +1436,7 @@ const esg_method esg_perturb_methods[] = {
 	{ "occlusion", "f(x) - f(x with a sliding window set to the baseline), averaged over windows",
 	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion, 0, 0 },
 	{ "feature_ablation", "f(x) - f(x with one feature of a feature mask set to the baseline)",
-	  esg_p_fmask, 1, 0, 0, esg_run_feature_ablation, 0, 0 },
+	  esg_p_ablation, 1, 0, 0, esg_run_feature_ablation, 0, 0 },
 	{ "feature_permutation", "f(x) - f(x with one feature shuffled across the items of the record)",
 	  esg_p_fmask, 0, 0, 0, esg_run_feature_permutation, 0, 0 },
 	{ "shapley_value_sampling", "Shapley values of mask features from random feature orders",
