@@ -383,6 +383,36 @@ static int name_list(const cJSON *o, const char *key, const char *parent, const 
 }
 
 /* A comma-joined list of metric names, each one of `known`. */
+/* The section's "inputs": sel[i] = 1 for each input named there (every
+ * input when the field is absent); *n (may be NULL) = the names' count, -1
+ * when absent. */
+static int select_inputs(const esg_config *c, const cJSON *o, const char *section, unsigned char *sel, int *n)
+{
+	const char **v;
+	int nv;
+	if (name_list(o, "inputs", section, &v, &nv))
+		return -1;
+	for (int i = 0; i < c->n_in; i++)
+		sel[i] = nv < 0;
+	for (int k = 0; k < nv; k++) {
+		int found = 0;
+		for (int i = 0; i < c->n_in; i++)
+			if (!strcmp(c->in[i].name, v[k]))
+				sel[i] = found = 1;
+		if (!found) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "%s.inputs[%d]", section, k);
+			int rc = bad(fi, "no input is named '%s'", v[k]);
+			free(v);
+			return rc;
+		}
+	}
+	free(v);
+	if (n)
+		*n = nv;
+	return 0;
+}
+
 static int metric_list(const cJSON *o, const char *key, const char *parent, const char *const *known,
 		       const char *dflt, char **out)
 {
@@ -952,26 +982,8 @@ static int parse_randomisation(esg_config *c, const cJSON *o)
 	c->rand_input = calloc((size_t)c->n_in, 1);
 	if (!c->rand_input)
 		return esg_set_error("out of memory");
-	const char **ins;
-	int ni;
-	if (name_list(o, "inputs", F, &ins, &ni))
+	if (select_inputs(c, o, F, c->rand_input, NULL))
 		return -1;
-	for (int i = 0; i < c->n_in; i++)
-		c->rand_input[i] = ni < 0;
-	for (int k = 0; k < ni; k++) {
-		int found = 0;
-		for (int i = 0; i < c->n_in; i++)
-			if (!strcmp(c->in[i].name, ins[k]))
-				c->rand_input[i] = found = 1;
-		if (!found) {
-			char fi[64];
-			snprintf(fi, sizeof fi, "randomisation.inputs[%d]", k);
-			int rc = bad(fi, "no input is named '%s'", ins[k]);
-			free(ins);
-			return rc;
-		}
-	}
-	free(ins);
 	if (as) {
 		if (safe_name("randomisation.as_model", as))
 			return -1;
@@ -1120,24 +1132,8 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 		return esg_set_error("out of memory");
 	const char **v;
 	int n;
-	if (name_list(o, "inputs", F, &v, &n))
+	if (select_inputs(c, o, F, c->ex_input, &n))
 		return -1;
-	for (int i = 0; i < c->n_in; i++)
-		c->ex_input[i] = n < 0;
-	for (int k = 0; k < n; k++) {
-		int found = 0;
-		for (int i = 0; i < c->n_in; i++)
-			if (!strcmp(c->in[i].name, v[k]))
-				c->ex_input[i] = found = 1;
-		if (!found) {
-			char fi[64];
-			snprintf(fi, sizeof fi, "explain.inputs[%d]", k);
-			int rc = bad(fi, "no input is named '%s'", v[k]);
-			free(v);
-			return rc;
-		}
-	}
-	free(v);
 	if (n == 0)
 		return bad("explain.inputs", "must not be empty (leave the field out instead)");
 	if (name_list(o, "models", F, &v, &n))

@@ -3,7 +3,7 @@
 # esg-explain (lib/explain, lib/shim/explain.cpp):
 #  - every method against a plain-PyTorch reference (tests/py/ref_explain.py:
 #    forward hooks, autograd, torch.optim) on fixture models, 2D and 3D, with
-#    the same start image and the same (replayed or fixed) transforms: the
+#    the same start image and the same transforms (off, or replayed: pad, roll, zoom, rotation, flips): the
 #    final image within 1e-4 of its range, the trace within 1e-4 of its max;
 #  - fixture truths: feature_vis of an oriented filter is its tiling
 #    (|r| >= 0.9), invert of an early layer recovers IN (r >= 0.95),

@@ -190,9 +190,15 @@ def transform(s, x, g):
         sh = torch.randint(-s["jitter"], s["jitter"] + 1, (nsp,), generator=g)
         x = torch.roll(x, [int(v) for v in sh], list(range(2, 2 + nsp)))
     if s["scale_max"] > s["scale_min"] or s["scale_min"] != 1.0:
-        raise NotImplementedError("the reference replays roll and flips only")
+        u = torch.rand(1, generator=g, dtype=torch.float64).item()
+        f = s["scale_min"] + (s["scale_max"] - s["scale_min"]) * u
+        x = resize(x, [max(1, int(math.floor(n * f + 0.5))) for n in x.shape[2:]])
     if s["rotate"] > 0 and nsp == 2:
-        raise NotImplementedError("the reference replays roll and flips only")
+        u = torch.rand(1, generator=g, dtype=torch.float64).item()
+        a = (-s["rotate"] + 2 * s["rotate"] * u) * math.pi / 180.0
+        th = torch.tensor([[[math.cos(a), -math.sin(a), 0.0], [math.sin(a), math.cos(a), 0.0]]])
+        grid = F.affine_grid(th, list(x.shape), align_corners=False)
+        x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
     if s["flip"]:
         u = torch.rand(nsp, generator=g, dtype=torch.float64)
         dims = [2 + d for d in range(nsp) if u[d] < 0.5]
@@ -414,7 +420,7 @@ def main():
     xr = rng.standard_normal((1, 3, 16, 16)).astype(np.float32)
     x3 = rng.standard_normal((1, 1, 12, 12, 12)).astype(np.float32)
 
-    # the reference: each method, 2D and 3D, transforms off or replayed (roll, flips)
+    # the reference: each method, 2D and 3D, transforms off or replayed (pad, roll, zoom, rotation, flips)
     compare(args, "net2d", "deepdream", x2, layer="relu2", steps=10)
     compare(args, "net3d", "deepdream", x3, layer="relu2", channel=3, steps=8, params={"jitter": 2})
     compare(args, "net2d", "deepdream", x2, layer="conv3", steps=4,
@@ -436,6 +442,11 @@ def main():
             params={"pad": 1, "jitter": 1, "scale_min": 1, "scale_max": 1, "tv_weight": 0.1})
     compare(args, "net3d", "feature_vis", None, layer="relu2", channel=1, steps=15,
             params=dict(fv_off, param="pixel", optimizer="sgd", momentum=0.9, lr=0.2))
+    compare(args, "net2d", "feature_vis", None, layer="relu2", channel=5, steps=12, params={"init_std": 0.5},
+            desc=" (default transforms: pad, roll, zoom, rotation)")
+    compare(args, "net3d", "feature_vis", None, layer="relu2", channel=1, steps=8,
+            params={"init_std": 0.5, "scale_min": 0.8, "scale_max": 1.2},
+            desc=" (3D: pad, roll, zoom, flips)")
     compare(args, "net2d", "feature_vis", None, layer="relu2", channel=5, steps=12, shape=[3, 1, 16, 16],
             params=dict(fv_off, diversity=0.5), desc=" (diversity, 3 images)")
     compare(args, "net3d", "feature_vis", None, layer="conv2", channel=1, unit=(2, 3, 2), steps=8,
