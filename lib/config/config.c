@@ -648,6 +648,36 @@ static int model_index(const esg_config *c, const char *name)
 	return -1;
 }
 
+/* The section's "models": sel[i] = 1 for each model named there; when the
+ * field is absent, every model, or every model but the randomised copy
+ * (with_randomised 0).  hint follows the "no model is named" message. *n
+ * (may be NULL) as select_inputs. */
+static int select_models(const esg_config *c, const cJSON *o, const char *section, unsigned char *sel,
+			 int with_randomised, const char *hint, int *n)
+{
+	const char **v;
+	int nv;
+	if (name_list(o, "models", section, &v, &nv))
+		return -1;
+	for (int i = 0; i < c->n_model; i++)
+		sel[i] = nv < 0 && (with_randomised || !c->model[i].randomised);
+	for (int k = 0; k < nv; k++) {
+		int i = model_index(c, v[k]);
+		if (i < 0) {
+			char fi[64];
+			snprintf(fi, sizeof fi, "%s.models[%d]", section, k);
+			int rc = bad(fi, "no model is named '%s'%s", v[k], hint);
+			free(v);
+			return rc;
+		}
+		sel[i] = 1;
+	}
+	free(v);
+	if (n)
+		*n = nv;
+	return 0;
+}
+
 static int parse_models(esg_config *c, const cJSON *a)
 {
 	if (!cJSON_IsArray(a) || !cJSON_GetArraySize(a))
@@ -1014,24 +1044,8 @@ static int parse_metrics(esg_config *c, const cJSON *o)
 	c->fid_model = calloc((size_t)c->n_model + 1, 1);
 	if (!c->fid_model)
 		return esg_set_error("out of memory");
-	const char **v;
-	int n;
-	if (name_list(o, "models", F, &v, &n))
+	if (select_models(c, o, F, c->fid_model, 0, "", NULL))
 		return -1;
-	for (int i = 0; i < c->n_model; i++)
-		c->fid_model[i] = n < 0 && !c->model[i].randomised;
-	for (int k = 0; k < n; k++) {
-		int i = model_index(c, v[k]);
-		if (i < 0) {
-			char fi[64];
-			snprintf(fi, sizeof fi, "metrics.models[%d]", k);
-			int rc = bad(fi, "no model is named '%s'", v[k]);
-			free(v);
-			return rc;
-		}
-		c->fid_model[i] = 1;
-	}
-	free(v);
 	sbuf b = { 0 };
 	const cJSON *p = cJSON_GetObjectItemCaseSensitive(o, "params");
 	if (p && !cJSON_IsObject(p))
@@ -1130,28 +1144,13 @@ static int parse_explain(esg_config *c, const cJSON *o, double top_target)
 	c->ex_model = calloc((size_t)c->n_model + 1, 1);
 	if (!c->ex_input || !c->ex_model)
 		return esg_set_error("out of memory");
-	const char **v;
 	int n;
 	if (select_inputs(c, o, F, c->ex_input, &n))
 		return -1;
 	if (n == 0)
 		return bad("explain.inputs", "must not be empty (leave the field out instead)");
-	if (name_list(o, "models", F, &v, &n))
+	if (select_models(c, o, F, c->ex_model, 1, " in \"models\" (or randomisation.as_model)", &n))
 		return -1;
-	for (int i = 0; i < c->n_model; i++)
-		c->ex_model[i] = n < 0;
-	for (int k = 0; k < n; k++) {
-		int i = model_index(c, v[k]);
-		if (i < 0) {
-			char fi[64];
-			snprintf(fi, sizeof fi, "explain.models[%d]", k);
-			int rc = bad(fi, "no model is named '%s' in \"models\" (or randomisation.as_model)", v[k]);
-			free(v);
-			return rc;
-		}
-		c->ex_model[i] = 1;
-	}
-	free(v);
 	if (n == 0)
 		return bad("explain.models", "must not be empty (leave the field out instead)");
 	/* the section's channels: default for every layer and method that takes one */

@@ -1049,6 +1049,30 @@ static size_t distinct_explain(const esg_report *rp, const char *in, const char 
 	return n;
 }
 
+/* A table's column headers, one per model (data-model for report.js). */
+static void put_model_heads(FILE *f, const char **models, size_t n)
+{
+	for (size_t m = 0; m < n; m++) {
+		put(f, "<th class=\"col\" scope=\"col\" data-model=\"");
+		esc(f, models[m]);
+		put(f, "\">");
+		esc(f, models[m]);
+		put(f, "</th>");
+	}
+}
+
+/* A row's opening and its header cell: <tr data-KIND="label"><th>label</th>. */
+static void put_row_head(FILE *f, const char *kind, const char *label)
+{
+	put(f, "<tr data-");
+	put(f, kind);
+	put(f, "=\"");
+	esc(f, label);
+	put(f, "\"><th class=\"row\" scope=\"row\">");
+	esc(f, label);
+	put(f, "</th>");
+}
+
 /* The explanations of input `in`: per layer a table of what was optimised
  * (rows) by model (columns: the trained model beside its randomised copy,
  * whose pictures should look like noise).  The pictures are the section's
@@ -1072,20 +1096,10 @@ static void put_gallery(FILE *f, const esg_report *rp, const char *in, int zoom,
 		put(f, "\"><h4>");
 		esc(f, layers[ly]);
 		put(f, "</h4>\n<table class=\"grid gallery\"><thead><tr><th></th>");
-		for (size_t m = 0; m < nc; m++) {
-			put(f, "<th class=\"col\" scope=\"col\" data-model=\"");
-			esc(f, cols[m]);
-			put(f, "\">");
-			esc(f, cols[m]);
-			put(f, "</th>");
-		}
+		put_model_heads(f, cols, nc);
 		put(f, "</tr></thead>\n<tbody>\n");
 		for (size_t r = 0; r < nr; r++) {
-			put(f, "<tr data-explanation=\"");
-			esc(f, rows[r]);
-			put(f, "\"><th class=\"row\" scope=\"row\">");
-			esc(f, rows[r]);
-			put(f, "</th>");
+			put_row_head(f, "explanation", rows[r]);
 			for (size_t m = 0; m < nc; m++) {
 				const struct entry *e = NULL;
 				for (size_t i = 0; i < rp->n_ents && !e; i++) {
@@ -1162,20 +1176,10 @@ static void put_section(FILE *f, const esg_report *rp, size_t idx, const char *i
 	put(f, "</div>\n");
 	if (nl > 0) {
 		put(f, "<table class=\"grid\"><thead><tr><th></th><th class=\"col\" scope=\"col\">input</th>");
-		for (size_t m = 0; m < nm; m++) {
-			put(f, "<th class=\"col\" scope=\"col\" data-model=\"");
-			esc(f, models[m]);
-			put(f, "\">");
-			esc(f, models[m]);
-			put(f, "</th>");
-		}
+		put_model_heads(f, models, nm);
 		put(f, "</tr></thead>\n<tbody>\n");
 		for (size_t l = 0; l < nl; l++) {
-			put(f, "<tr data-method=\"");
-			esc(f, labels[l]);
-			put(f, "\"><th class=\"row\" scope=\"row\">");
-			esc(f, labels[l]);
-			put(f, "</th>");
+			put_row_head(f, "method", labels[l]);
 			const struct entry *first = NULL;
 			for (size_t m = 0; m < nm && !first; m++)
 				first = cell(rp, in, models[m], labels[l]);
