@@ -42,6 +42,14 @@ uint64_t esg_torch_resident_bytes(void);
  * at least 1.  max itself unless auto_batch. */
 int esg_model_batch_fit(esg_model *m, int grad, int64_t item_values,
 			uint64_t host_bytes_per_item, int max);
+/* How many input values one call of m may take now (grad: with
+ * autograd), each value also taking host_bytes_per_value in the caller's
+ * buffers: as esg_model_batch_fit, for a tile of a volume.  0: no budget
+ * (or CUDA). */
+int64_t esg_model_values_fit(esg_model *m, int grad, double host_bytes_per_value);
+/* 1 if the last error of a model call was the memory budget's refusal
+ * (cleared by reading it). */
+int esg_torch_budget_refused(void);
 /* The model calls made since the last reset, as a JSON array of
  * {"grad": bool, "batch": B, "count": n} (new string): what a method cost,
  * recorded by esg-attr as esg.model_calls for the benchmark. */
@@ -250,6 +258,15 @@ int esg_model_voxel_score(esg_model *m, char *buf, size_t n);
  * NaN / Inf through (probing the receptive field); refused under amp. */
 int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_t *shape,
 			    int check, esg_tensor **out);
+/* The score sum over voxels v of w[v] * g(y_v) of such a wrapper on one
+ * item x ([1, C, spatial...]; y = activation(model(x)), g(y_v) = y_v[target],
+ * times [argmax_c y_v == target] when argmax), summed in double into
+ * *score, and its gradient with respect to x into grad (same shape as x;
+ * NULL: the score alone, no autograd).  w: [spatial...].  For a tile of a
+ * volume (lib/attr/local.h): w is the mask over the outputs the tile
+ * answers for, 0 elsewhere.  Refused under amp. */
+int esg_model_voxel_grad(esg_model *m, const float *x, int ndim, const int64_t *shape,
+			 int64_t target, int argmax, const float *w, float *grad, double *score);
 /* A buffer or tensor attribute of the model by name (e.g. "mask"): new F32. */
 int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out);
 

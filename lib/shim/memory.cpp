@@ -26,6 +26,7 @@ bool g_auto_batch;      /* esg_model_batch_fit sizes batches */
 /* the call in progress, for the message when it is refused */
 int64_t g_call_items;
 uint64_t g_call_other;
+bool g_refused;         /* the last error reported was a budget refusal */
 
 /* Bytes per input value a first call is assumed to take before one has
  * been measured (without autograd, with): above what the shipped U-Net
@@ -121,7 +122,8 @@ std::string budget_refusal()
 void report_error(const char *prefix, const std::string &msg)
 {
 	std::string b = budget_refusal();
-	if (!b.empty())
+	g_refused = !b.empty();
+	if (g_refused)
 		esg_set_error("%s", b.c_str());
 	else
 		esg_set_error("%s%s", prefix, msg.c_str());
@@ -142,6 +144,33 @@ uint64_t esg_torch_resident_bytes(void)
 	return resident_bytes();
 }
 
+/* What a call of m may take now: the budget less what the process holds
+ * outside the kept blocks, times FILL; and what it takes per input value. */
+static double call_room(esg_model *m, int grad, double *per_value)
+{
+	*per_value = m->bytes_per_value[grad] > 0 ? m->bytes_per_value[grad] : PRIOR_BYTES_PER_VALUE[grad];
+	MemCounts c = cpu_mem_counts();
+	/* the blocks kept for reuse are free for this call */
+	double rss = (double)resident_bytes(), held = rss > c.kept ? rss - c.kept : 0;
+	return ((double)g_budget - held) * FILL;
+}
+
+int esg_torch_budget_refused(void)
+{
+	int r = g_refused;
+	g_refused = false;
+	return r;
+}
+
+int64_t esg_model_values_fit(esg_model *m, int grad, double host_bytes_per_value)
+{
+	if (!m || !g_budget || m->dev.is_cuda())
+		return 0;
+	double per_value, room = call_room(m, grad != 0, &per_value);
+	double n = room / (per_value + host_bytes_per_value);
+	return n > 1 ? (int64_t)n : 1;
+}
+
 int esg_model_batch_fit(esg_model *m, int grad, int64_t item_values, uint64_t host_bytes_per_item,
 			int max)
 {
@@ -149,13 +178,7 @@ int esg_model_batch_fit(esg_model *m, int grad, int64_t item_values, uint64_t ho
 		max = 1;
 	if (!m || !g_budget || !g_auto_batch || m->dev.is_cuda() || max == 1)
 		return max;
-	grad = grad != 0;
-	double per_value = m->bytes_per_value[grad] > 0 ? m->bytes_per_value[grad]
-							 : PRIOR_BYTES_PER_VALUE[grad];
-	MemCounts c = cpu_mem_counts();
-	/* the blocks kept for reuse are free for this call */
-	double rss = (double)resident_bytes(), held = rss > c.kept ? rss - c.kept : 0;
-	double room = ((double)g_budget - held) * FILL;
+	double per_value, room = call_room(m, grad != 0, &per_value);
 	double per_item = per_value * (double)item_values + (double)host_bytes_per_item;
 	double n = per_item > 0 ? room / per_item : max;
 	return n >= max ? max : n < 1 ? 1 : (int)n;

@@ -777,6 +777,49 @@ int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_
 	SHIM_CATCH(-1)
 }
 
+int esg_model_voxel_grad(esg_model *m, const float *x, int ndim, const int64_t *shape,
+			 int64_t target, int argmax, const float *w, float *grad, double *score)
+{
+	try {
+		if (!m || !x || !shape || !w || !score || ndim < 3 || shape[0] != 1)
+			fail("esg_model_voxel_grad: bad argument");
+		if (m->amp != at::kFloat)
+			fail("per-voxel outputs are not available under --amp");
+		torch::AutoGradMode gm(grad != nullptr);
+		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
+		if (grad)
+			xi.requires_grad_(true);
+		CallMeter meter(m, grad != nullptr, 1, 1, ndim, shape);
+		torch::jit::Module inner = m->mod.attr("model").toModule();
+		/* the model sees a copy: in-place ops on its input must not hit the leaf */
+		at::Tensor y = as_tensor(inner.forward({grad ? xi.clone() : xi}), "the wrapped model's output")
+				       .to(at::kFloat);
+		y = as_tensor(m->mod.run_method("activation", y), "the wrapper's activation");
+		if (y.dim() != ndim || y.size(0) != 1 || y.sizes().slice(2) != xi.sizes().slice(2))
+			fail("the wrapped model's output " + shape_str(y.sizes()) +
+			     " is not [1, C, spatial...] like its input");
+		if (target < 0 || target >= y.size(1))
+			fail("target " + std::to_string(target) + " is not a channel of the per-voxel output " +
+			     shape_str(y.sizes()));
+		at::Tensor yt = y.select(1, target);
+		if (argmax)
+			yt = yt * (y.argmax(1) == target).to(at::kFloat);
+		std::vector<int64_t> sp(shape + 2, shape + ndim);
+		sp.insert(sp.begin(), 1);
+		at::Tensor wt = from_f32(w, ndim - 1, sp.data(), m->dev);
+		/* in double: a sum over millions of voxels */
+		at::Tensor s = (yt.to(at::kDouble) * wt.to(at::kDouble)).sum();
+		check_finite(s, "the model's score");
+		*score = s.item<double>();
+		if (grad) {
+			auto g = torch::autograd::grad({s}, {xi}, {}, false, false, true);
+			copy_out(grad, g[0].defined() ? g[0] : at::zeros_like(xi));
+		}
+		return 0;
+	}
+	SHIM_CATCH(-1)
+}
+
 int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out)
 {
 	try {
