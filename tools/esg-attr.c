@@ -626,6 +626,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 		esg_meta_set(r, "esg.local", job.local);
 	else
 		esg_meta_remove(r, "esg.local");
+	if (job.tiles[0])
+		esg_meta_set(r, "esg.tiles", job.tiles);
+	else
+		esg_meta_remove(r, "esg.tiles");
 	const char *method_name = R->alias ? R->alias->name : R->method->name;
 	esg_meta_set(r, "esg.method", R->method->name);
 	if (R->alias)

@@ -285,6 +285,13 @@ typedef struct esg_attr_job {
 	/* out, occlusion / feature ablation: how the windows were evaluated
 	 * ("crop rf=..." or "off: reason", lib/attr/local.h), "" otherwise */
 	char local[200];
+	/* out, the gradient family: how one item's calls were split into
+	 * tiles when it did not fit the memory budget ("grid ... rf ...",
+	 * lib/attr/local.h), "" when it fitted */
+	char tiles[240];
+	struct esg_local *tiler;         /* internal: the tiles' receptive field */
+	int64_t tile_items;              /* internal: a sub-job's item m is the record's
+	                                  * item m % tile_items (0: m) */
 } esg_attr_job;
 
 /* Run job->method.  The default --internal-batch: the most items per call

@@ -16,9 +16,10 @@ static void off(esg_local *L, const char *fmt, const char *arg)
 	snprintf(L->info, sizeof L->info, fmt, arg ? arg : "");
 }
 
-/* Copy the box [lo, hi) of src ([C, dims...]) into dst ([C, hi - lo...]). */
-static void crop_copy(int C, int nsp, const int64_t *dims, const float *src, const int64_t *lo,
-		      const int64_t *hi, float *dst)
+/* Copy the box [lo, hi) of vol ([C, dims...]) into crop ([C, hi - lo...]),
+ * or (back) add crop into that box of vol. */
+static void crop_move(int C, int nsp, const int64_t *dims, float *vol, const int64_t *lo,
+		      const int64_t *hi, float *crop, int back)
 {
 	int64_t idx[ESG_MAX_DIMS];
 	size_t len = (size_t)(hi[nsp - 1] - lo[nsp - 1]), V = 1;
@@ -30,8 +31,13 @@ static void crop_copy(int C, int nsp, const int64_t *dims, const float *src, con
 			size_t off = 0;
 			for (int a = 0; a < nsp; a++)
 				off = off * (size_t)dims[a] + (size_t)idx[a];
-			memcpy(dst, src + (size_t)c * V + off, len * sizeof *dst);
-			dst += len;
+			float *v = vol + (size_t)c * V + off;
+			if (back)
+				for (size_t i = 0; i < len; i++)
+					v[i] += crop[i];
+			else
+				memcpy(crop, v, len * sizeof *crop);
+			crop += len;
 			int a = nsp - 2;
 			for (; a >= 0; a--) {
 				if (++idx[a] < hi[a])
@@ -42,6 +48,12 @@ static void crop_copy(int C, int nsp, const int64_t *dims, const float *src, con
 				break;
 		}
 	}
+}
+
+static void crop_copy(int C, int nsp, const int64_t *dims, const float *src, const int64_t *lo,
+		      const int64_t *hi, float *dst)
+{
+	crop_move(C, nsp, dims, (float *)src, lo, hi, dst, 0);
 }
 
 /* Flat spatial index of a voxel, and back. */
@@ -250,8 +262,11 @@ static int shift_ok(esg_local *L, const float *x0, const float *y0, float ymax, 
 	return ok;
 }
 
-int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
-		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx)
+/* esg_local_open, probing on x0 shaped `shape`; the wrapper's mask must be
+ * the volume's size, `volume` (spatial). */
+static int local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+		      const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx,
+		      const int64_t *volume)
 {
 	memset(L, 0, sizeof *L);
 	L->model = m;
@@ -294,7 +309,7 @@ int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *s
 		}
 		int fits = L->mask->ndim == ndim;
 		for (int a = 0; fits && a < L->nsp; a++)
-			fits = L->mask->shape[2 + a] == L->dims[a];
+			fits = L->mask->shape[2 + a] == volume[a];
 		if (!fits) {
 			off(L, "off: the wrapper's mask is not the input's size (a patch of the volume)", NULL);
 			return 0;
@@ -378,6 +393,68 @@ done:
 	return rc < 0 ? -1 : 0;
 }
 
+int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx)
+{
+	return local_open(L, m, ndim, shape, x0, box, max_batch, fn, ctx, shape + 2);
+}
+
+int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+			 const float *x0)
+{
+	int nsp = ndim - 2;
+	for (int64_t K = 64;; K *= 2) {
+		int64_t cs[ESG_MAX_DIMS] = { 1, shape[1] }, lo[ESG_MAX_DIMS], hi[ESG_MAX_DIMS];
+		size_t n = (size_t)shape[1];
+		int whole = 1;
+		for (int a = 0; a < nsp; a++) {
+			int64_t d = shape[2 + a];
+			cs[2 + a] = K < d ? K : d;
+			lo[a] = (d - cs[2 + a]) / 2;
+			hi[a] = lo[a] + cs[2 + a];
+			n *= (size_t)cs[2 + a];
+			whole &= cs[2 + a] == d;
+		}
+		float *xc = malloc(n * sizeof *xc), *g = malloc(n * sizeof *g);
+		float *w = malloc(n / (size_t)shape[1] * sizeof *w);
+		if (!xc || !g || !w) {
+			free(xc);
+			free(g);
+			free(w);
+			return esg_set_error("out of memory");
+		}
+		crop_copy((int)shape[1], nsp, shape + 2, x0, lo, hi, xc);
+		int rc = local_open(L, m, ndim, cs, xc, NULL, 1, NULL, NULL, shape + 2);
+		/* one gradient call on the crop measures what a value costs with
+		 * autograd, which sizes the first tiles (a guess would be far off) */
+		if (!rc && L->on) {
+			double s;
+			for (size_t i = 0; i < n / (size_t)shape[1]; i++)
+				w[i] = 1;
+			rc = esg_model_voxel_grad(m, xc, ndim, cs, 0, L->kind == ESG_LOCAL_ARGMAX, w, g, &s);
+		}
+		free(xc);
+		free(g);
+		free(w);
+		if (rc)
+			return -1;
+		if (L->on || whole)
+			break;
+		esg_local_close(L);
+	}
+	if (!L->on)
+		return 0;
+	/* what was found on the crop holds for the volume: tiles are cut from it */
+	free(L->y);
+	L->y = NULL;
+	L->V = 1;
+	for (int a = 0; a < nsp; a++) {
+		L->dims[a] = shape[2 + a];
+		L->V *= (size_t)L->dims[a];
+	}
+	return 0;
+}
+
 /* The per-voxel term of the score at voxel i of an output [Cout, n]. */
 static double term(const esg_local *L, const float *y, size_t n, size_t i, size_t gi)
 {
@@ -443,20 +520,27 @@ int esg_local_item(esg_local *L, const float *x, int64_t item, int64_t target)
 	return 0;
 }
 
+/* The input crop [*s, *e) along axis a that computes the outputs [olo, ohi) */
+static void crop_axis(const esg_local *L, int a, int64_t olo, int64_t ohi, int64_t *s, int64_t *e)
+{
+	int64_t d = L->dims[a], S = L->align;
+	/* output v reads the inputs [v - hi, v + lo] */
+	int64_t b = olo - L->hi[a] > 0 ? olo - L->hi[a] : 0;
+	int64_t f = ohi + L->lo[a] < d ? ohi + L->lo[a] : d;
+	b = b / S * S;
+	f = b + (f - b + S - 1) / S * S;
+	*s = b;
+	*e = f < d ? f : d;
+}
+
 void esg_local_boxes(const esg_local *L, const int64_t *blo, const int64_t *bhi, int64_t *olo,
 		     int64_t *ohi, int64_t *clo, int64_t *chi)
 {
 	for (int a = 0; a < L->nsp; a++) {
-		int64_t d = L->dims[a], S = L->align;
+		int64_t d = L->dims[a];
 		olo[a] = blo[a] - L->lo[a] > 0 ? blo[a] - L->lo[a] : 0;
 		ohi[a] = bhi[a] + L->hi[a] < d ? bhi[a] + L->hi[a] : d;
-		/* output v reads the inputs [v - hi, v + lo] */
-		int64_t s = olo[a] - L->hi[a] > 0 ? olo[a] - L->hi[a] : 0;
-		int64_t e = ohi[a] + L->lo[a] < d ? ohi[a] + L->lo[a] : d;
-		s = s / S * S;
-		e = s + (e - s + S - 1) / S * S;
-		clo[a] = s;
-		chi[a] = e < d ? e : d;
+		crop_axis(L, a, olo[a], ohi[a], &clo[a], &chi[a]);
 	}
 }
 
@@ -579,4 +663,166 @@ void esg_local_close(esg_local *L)
 	L->mask = NULL;
 	L->y = L->buf = NULL;
 	L->tags = L->clo = L->olo = L->ohi = NULL;
+}
+
+/* ---- tiles: one item's score and gradient, tile by tile ---------------- */
+
+#define MAX_TILES_PER_AXIS 32
+
+/* Tile k of n along axis a: the outputs it answers for [*olo, *ohi). */
+static void tile_axis(const esg_local *L, int a, int64_t n, int64_t k, int64_t *olo, int64_t *ohi)
+{
+	*olo = L->dims[a] * k / n;
+	*ohi = L->dims[a] * (k + 1) / n;
+}
+
+/* The grid (tiles per axis, n) whose crops hold at most max_values input
+ * values each and the fewest in all: per axis the crops' largest and
+ * summed sizes for each count, then every combination.  0: none fits. */
+static int plan_tiles(const esg_local *L, int64_t max_values, int64_t *n, int64_t *crop_max)
+{
+	int nsp = L->nsp;
+	int64_t big[ESG_MAX_DIMS][MAX_TILES_PER_AXIS + 1], sum[ESG_MAX_DIMS][MAX_TILES_PER_AXIS + 1];
+	int64_t top[ESG_MAX_DIMS];
+	for (int a = 0; a < nsp; a++) {
+		top[a] = L->dims[a] < MAX_TILES_PER_AXIS ? L->dims[a] : MAX_TILES_PER_AXIS;
+		for (int64_t t = 1; t <= top[a]; t++) {
+			big[a][t] = sum[a][t] = 0;
+			for (int64_t k = 0; k < t; k++) {
+				int64_t olo, ohi, s, e;
+				tile_axis(L, a, t, k, &olo, &ohi);
+				crop_axis(L, a, olo, ohi, &s, &e);
+				big[a][t] = e - s > big[a][t] ? e - s : big[a][t];
+				sum[a][t] += e - s;
+			}
+		}
+	}
+	int64_t t[ESG_MAX_DIMS];
+	double best = -1;
+	for (int a = 0; a < nsp; a++)
+		t[a] = 1;
+	for (;;) {
+		double one = L->C, all = 1;
+		for (int a = 0; a < nsp; a++) {
+			one *= (double)big[a][t[a]];
+			all *= (double)sum[a][t[a]];
+		}
+		if (one <= (double)max_values && (best < 0 || all < best)) {
+			best = all;
+			for (int a = 0; a < nsp; a++) {
+				n[a] = t[a];
+				crop_max[a] = big[a][t[a]];
+			}
+		}
+		int a = nsp - 1;
+		for (; a >= 0; a--) {
+			if (++t[a] <= top[a])
+				break;
+			t[a] = 1;
+		}
+		if (a < 0)
+			break;
+	}
+	return best >= 0;
+}
+
+int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, int64_t limit,
+		    float *grad, double *score, int64_t *grid)
+{
+	int nsp = L->nsp, argmax = L->kind == ESG_LOCAL_ARGMAX;
+	if (!L->on)
+		return esg_set_error("internal: tiles of a model that is not local");
+	if (target < 0 || target >= L->Cout)
+		return esg_set_error("target %lld is not a channel of the per-voxel output (%d channels)",
+				     (long long)target, L->Cout);
+	const float *mask = NULL;
+	if (!argmax) {
+		const esg_tensor *M = L->mask;
+		if (M->shape[0] != 1 && item >= M->shape[0])
+			return esg_set_error("the wrapper's mask has fewer items than the record");
+		size_t mi = M->shape[0] == 1 ? 0 : (size_t)item, mc = M->shape[1] == 1 ? 0 : (size_t)target;
+		mask = (const float *)M->data + (mi * (size_t)M->shape[1] + mc) * L->V;
+	}
+	/* the caller's buffers per value of a crop: its input, gradient, weights */
+	int64_t max_values = esg_model_values_fit(L->model, grad != NULL, 3 * sizeof(float));
+	if (limit > 0 && (max_values <= 0 || limit < max_values))
+		max_values = limit;
+	int64_t n[ESG_MAX_DIMS], cmax[ESG_MAX_DIMS];
+	if (!plan_tiles(L, max_values > 0 ? max_values : INT64_MAX, n, cmax)) {
+		double v = L->C;
+		for (int a = 0; a < nsp; a++) {
+			int64_t olo, ohi, s, e;
+			int64_t t = L->dims[a] < MAX_TILES_PER_AXIS ? L->dims[a] : MAX_TILES_PER_AXIS;
+			tile_axis(L, a, t, t / 2, &olo, &ohi);
+			crop_axis(L, a, olo, ohi, &s, &e);
+			v *= (double)(e - s);
+		}
+		return esg_set_error("even the smallest tile of the volume (%.0f input values with its "
+				     "receptive field) does not fit the memory budget, which leaves room for "
+				     "%lld now: give a larger --memory", v, (long long)max_values);
+	}
+	size_t cv = 1;
+	for (int a = 0; a < nsp; a++)
+		cv *= (size_t)cmax[a];
+	float *xc = malloc((size_t)L->C * cv * sizeof *xc), *w = malloc(cv * sizeof *w);
+	float *gc = grad ? malloc((size_t)L->C * cv * sizeof *gc) : NULL;
+	if (!xc || !w || (grad && !gc)) {
+		free(xc);
+		free(w);
+		free(gc);
+		return esg_set_error("out of memory for a tile of %zu voxels", cv);
+	}
+	if (grad)
+		memset(grad, 0, (size_t)L->C * L->V * sizeof *grad);
+	int64_t k[ESG_MAX_DIMS] = { 0 };
+	double total = 0;
+	int rc = 0;
+	for (;;) {
+		int64_t olo[ESG_MAX_DIMS], ohi[ESG_MAX_DIMS], clo[ESG_MAX_DIMS], chi[ESG_MAX_DIMS];
+		int64_t cshape[ESG_MAX_DIMS] = { 1, L->C }, cdims[ESG_MAX_DIMS];
+		size_t cn = 1;
+		for (int a = 0; a < nsp; a++) {
+			tile_axis(L, a, n[a], k[a], &olo[a], &ohi[a]);
+			crop_axis(L, a, olo[a], ohi[a], &clo[a], &chi[a]);
+			cdims[a] = cshape[2 + a] = chi[a] - clo[a];
+			cn *= (size_t)cdims[a];
+		}
+		crop_copy(L->C, nsp, L->dims, x, clo, chi, xc);
+		/* the weights: the score's over the tile's outputs, 0 around them */
+		for (size_t i = 0; i < cn; i++) {
+			int64_t v[ESG_MAX_DIMS];
+			unflat(nsp, cdims, i, v);
+			int in = 1;
+			for (int a = 0; a < nsp; a++) {
+				v[a] += clo[a];
+				in &= v[a] >= olo[a] && v[a] < ohi[a];
+			}
+			w[i] = !in ? 0.0f : mask ? mask[flat(nsp, L->dims, v)] : 1.0f;
+		}
+		double s = 0;
+		if ((rc = esg_model_voxel_grad(L->model, xc, nsp + 2, cshape, target, argmax, w, gc, &s)))
+			break;
+		total += s;
+		if (grad)
+			crop_move(L->C, nsp, L->dims, grad, clo, chi, gc, 1);
+		L->passes++;
+		L->evaluations++;
+		int a = nsp - 1;
+		for (; a >= 0; a--) {
+			if (++k[a] < n[a])
+				break;
+			k[a] = 0;
+		}
+		if (a < 0)
+			break;
+	}
+	free(xc);
+	free(w);
+	free(gc);
+	if (rc)
+		return -1;
+	*score = total;
+	if (grid)
+		memcpy(grid, n, (size_t)nsp * sizeof *grid);
+	return 0;
 }

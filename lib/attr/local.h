@@ -110,4 +110,27 @@ int esg_local_commit(esg_local *L, int64_t tag);
 int esg_local_flush(esg_local *L);
 void esg_local_close(esg_local *L);
 
+/* esg_local_open for tiles (esg_local_tiled): the probes run on a crop of
+ * x0 at the volume's centre, 64 voxels a side, then 128 ... until the
+ * model is found local or the crop is the volume, so that they fit where
+ * a whole-volume pass does not; then one gradient call on that crop
+ * measures what a value costs with autograd.  Step 4's check is not made
+ * (tests compare tiles with the whole volume). */
+int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+			 const float *x0);
+/* Tiles (patch-wise gradients that are exact): for one item x ([C,
+ * spatial]) and target, the score f(x) = sum over v of g(y_v) into *score
+ * and its gradient with respect to x into grad ([C, spatial]; NULL: the
+ * score alone), tile by tile.  The output voxels are split into a grid of
+ * boxes O; each is computed on its input crop (O + [-hi, +lo], aligned as
+ * above), scored over O alone, and its gradient added where the crop lies:
+ * sum over the tiles of d(score over O)/dx is df/dx, exactly as the whole
+ * volume gives it (float rounding aside).  The grid is the one with the
+ * fewest input values in all whose crops each fit what the memory budget
+ * leaves now (esg_model_values_fit: measured per value, tiles may grow
+ * after the first), and at most limit input values when limit > 0; the
+ * tiles per axis into grid (NULL: not wanted). */
+int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, int64_t limit,
+		    float *grad, double *score, int64_t *grid);
+
 #endif

@@ -2,7 +2,10 @@
  * what the method needs (baselines), fills the job's defaults and random
  * streams, and calls the method's run function from its family's table. */
 #include "attr/attr.h"
+#include "attr/local.h"
 #include "shim/esg_torch.h"
+
+#include <stdlib.h>
 
 int esg_attr_run(esg_attr_job *job)
 {
@@ -28,7 +31,15 @@ int esg_attr_run(esg_attr_job *job)
 		job->rng_shap = &shap;
 	job->has_delta = 0;
 	job->passes = job->evaluations = 0;
+	job->tiles[0] = 0;
+	job->tiler = NULL;
+	job->tile_items = 0;
 	int rc = m->run(job);
+	if (job->tiler) {
+		esg_local_close(job->tiler);
+		free(job->tiler);
+		job->tiler = NULL;
+	}
 	if (job->rng_nt == &nt)
 		job->rng_nt = NULL;
 	if (job->rng_shap == &shap)

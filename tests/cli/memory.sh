@@ -135,8 +135,8 @@ check "a given ESG_MEMORY is kept" grep -qx 3G pj/t5
 # ---- what does not fit ------------------------------------------------------------
 echo keep >old.st.zst
 cp old.st.zst kept.st.zst
-expect_fail "250M: one item does not fit -- one line, exit 1" 1 \
-	"^esg-attr: error: ph.st.zst: record 1: integrated_gradients: out of the memory budget: a model call on one item needs more than [0-9.]+[MG] and --memory allows 250M \([0-9.]+[MG] of it held outside model calls\); run it patch-wise \(--patch SIZE\) or give a larger --memory$" \
+expect_fail "250M: one item does not fit, nor do tiles (the probes) -- one line, exit 1" 1 \
+	"^esg-attr: error: ph.st.zst: record 1: integrated_gradients: out of the memory budget: a model call on one item needs more than [0-9.]+[MG] and --memory allows 250M \([0-9.]+[MG] of it held outside model calls\); run it patch-wise \(--patch SIZE\) or give a larger --memory; it cannot go by tiles either: off: out of the memory budget: .*$" \
 	peak tiny.mb $A -m w.pt $IG --memory 250M -o old.st.zst ph.st.zst
 check "and the previous output is kept" cmp old.st.zst kept.st.zst
 mb=$(cat tiny.mb)

@@ -8,9 +8,11 @@
  * result does not depend on internal_batch beyond float rounding.
  */
 #include "attr/family.h"
+#include "attr/local.h"
 #include "shim/esg_torch.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -30,6 +32,7 @@ typedef struct batcher {
 	int64_t shape[ESG_MAX_DIMS];
 	size_t item, host;        /* values per item; bytes per item in the buffers */
 	int cap, used, fitted;    /* fitted: cap sized after a measured call */
+	int tiled;                /* one item does not fit: each goes by tiles */
 	float *x, *ref, *aux, *g, *score;
 	int64_t *target;
 	tag *tags;
@@ -95,6 +98,95 @@ static float *bt_x(batcher *b) { return b->x + (size_t)b->used * b->item; }
 static float *bt_ref(batcher *b) { return b->ref + (size_t)b->used * b->item; }
 static float *bt_aux(batcher *b) { return b->aux + (size_t)b->used * b->item; }
 
+/* ESG_TILE_VALUES=N: every item goes by tiles of at most N input values
+ * (for tests and comparisons; tiles are otherwise only for items that do
+ * not fit the memory budget) */
+static int64_t forced_tile_values(void)
+{
+	const char *e = getenv("ESG_TILE_VALUES");
+	long long n = e ? atoll(e) : 0;
+	return n > 0 ? (int64_t)n : 0;
+}
+
+/* A lone item whose call the memory budget refused goes by tiles
+ * (esg_local_tiled) when the method's gradient is the plain one and the
+ * model scores locally; the receptive field is found once per job. */
+static int bt_start_tiles(batcher *b)
+{
+	esg_attr_job *job = b->job;
+	char refused[400];
+	snprintf(refused, sizeof refused, "%s", forced_tile_values() ? "ESG_TILE_VALUES is set" : esg_error());
+	if (b->rule != ESG_RULE_PLAIN)
+		return esg_set_error("%s (this method's backward rule cannot go by tiles)", refused);
+	if (!job->tiler) {
+		job->tiler = calloc(1, sizeof *job->tiler);
+		if (!job->tiler)
+			return esg_set_error("out of memory");
+		if (esg_local_open_tiles(job->tiler, job->model, job->ndim, job->shape, b->x))
+			return -1;
+	}
+	if (!job->tiler->on)
+		return esg_set_error("%s; it cannot go by tiles either: %s", refused, job->tiler->info);
+	b->tiled = 1;
+	b->cap = 1;
+	return 0;
+}
+
+/* The first n items of the batch, each by tiles. */
+static int bt_tiles(batcher *b, int n)
+{
+	esg_attr_job *job = b->job;
+	esg_local *L = job->tiler;
+	for (int i = 0; i < n; i++) {
+		double s;
+		int64_t grid[ESG_MAX_DIMS];
+		int64_t m = job->tile_items > 0 ? b->tags[i].m % job->tile_items : b->tags[i].m;
+		if (esg_local_tiled(L, b->x + (size_t)i * b->item, m, b->target[i],
+				    forced_tile_values(), b->grad ? b->g + (size_t)i * b->item : NULL, &s, grid))
+			return -1;
+		b->score[i] = (float)s;
+		int64_t count = 1;
+		char g[64] = "", *p = g;
+		for (int a = 0; a < L->nsp; a++) {
+			count *= grid[a];
+			p += snprintf(p, (size_t)(g + sizeof g - p), "%s%lld", a ? "x" : "", (long long)grid[a]);
+		}
+		job->passes += count;
+		job->evaluations += count;
+		snprintf(job->tiles, sizeof job->tiles, "grid %s (last call), %s", g, L->info);
+	}
+	return 0;
+}
+
+/* A forward call of the batch (run items, n of them wanted): the scores. */
+static int bt_forward(batcher *b, int run, int n)
+{
+	esg_attr_job *job = b->job;
+	esg_tensor *out = NULL;
+	if (esg_model_forward(job->model, b->x, job->ndim, b->shape, &out))
+		return -1;
+	char s[128];
+	esg_shape_str(out->ndim, out->shape, s, sizeof s);
+	if (out->ndim != 2 || out->shape[0] != run) {
+		esg_torch_tensor_free(out);
+		return esg_set_error("model output is %s, not [N, C] scores "
+				     "(wrap a segmentation model with esg-wrap)", s);
+	}
+	int64_t c = out->shape[1];
+	int bad = -1;
+	for (int i = 0; i < n; i++) {
+		if (b->target[i] < 0 || b->target[i] >= c)
+			bad = i;
+		else
+			b->score[i] = (float)esg_tensor_get(out, i * c + b->target[i]);
+	}
+	esg_torch_tensor_free(out);
+	if (bad >= 0)
+		return esg_set_error("target %lld is out of range: the model has %lld outputs",
+				     (long long)b->target[bad], (long long)c);
+	return 0;
+}
+
 static int bt_flush(batcher *b)
 {
 	if (!b->used)
@@ -113,36 +205,28 @@ static int bt_flush(batcher *b)
 		run = 2;
 	}
 	b->shape[0] = run;
-	if (b->grad) {
-		if (esg_model_grad(job->model, b->rule, b->x, b->ref, job->ndim, b->shape,
-				   b->target, b->g, b->score))
+	if (!b->tiled && forced_tile_values() && bt_start_tiles(b))
+		return -1;
+	int by_tiles = b->tiled;
+	if (!by_tiles) {
+		(void)esg_torch_budget_refused();
+		int rc = b->grad ? esg_model_grad(job->model, b->rule, b->x, b->ref, job->ndim, b->shape,
+						  b->target, b->g, b->score)
+				 : bt_forward(b, run, n);
+		/* an explicit batch of several items that does not fit is refused */
+		if (rc) {
+			if (!esg_torch_budget_refused() || n > 1 || bt_start_tiles(b))
+				return -1;
+			by_tiles = 1;
+		}
+	}
+	if (by_tiles) {
+		if (bt_tiles(b, n))
 			return -1;
 	} else {
-		esg_tensor *out = NULL;
-		if (esg_model_forward(job->model, b->x, job->ndim, b->shape, &out))
-			return -1;
-		char s[128];
-		esg_shape_str(out->ndim, out->shape, s, sizeof s);
-		if (out->ndim != 2 || out->shape[0] != run) {
-			esg_torch_tensor_free(out);
-			return esg_set_error("model output is %s, not [N, C] scores "
-					     "(wrap a segmentation model with esg-wrap)", s);
-		}
-		int64_t c = out->shape[1];
-		int bad = -1;
-		for (int i = 0; i < n; i++) {
-			if (b->target[i] < 0 || b->target[i] >= c)
-				bad = i;
-			else
-				b->score[i] = (float)esg_tensor_get(out, i * c + b->target[i]);
-		}
-		esg_torch_tensor_free(out);
-		if (bad >= 0)
-			return esg_set_error("target %lld is out of range: the model has %lld outputs",
-					     (long long)b->target[bad], (long long)c);
+		job->passes++;
+		job->evaluations += n;
 	}
-	job->passes++;
-	job->evaluations += n;
 	b->done += n;
 	if (b->grad && b->total && job->progress)
 		job->progress(job->progress_ctx, job->method->name, b->done, b->total);
@@ -519,7 +603,11 @@ static int esg_run_noise_tunnel(esg_attr_job *job)
 		sub.has_delta = 0;
 		sub.passes = sub.evaluations = 0;
 		sub.progress = NULL; /* progress is counted in samples here */
+		sub.tile_items = N;  /* the sub-job's tiles use the job's (closed by esg_attr_run) */
 		rc = base->run(&sub);
+		job->tiler = sub.tiler;
+		if (sub.tiles[0])
+			memcpy(job->tiles, sub.tiles, sizeof job->tiles);
 		if (job->progress)
 			job->progress(job->progress_ctx, job->method->name, s0 + g, S);
 		job->passes += sub.passes;
