@@ -29,14 +29,6 @@ using namespace esg_shim;
 
 namespace {
 
-std::string shape_s(at::IntArrayRef s)
-{
-	std::string r = "[";
-	for (size_t i = 0; i < s.size(); i++)
-		r += (i ? ", " : "") + std::to_string(s[i]);
-	return r + "]";
-}
-
 at::Tensor run_graph(esg_model *m, torch::jit::GraphFunction &fn, const at::Tensor &x)
 {
 	std::vector<c10::IValue> st{m->mod._ivalue(), x};
@@ -295,8 +287,8 @@ struct Objective {
 			return a.select(1, s->target).sum();
 		case ESG_OBJ_INVERT:
 			if (a.sizes() != ref.sizes())
-				fail("layer '" + lname + "' output " + shape_s(a.sizes()) +
-				     " differs from the reference's " + shape_s(ref.sizes()));
+				fail("layer '" + lname + "' output " + shape_str(a.sizes()) +
+				     " differs from the reference's " + shape_str(ref.sizes()));
 			return (a - ref).pow(2).sum() / ref.pow(2).sum().clamp_min(1e-30);
 		case ESG_OBJ_UNIT: {
 			/* transforms keep the image's size, so the unit keeps
@@ -315,7 +307,7 @@ struct Objective {
 		checked = true;
 		if (s->objective == ESG_OBJ_CLASS) {
 			if (a.dim() != 2 || a.size(0) != 1)
-				fail("model output is " + shape_s(a.sizes()) +
+				fail("model output is " + shape_str(a.sizes()) +
 				     ", not per-class scores [N, C]; wrap a segmentation model with esg-wrap");
 			if (s->target < 0 || s->target >= a.size(1))
 				fail("target " + std::to_string(s->target) + " is out of range: the model has " +
@@ -325,16 +317,16 @@ struct Objective {
 		if (s->channel >= 0 && (a.dim() < 2 || s->channel >= a.size(1)))
 			fail("channel " + std::to_string(s->channel) + " is out of range: layer '" + lname +
 			     "' has " + std::to_string(a.dim() < 2 ? 0 : a.size(1)) + " channels (output " +
-			     shape_s(a.sizes()) + ")");
+			     shape_str(a.sizes()) + ")");
 		if (s->objective == ESG_OBJ_UNIT) {
 			if (s->n_unit != a.dim() - 2)
 				fail("--unit gives " + std::to_string(s->n_unit) + " index(es); layer '" + lname +
-				     "' output " + shape_s(a.sizes()) + " has " + std::to_string(a.dim() - 2) +
+				     "' output " + shape_str(a.sizes()) + " has " + std::to_string(a.dim() - 2) +
 				     " spatial axes");
 			for (int i = 0; i < s->n_unit; i++)
 				if (s->unit[i] < 0 || s->unit[i] >= a.size(2 + i))
 					fail("unit index " + std::to_string(s->unit[i]) + " is out of range on axis " +
-					     std::to_string(i) + " of layer '" + lname + "' output " + shape_s(a.sizes()));
+					     std::to_string(i) + " of layer '" + lname + "' output " + shape_str(a.sizes()));
 		}
 	}
 };
@@ -395,9 +387,9 @@ void check_spec(const esg_explain_spec *s, int ndim, const int64_t *shape, const
 {
 	if (ndim != 4 && ndim != 5)
 		fail("the image must be [1, C, H, W] or [1, C, D, H, W], not " +
-		     shape_s(at::IntArrayRef(shape, ndim)));
+		     shape_str(at::IntArrayRef(shape, ndim)));
 	if (shape[0] != 1 && !(s->diversity > 0))
-		fail("one item at a time (shape " + shape_s(at::IntArrayRef(shape, ndim)) + ")");
+		fail("one item at a time (shape " + shape_str(at::IntArrayRef(shape, ndim)) + ")");
 	if (s->diversity > 0 && (s->objective == ESG_OBJ_NORM || s->objective == ESG_OBJ_CLASS ||
 				 s->objective == ESG_OBJ_INVERT))
 		fail("diversity is feature_vis's");
@@ -405,7 +397,7 @@ void check_spec(const esg_explain_spec *s, int ndim, const int64_t *shape, const
 		fail("diversity needs a batch of 2 images or more (--shape N,... with N >= 2)");
 	for (int d = 0; d < ndim; d++)
 		if (shape[d] < 1)
-			fail("empty image shape " + shape_s(at::IntArrayRef(shape, ndim)));
+			fail("empty image shape " + shape_str(at::IntArrayRef(shape, ndim)));
 	if (s->steps < 0 || s->octaves < 1)
 		fail("steps must be >= 0 and octaves >= 1");
 	if ((s->objective == ESG_OBJ_INVERT || s->init_input || s->objective == ESG_OBJ_NORM) && !x)
@@ -536,7 +528,7 @@ extern "C" int esg_model_explain(esg_model *m, const esg_explain_spec *s, const 
 		im.p = im.p.detach();
 		at::Tensor out = im.image().contiguous().to(at::kCPU);
 		if (out.sizes() != at::IntArrayRef(sh))
-			fail("internal: the image came out " + shape_s(out.sizes()));
+			fail("internal: the image came out " + shape_str(out.sizes()));
 		if (final)
 			*final = obj(out.to(m->dev)).item<double>();
 		memcpy(image, out.data_ptr<float>(), (size_t)out.numel() * sizeof(float));

@@ -130,6 +130,8 @@ struct ShimError : std::runtime_error {
 void report_error(const char *prefix, const std::string &msg);
 /* The line of a libtorch message that says what went wrong. */
 std::string one_line(const std::string &msg);
+/* "[2, 1, 64, 64]", for messages. */
+std::string shape_str(at::IntArrayRef s);
 
 /* ---- memory: the CPU block allocator (allocator.cpp) and the budget -- */
 

@@ -55,6 +55,17 @@ uint64_t held_outside(const MemCounts &c)
 	return rss > blocks ? rss - blocks : 0;
 }
 
+/* What a call of m may take now: the budget less what the process holds
+ * outside the kept blocks, times FILL; and what it takes per input value. */
+double call_room(esg_model *m, int grad, double *per_value)
+{
+	*per_value = m->bytes_per_value[grad] > 0 ? m->bytes_per_value[grad] : PRIOR_BYTES_PER_VALUE[grad];
+	MemCounts c = cpu_mem_counts();
+	/* the blocks kept for reuse are free for this call */
+	double rss = (double)resident_bytes(), held = rss > c.kept ? rss - c.kept : 0;
+	return ((double)g_budget - held) * FILL;
+}
+
 } // namespace
 
 namespace esg_shim {
@@ -142,17 +153,6 @@ void esg_torch_set_memory(uint64_t budget, int auto_batch)
 uint64_t esg_torch_resident_bytes(void)
 {
 	return resident_bytes();
-}
-
-/* What a call of m may take now: the budget less what the process holds
- * outside the kept blocks, times FILL; and what it takes per input value. */
-static double call_room(esg_model *m, int grad, double *per_value)
-{
-	*per_value = m->bytes_per_value[grad] > 0 ? m->bytes_per_value[grad] : PRIOR_BYTES_PER_VALUE[grad];
-	MemCounts c = cpu_mem_counts();
-	/* the blocks kept for reuse are free for this call */
-	double rss = (double)resident_bytes(), held = rss > c.kept ? rss - c.kept : 0;
-	return ((double)g_budget - held) * FILL;
 }
 
 int esg_torch_budget_refused(void)

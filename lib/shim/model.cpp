@@ -47,6 +47,14 @@ namespace esg_shim {
 
 [[noreturn]] void fail(const std::string &msg) { throw ShimError(msg); }
 
+std::string shape_str(at::IntArrayRef s)
+{
+	std::string r = "[";
+	for (size_t i = 0; i < s.size(); i++)
+		r += (i ? ", " : "") + std::to_string(s[i]);
+	return r + "]";
+}
+
 /* libtorch messages span many lines (TorchScript tracebacks, C++ stacks);
  * keep the line that says what went wrong. */
 std::string one_line(const std::string &msg)
@@ -68,14 +76,6 @@ std::string one_line(const std::string &msg)
 } // namespace esg_shim
 
 namespace {
-
-std::string shape_str(at::IntArrayRef s)
-{
-	std::string r = "[";
-	for (size_t i = 0; i < s.size(); i++)
-		r += (i ? ", " : "") + std::to_string(s[i]);
-	return r + "]";
-}
 
 bool g_threads_set = false;
 
@@ -751,6 +751,27 @@ int esg_model_voxel_score(esg_model *m, char *buf, size_t n)
 	SHIM_CATCH(-1)
 }
 
+} /* extern "C" */
+
+namespace {
+
+/* activation(model(x)) of an esg-wrap wrapper, float32 [N, C, spatial...]
+ * with x's N and number of axes. */
+at::Tensor voxel_outputs(esg_model *m, const at::Tensor &x)
+{
+	torch::jit::Module inner = m->mod.attr("model").toModule();
+	at::Tensor y = as_tensor(inner.forward({x}), "the wrapped model's output").to(at::kFloat);
+	y = as_tensor(m->mod.run_method("activation", y), "the wrapper's activation");
+	if (y.dim() != x.dim() || y.size(0) != x.size(0))
+		fail("the wrapped model's output " + shape_str(y.sizes()) +
+		     " is not [N, C, spatial...] like its input " + shape_str(x.sizes()));
+	return y;
+}
+
+} // namespace
+
+extern "C" {
+
 int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_t *shape,
 			    int check, esg_tensor **out)
 {
@@ -763,12 +784,7 @@ int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_
 		torch::NoGradGuard ng;
 		at::Tensor xi = from_f32(x, ndim, shape, m->dev);
 		CallMeter meter(m, false, xi.size(0), shape[0], ndim, shape);
-		torch::jit::Module inner = m->mod.attr("model").toModule();
-		at::Tensor y = as_tensor(inner.forward({xi}), "the wrapped model's output").to(at::kFloat);
-		y = as_tensor(m->mod.run_method("activation", y), "the wrapper's activation");
-		if (y.dim() != ndim || y.size(0) != shape[0])
-			fail("the wrapped model's output " + shape_str(y.sizes()) +
-			     " is not [N, C, spatial...] like its input");
+		at::Tensor y = voxel_outputs(m, xi);
 		if (check)
 			check_finite(y, "the model's output");
 		*out = to_esg("voxels", y);
@@ -790,14 +806,11 @@ int esg_model_voxel_grad(esg_model *m, const float *x, int ndim, const int64_t *
 		if (grad)
 			xi.requires_grad_(true);
 		CallMeter meter(m, grad != nullptr, 1, 1, ndim, shape);
-		torch::jit::Module inner = m->mod.attr("model").toModule();
 		/* the model sees a copy: in-place ops on its input must not hit the leaf */
-		at::Tensor y = as_tensor(inner.forward({grad ? xi.clone() : xi}), "the wrapped model's output")
-				       .to(at::kFloat);
-		y = as_tensor(m->mod.run_method("activation", y), "the wrapper's activation");
-		if (y.dim() != ndim || y.size(0) != 1 || y.sizes().slice(2) != xi.sizes().slice(2))
+		at::Tensor y = voxel_outputs(m, grad ? xi.clone() : xi);
+		if (y.sizes().slice(2) != xi.sizes().slice(2))
 			fail("the wrapped model's output " + shape_str(y.sizes()) +
-			     " is not [1, C, spatial...] like its input");
+			     " is not the input's spatial size " + shape_str(xi.sizes()));
 		if (target < 0 || target >= y.size(1))
 			fail("target " + std::to_string(target) + " is not a channel of the per-voxel output " +
 			     shape_str(y.sizes()));
