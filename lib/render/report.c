@@ -1073,6 +1073,16 @@ static void put_row_head(FILE *f, const char *kind, const char *label)
 	put(f, "</th>");
 }
 
+/* A cell's caption (its title the details) and the cell's end. */
+static void put_cell_end(FILE *f, const struct entry *e)
+{
+	put(f, "<div class=\"cap\" title=\"");
+	esc(f, e->title);
+	put(f, "\">");
+	esc(f, e->caption[0] ? e->caption : "details");
+	put(f, "</div></td>");
+}
+
 /* The explanations of input `in`: per layer a table of what was optimised
  * (rows) by model (columns: the trained model beside its randomised copy,
  * whose pictures should look like noise).  The pictures are the section's
@@ -1122,11 +1132,7 @@ static void put_gallery(FILE *f, const esg_report *rp, const char *in, int zoom,
 					put(f, e->trace);
 					put(f, "\"/></svg>");
 				}
-				put(f, "<div class=\"cap\" title=\"");
-				esc(f, e->title);
-				put(f, "\">");
-				esc(f, e->caption[0] ? e->caption : "details");
-				put(f, "</div></td>");
+				put_cell_end(f, e);
 			}
 			put(f, "</tr>\n");
 		}
@@ -1205,11 +1211,7 @@ static void put_section(FILE *f, const esg_report *rp, size_t idx, const char *i
 				put_view(f, rp, e, 1, zoom);
 				if (o->link)
 					put(f, "</a>");
-				put(f, "<div class=\"cap\" title=\"");
-				esc(f, e->title);
-				put(f, "\">");
-				esc(f, e->caption[0] ? e->caption : "details");
-				put(f, "</div></td>");
+				put_cell_end(f, e);
 			}
 			put(f, "</tr>\n");
 		}
