@@ -726,56 +726,30 @@ static int plan_tiles(const esg_local *L, int64_t max_values, int64_t *n, int64_
 	return best >= 0;
 }
 
-int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, int64_t limit,
-		    float *grad, double *score, int64_t *grid)
+/* The tiles of grid n (crops at most cmax), each scored over its outputs
+ * alone: *total and, when grad, the gradients added into it. */
+static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, int64_t target,
+		     const float *mask, const int64_t *n, const int64_t *cmax, float *grad,
+		     double *total)
 {
 	int nsp = L->nsp, argmax = L->kind == ESG_LOCAL_ARGMAX;
-	if (!L->on)
-		return esg_set_error("internal: tiles of a model that is not local");
-	if (target < 0 || target >= L->Cout)
-		return esg_set_error("target %lld is not a channel of the per-voxel output (%d channels)",
-				     (long long)target, L->Cout);
-	const float *mask = NULL;
-	if (!argmax) {
-		const esg_tensor *M = L->mask;
-		if (M->shape[0] != 1 && item >= M->shape[0])
-			return esg_set_error("the wrapper's mask has fewer items than the record");
-		size_t mi = M->shape[0] == 1 ? 0 : (size_t)item, mc = M->shape[1] == 1 ? 0 : (size_t)target;
-		mask = (const float *)M->data + (mi * (size_t)M->shape[1] + mc) * L->V;
-	}
-	/* the caller's buffers per value of a crop: its input, gradient, weights */
-	int64_t max_values = esg_model_values_fit(L->model, grad != NULL, 3 * sizeof(float));
-	if (limit > 0 && (max_values <= 0 || limit < max_values))
-		max_values = limit;
-	int64_t n[ESG_MAX_DIMS], cmax[ESG_MAX_DIMS];
-	if (!plan_tiles(L, max_values > 0 ? max_values : INT64_MAX, n, cmax)) {
-		double v = L->C;
-		for (int a = 0; a < nsp; a++) {
-			int64_t olo, ohi, s, e;
-			int64_t t = L->dims[a] < MAX_TILES_PER_AXIS ? L->dims[a] : MAX_TILES_PER_AXIS;
-			tile_axis(L, a, t, t / 2, &olo, &ohi);
-			crop_axis(L, a, olo, ohi, &s, &e);
-			v *= (double)(e - s);
-		}
-		return esg_set_error("even the smallest tile of the volume (%.0f input values with its "
-				     "receptive field) does not fit the memory budget, which leaves room for "
-				     "%lld now: give a larger --memory", v, (long long)max_values);
-	}
 	size_t cv = 1;
 	for (int a = 0; a < nsp; a++)
 		cv *= (size_t)cmax[a];
 	float *xc = malloc((size_t)L->C * cv * sizeof *xc), *w = malloc(cv * sizeof *w);
 	float *gc = grad ? malloc((size_t)L->C * cv * sizeof *gc) : NULL;
-	if (!xc || !w || (grad && !gc)) {
+	float *rc_ = ref ? malloc((size_t)L->C * cv * sizeof *rc_) : NULL;
+	if (!xc || !w || (grad && !gc) || (ref && !rc_)) {
 		free(xc);
 		free(w);
 		free(gc);
+		free(rc_);
 		return esg_set_error("out of memory for a tile of %zu voxels", cv);
 	}
 	if (grad)
 		memset(grad, 0, (size_t)L->C * L->V * sizeof *grad);
 	int64_t k[ESG_MAX_DIMS] = { 0 };
-	double total = 0;
+	*total = 0;
 	int rc = 0;
 	for (;;) {
 		int64_t olo[ESG_MAX_DIMS], ohi[ESG_MAX_DIMS], clo[ESG_MAX_DIMS], chi[ESG_MAX_DIMS];
@@ -788,6 +762,8 @@ int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, 
 			cn *= (size_t)cdims[a];
 		}
 		crop_copy(L->C, nsp, L->dims, x, clo, chi, xc);
+		if (ref)
+			crop_copy(L->C, nsp, L->dims, ref, clo, chi, rc_);
 		/* the weights: the score's over the tile's outputs, 0 around them */
 		for (size_t i = 0; i < cn; i++) {
 			int64_t v[ESG_MAX_DIMS];
@@ -800,9 +776,13 @@ int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, 
 			w[i] = !in ? 0.0f : mask ? mask[flat(nsp, L->dims, v)] : 1.0f;
 		}
 		double s = 0;
-		if ((rc = esg_model_voxel_grad(L->model, xc, nsp + 2, cshape, target, argmax, w, gc, &s)))
+		rc = rule == ESG_RULE_PLAIN
+			? esg_model_voxel_grad(L->model, xc, nsp + 2, cshape, target, argmax, w, gc, &s)
+			: esg_model_mask_grad(L->model, (esg_backward_rule)rule, xc, rc_, nsp + 2, cshape,
+					      target, w, gc, &s);
+		if (rc)
 			break;
-		total += s;
+		*total += s;
 		if (grad)
 			crop_move(L->C, nsp, L->dims, grad, clo, chi, gc, 1);
 		L->passes++;
@@ -819,10 +799,63 @@ int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, 
 	free(xc);
 	free(w);
 	free(gc);
-	if (rc)
-		return -1;
-	*score = total;
-	if (grid)
-		memcpy(grid, n, (size_t)nsp * sizeof *grid);
-	return 0;
+	free(rc_);
+	return rc ? -1 : 0;
+}
+
+int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, int64_t item,
+		    int64_t target, int64_t limit, float *grad, double *score, int64_t *grid)
+{
+	int nsp = L->nsp;
+	if (!L->on)
+		return esg_set_error("internal: tiles of a model that is not local");
+	if (target < 0 || target >= L->Cout)
+		return esg_set_error("target %lld is not a channel of the per-voxel output (%d channels)",
+				     (long long)target, L->Cout);
+	if (rule != ESG_RULE_PLAIN && (L->kind != ESG_LOCAL_FIXED_MASK || !grad))
+		return esg_set_error("internal: tiles under a backward rule need a fixed-mask wrapper");
+	const float *mask = NULL;
+	if (L->kind == ESG_LOCAL_FIXED_MASK) {
+		const esg_tensor *M = L->mask;
+		if (M->shape[0] != 1 && item >= M->shape[0])
+			return esg_set_error("the wrapper's mask has fewer items than the record");
+		size_t mi = M->shape[0] == 1 ? 0 : (size_t)item, mc = M->shape[1] == 1 ? 0 : (size_t)target;
+		mask = (const float *)M->data + (mi * (size_t)M->shape[1] + mc) * L->V;
+	}
+	/* the caller's buffers per value of a crop: its input, gradient,
+	 * weights and baseline */
+	int64_t max_values = esg_model_values_fit(L->model, grad != NULL, (3 + (ref != NULL)) * sizeof(float));
+	if (limit > 0 && (max_values <= 0 || limit < max_values))
+		max_values = limit;
+	for (;;) {
+		int64_t n[ESG_MAX_DIMS], cmax[ESG_MAX_DIMS];
+		if (!plan_tiles(L, max_values > 0 ? max_values : INT64_MAX, n, cmax)) {
+			double v = L->C;
+			for (int a = 0; a < nsp; a++) {
+				int64_t olo, ohi, s, e;
+				int64_t t = L->dims[a] < MAX_TILES_PER_AXIS ? L->dims[a] : MAX_TILES_PER_AXIS;
+				tile_axis(L, a, t, t / 2, &olo, &ohi);
+				crop_axis(L, a, olo, ohi, &s, &e);
+				v *= (double)(e - s);
+			}
+			return esg_set_error("even the smallest tile of the volume (%.0f input values with "
+					     "its receptive field) does not fit the memory budget, which "
+					     "leaves room for %lld now: give a larger --memory",
+					     v, (long long)max_values);
+		}
+		(void)esg_torch_budget_refused();
+		if (!run_tiles(L, x, ref, rule, target, mask, n, cmax, grad, score)) {
+			if (grid)
+				memcpy(grid, n, (size_t)nsp * sizeof *grid);
+			return 0;
+		}
+		if (!esg_torch_budget_refused())
+			return -1;
+		/* a tile cost more than measured so far (a first call under a
+		 * backward rule): the next grid's crops are half as large */
+		int64_t one = L->C;
+		for (int a = 0; a < nsp; a++)
+			one *= cmax[a];
+		max_values = one / 2;
+	}
 }

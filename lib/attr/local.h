@@ -129,8 +129,14 @@ int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int6
  * fewest input values in all whose crops each fit what the memory budget
  * leaves now (esg_model_values_fit: measured per value, tiles may grow
  * after the first), and at most limit input values when limit > 0; the
- * tiles per axis into grid (NULL: not wanted). */
-int esg_local_tiled(esg_local *L, const float *x, int64_t item, int64_t target, int64_t limit,
-		    float *grad, double *score, int64_t *grid);
+ * tiles per axis into grid (NULL: not wanted).  rule: an esg_backward_rule;
+ * other than ESG_RULE_PLAIN (DeepLift's, with the baseline ref [C,
+ * spatial]; a rule must be linear in the output gradient) it needs a fixed-mask wrapper and grad, and each tile
+ * runs the wrapper with its mask set to the tile's weights
+ * (esg_model_mask_grad); the score is then f(x) - f(ref) for DeepLift.  A
+ * tile the budget refuses (it cost more than measured) makes the grid finer
+ * and the item start again. */
+int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, int64_t item,
+		    int64_t target, int64_t limit, float *grad, double *score, int64_t *grid);
 
 #endif

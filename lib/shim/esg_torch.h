@@ -267,6 +267,15 @@ int esg_model_voxel_forward(esg_model *m, const float *x, int ndim, const int64_
  * answers for, 0 elsewhere.  Refused under amp. */
 int esg_model_voxel_grad(esg_model *m, const float *x, int ndim, const int64_t *shape,
 			 int64_t target, int argmax, const float *w, float *grad, double *score);
+/* esg_model_grad (any rule; ref for DeepLift) on one item x ([1, C,
+ * spatial...]) of a fixed-mask wrapper whose mask is, for this call only,
+ * w ([spatial...], the same for every class): the gradient of the target's
+ * score, sum over voxels of w[v] * y_v[target], into grad, and that score
+ * (DeepLift: minus the baseline's) into *score.  For a tile of a volume
+ * (lib/attr/local.h) under a backward rule. */
+int esg_model_mask_grad(esg_model *m, esg_backward_rule rule, const float *x, const float *ref,
+			int ndim, const int64_t *shape, int64_t target, const float *w, float *grad,
+			double *score);
 /* A buffer or tensor attribute of the model by name (e.g. "mask"): new F32. */
 int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out);
 

@@ -833,6 +833,31 @@ int esg_model_voxel_grad(esg_model *m, const float *x, int ndim, const int64_t *
 	SHIM_CATCH(-1)
 }
 
+int esg_model_mask_grad(esg_model *m, esg_backward_rule rule, const float *x, const float *ref,
+			int ndim, const int64_t *shape, int64_t target, const float *w, float *grad,
+			double *score)
+{
+	at::Tensor saved;
+	try {
+		if (!m || !x || !shape || !w || !grad || !score || ndim < 3 || shape[0] != 1)
+			fail("esg_model_mask_grad: bad argument");
+		c10::IValue mv = m->mod.hasattr("mask") ? m->mod.attr("mask") : c10::IValue();
+		if (!mv.isTensor() || mv.toTensor().dim() != ndim)
+			fail("the model is no fixed-mask wrapper (no mask [N, C, spatial...])");
+		saved = mv.toTensor();
+		std::vector<int64_t> sp(shape + 2, shape + ndim);
+		sp.insert(sp.begin(), { 1, 1 });
+		/* the wrapper scores over a mask of the input's size as it is */
+		m->mod.setattr("mask", from_f32(w, ndim, sp.data(), m->dev).to(saved.scalar_type()));
+	}
+	SHIM_CATCH(-1)
+	float s = 0;
+	int rc = esg_model_grad(m, rule, x, ref, ndim, shape, &target, grad, &s);
+	m->mod.setattr("mask", saved);
+	*score = s;
+	return rc;
+}
+
 int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out)
 {
 	try {

@@ -71,6 +71,10 @@ same "3D 24x20x22 argmax, noise tunnel (saliency, 2 samples)" 3000 \
 	-m cnn3d_am.pt --method noise_tunnel --param base=saliency --param nt_samples=2 --target 1 x3.st.zst
 same "3D 24x20x22 argmax, gradient SHAP (2 samples, zero and blur baselines)" 3000 \
 	-m cnn3d_am.pt --method gradient_shap --param n_samples=2 --baseline zero --baseline blur:1 --target 1 x3.st.zst
+same "3D 13x17x15 fixed-mask, DeepLift (rescale rule, x and baseline cropped alike)" 2500 \
+	-m cnn3d_fm.pt --method deeplift x3o.st.zst
+same "2D pool / upsample / skip cat, sigmoid fixed-mask, DeepLift with a blur baseline" 1200 \
+	-m pool2d_fm.pt --method deeplift --baseline blur:1 x2.st.zst
 
 # ---- the memory budget sends an item that does not fit to tiles ----
 $PYTHON -c "
@@ -106,8 +110,10 @@ fi
 expect_fail "not local (instance norm): tiles refused with the reason" 1 \
 	"integrated_gradients: ESG_TILE_VALUES is set; it cannot go by tiles either: off: " \
 	env ESG_TILE_VALUES=2000 esg-attr --threads 1 -m inorm_fm.pt --method integrated_gradients -o bad.st.zst x3.st.zst
-expect_fail "DeepLift's rescale rule does not go by tiles" 1 "cannot go by tiles" \
+expect_fail "DeepLift's tiles need a fixed-mask wrapper (not argmax)" 1 "need a model wrapped --reduce fixed-mask" \
 	env ESG_TILE_VALUES=2000 esg-attr --threads 1 -m cnn3d_am.pt --method deeplift --target 1 -o bad.st.zst x3.st.zst
+expect_fail "guided backprop's rule (not linear in the output gradient) does not go by tiles" 1 "backward rule cannot go by tiles" \
+	env ESG_TILE_VALUES=2000 esg-attr --threads 1 -m cnn3d_fm.pt --method guided_backprop -o bad.st.zst x3o.st.zst
 expect_fail "a tile smaller than the receptive field allows is refused" 1 "even the smallest tile" \
 	env ESG_TILE_VALUES=20 esg-attr --threads 1 -m cnn2d_fm.pt --method saliency -o bad.st.zst x2o.st.zst
 no_file "nothing written by the refused runs" bad.st.zst

@@ -108,16 +108,26 @@ static int64_t forced_tile_values(void)
 	return n > 0 ? (int64_t)n : 0;
 }
 
+/* The backward rules whose tiles add up to the whole volume's gradient:
+ * linear in the output gradient, given forward values (of x, and of the
+ * baseline for DeepLift) that a crop computes exactly (local.h).  Guided
+ * backprop and deconvolution clamp the gradient (relu), which is not. */
+static int tiles_rule(esg_backward_rule r)
+{
+	return r == ESG_RULE_PLAIN || esg_rule_is_deeplift(r);
+}
+
 /* A lone item whose call the memory budget refused goes by tiles
- * (esg_local_tiled) when the method's gradient is the plain one and the
+ * (esg_local_tiled) when the method's backward rule allows it and the
  * model scores locally; the receptive field is found once per job. */
 static int bt_start_tiles(batcher *b)
 {
 	esg_attr_job *job = b->job;
 	char refused[400];
 	snprintf(refused, sizeof refused, "%s", forced_tile_values() ? "ESG_TILE_VALUES is set" : esg_error());
-	if (b->rule != ESG_RULE_PLAIN)
-		return esg_set_error("%s (this method's backward rule cannot go by tiles)", refused);
+	if (!tiles_rule(b->rule))
+		return esg_set_error("%s (this method's backward rule cannot go by tiles: only the plain "
+				     "gradient's and DeepLift's do)", refused);
 	if (!job->tiler) {
 		job->tiler = calloc(1, sizeof *job->tiler);
 		if (!job->tiler)
@@ -127,6 +137,9 @@ static int bt_start_tiles(batcher *b)
 	}
 	if (!job->tiler->on)
 		return esg_set_error("%s; it cannot go by tiles either: %s", refused, job->tiler->info);
+	if (b->rule != ESG_RULE_PLAIN && job->tiler->kind != ESG_LOCAL_FIXED_MASK)
+		return esg_set_error("%s; it cannot go by tiles either: tiles under this method's backward "
+				     "rule need a model wrapped --reduce fixed-mask", refused);
 	b->tiled = 1;
 	b->cap = 1;
 	return 0;
@@ -141,8 +154,9 @@ static int bt_tiles(batcher *b, int n)
 		double s;
 		int64_t grid[ESG_MAX_DIMS];
 		int64_t m = job->tile_items > 0 ? b->tags[i].m % job->tile_items : b->tags[i].m;
-		if (esg_local_tiled(L, b->x + (size_t)i * b->item, m, b->target[i],
-				    forced_tile_values(), b->grad ? b->g + (size_t)i * b->item : NULL, &s, grid))
+		if (esg_local_tiled(L, b->x + (size_t)i * b->item, b->ref ? b->ref + (size_t)i * b->item : NULL,
+				    b->rule, m, b->target[i], forced_tile_values(),
+				    b->grad ? b->g + (size_t)i * b->item : NULL, &s, grid))
 			return -1;
 		b->score[i] = (float)s;
 		int64_t count = 1;
