@@ -152,7 +152,7 @@ def smooth_field(shape, rng, sigma):
 
 def bias_field(shape, rng, strength=0.2):
 	"""Smooth multiplicative field, a low-order polynomial in the coordinates."""
-	axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij")
+	axes = np.meshgrid(*[np.linspace(-1, 1, n) for n in shape], indexing="ij", sparse=True)
 	log_b = sum(rng.uniform(-1, 1) * a for a in axes)
 	log_b = log_b + sum(rng.uniform(-0.5, 0.5) * a * a for a in axes)
 	log_b = log_b * strength / (np.abs(log_b).max() + 1e-12)
@@ -226,6 +226,7 @@ def make_phantom(seed, size=64, dim=3, aneurysm=False, noise=0.05, shape=None):
 	frac[~brain] = 0.0
 	bright = 0.62 + 0.38 * np.clip(near_r / 1.2, 0.0, 1.0)  # near_r in mm
 	img = tissue * (1.0 - frac) + bright * frac
+	del tissue, sdf, near_r, frac, bright  # big volumes: free what is done
 	an_mask = None
 	if aneurysm and len(pts):
 		# A saccular bulge beside a medium-sized vessel point.
@@ -247,6 +248,7 @@ def make_phantom(seed, size=64, dim=3, aneurysm=False, noise=0.05, shape=None):
 	# Outside the brain: dark, a little structure.
 	outside = 0.04 + 0.01 * smooth_field(shape, rng, 3.0)
 	img = np.where(brain, img, outside)
+	del outside
 	# Gentle edge so the brain boundary is not a perfect step.
 	img = ndimage.gaussian_filter(img, 0.4)
 	img = img * bias_field(shape, rng)
