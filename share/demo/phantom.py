@@ -1,13 +1,13 @@
 #!/usr/bin/python3
 """Synthetic TOF-MR-angiogram-like phantoms with a known vessel mask.
 
-Deterministic by seed: the same --seed and --size give the same files (same
-numpy version).  A phantom is a brain-like ellipsoid of smooth, medium
-intensity tissue with a dark outside, branching vessel trees (tubes whose
-radius shrinks at every branching, bright in proportion to their size, as
-slow flow in small vessels saturates in TOF), a smooth multiplicative bias
-field and Rician noise.  The ground truth is the set of voxels whose centre
-lies inside a tube.
+Deterministic by seed: the same --seed and --size (or --shape) give the
+same files (same numpy version).  A phantom is a brain-like ellipsoid of
+smooth, medium intensity tissue with a dark outside, branching vessel trees
+(tubes whose radius shrinks at every branching, bright in proportion to
+their size, as slow flow in small vessels saturates in TOF), a smooth
+multiplicative bias field and Rician noise.  The ground truth is the set of
+voxels whose centre lies inside a tube.
 
 3D (default) writes NIfTI-1 .nii.gz: an int16 image (intensity x 1000) and a
 uint8 mask sharing one RAS+ affine with 0.6 x 0.6 x 0.7 mm voxels centred on
@@ -16,8 +16,20 @@ planar tree); --aneurysm adds a saccular aneurysm (a bright round bulge on the
 side of a vessel) and --out-aneurysm writes its own mask: the 2D classifier
 demo (share/demo/train_classifier2d.py) learns aneurysm vs. normal from these.
 
+--size N makes an N^3 cube (N^2 in 2D).  --shape X,Y,Z (or H,W, which sets
+--dim 2) makes any box, e.g. a full-size TOF slab: vessel radii, the
+aneurysm and the tissue texture scale with the smallest axis (lengths are
+written for 64 voxels: radius x min/64), lengths along the vessels (branch
+spacing, taper) with the geometric mean so the trees span the brain, the
+brain's surface wobble with each axis.  For a cube both are the edge, so
+--shape N,N,N is exactly --size N.  At 480,640,163 trunks are ~4.5-6 voxels
+in radius and the finest branches ~0.55 (one voxel across); it takes about
+a minute and 2-3.5 GB of memory (float64 work volumes).  The voxel size in
+the header stays 0.6 x 0.6 x 0.7 mm whatever the shape.
+
   phantom.py --seed 1000 --size 64 --out-image img.nii.gz --out-mask vessels.nii.gz
   phantom.py --dim 2 --aneurysm --seed 7 --out-image a.npy --out-png a.png
+  phantom.py --seed 7 --shape 480,640,163 --out-image big.nii.gz --out-mask big_vessels.nii.gz
 """
 import argparse
 import struct
