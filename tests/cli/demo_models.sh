@@ -4,7 +4,8 @@
 # UNet-MSS, UNet-MSS trained with elastic deformation), the UNet-MSS graph
 # (strided / transposed convolutions, instance norm, LeakyReLU), correct
 # classes for the 2D classifier; the phantom generator is deterministic by
-# seed; and the UNet-MSS training script's pieces (elastic deformation,
+# seed, --shape N,N,N is --size N, and an anisotropic --shape gives the
+# asked shape with vessels inside the brain; and the UNet-MSS training script's pieces (elastic deformation,
 # deep-supervision heads) do what share/models/README.md says.
 # needs: torch
 . "$(dirname "$0")/lib.sh"
@@ -40,6 +41,49 @@ for new, old in (("p.nii.gz", "phantom1000_image.nii.gz"), ("pm.nii.gz", "phanto
 	assert np.array_equal(np.asarray(a.dataobj), np.asarray(b.dataobj)), old
 	assert np.array_equal(a.affine, b.affine), old
 ' "$ESG_ROOT"
+check "phantom.py: --shape 32,32,32 is --size 32 (seed 3), file for file" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 3 --shape 32,32,32 --out-image ic.nii.gz --out-mask mc.nii.gz
+check "phantom.py: --shape 32,32,32 gives the same image and mask bytes as --size 32" \
+	sh -c "cmp i.nii.gz ic.nii.gz && cmp m.nii.gz mc.nii.gz"
+check "phantom.py: 2D --shape 64,64 --aneurysm is the shipped angio2d_20001 (image, aneurysm mask)" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --shape 64,64 --aneurysm --seed 20001 \
+	--out-image as.npy --out-aneurysm ams.npy
+check "phantom.py: ... byte for byte" sh -c "cmp as.npy a.npy && cmp ams.npy am.npy"
+check "phantom.py: anisotropic --shape 40,48,24 (3D) and 24,56 (2D, with aneurysm), .nii.gz and .npy" \
+	sh -c "$PYTHON '$ESG_ROOT/share/demo/phantom.py' --seed 5 --shape 40,48,24 --out-image s.nii.gz --out-mask sm.nii.gz &&
+	$PYTHON '$ESG_ROOT/share/demo/phantom.py' --seed 5 --shape 40,48,24 --out-image s.npy --out-mask sm.npy &&
+	$PYTHON '$ESG_ROOT/share/demo/phantom.py' --seed 6 --shape 24,56 --aneurysm --out-image s2.npy --out-mask sm2.npy --out-aneurysm sa2.npy"
+check "phantom.py: --shape: output shapes and types; mask 0.05-10 % of voxels, inside the brain ellipsoid and bright; .npy = .nii.gz" \
+	$PYTHON -c '
+import nibabel as nib, numpy as np
+i, m = nib.load("s.nii.gz"), nib.load("sm.nii.gz")
+assert i.shape == m.shape == (40, 48, 24), i.shape
+assert i.get_data_dtype() == np.int16 and m.get_data_dtype() == np.uint8
+assert np.allclose(i.affine, m.affine) and np.allclose(np.diag(i.affine)[:3], [0.6, 0.6, 0.7])
+img, msk = np.asarray(i.dataobj), np.asarray(m.dataobj)
+f, fm = np.load("s.npy"), np.load("sm.npy")
+assert f.dtype == np.float32 and f.shape == (40, 48, 24) and np.array_equal(fm, msk)
+assert np.array_equal(np.clip(np.round(f * 1000.0), 0, 32767).astype(np.int16), img)
+for vol, mask, extra in ((f, fm, None), (np.load("s2.npy"), np.load("sm2.npy"), np.load("sa2.npy"))):
+	assert vol.shape == mask.shape and mask.dtype == np.uint8 and set(np.unique(mask)) == {0, 1}
+	assert 0.0005 < mask.mean() < 0.1, mask.mean()
+	# brain: ellipsoid, semi-axes <= 0.92 of each half-axis, surface wobble 0.04 x N(0, 1)
+	g = np.meshgrid(*[np.linspace(-1, 1, n) for n in mask.shape], indexing="ij")
+	q = np.sqrt(sum((a / 0.92) ** 2 for a in g))
+	assert q[mask > 0].max() < 1.16, q[mask > 0].max()
+	# vessels are bright (>= 0.62 x partial volume), the outside is ~0.04
+	assert np.percentile(vol[mask > 0], 1) > 0.25 and np.median(vol[q > 1.3]) < 0.1
+	if extra is not None:
+		assert extra.shape == mask.shape and 0 < extra.sum() and vol[extra > 0].mean() > 0.6
+'
+expect_fail "phantom.py: --size and --shape together are a usage error" 2 "not allowed with" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 1 --size 32 --shape 32,32,32
+expect_fail "phantom.py: --shape with 4 sizes is a usage error" 2 "want 3 .X,Y,Z. or 2" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 1 --shape 32,32,32,2
+expect_fail "phantom.py: --dim 2 with a 3D --shape is a usage error" 2 "does not match" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 1 --dim 2 --shape 32,32,32
+expect_fail "phantom.py: --shape with a side under 16 is a usage error" 2 "at least 16" \
+	$PYTHON "$ESG_ROOT/share/demo/phantom.py" --seed 1 --shape 64,64,8
 check "phantom.py: the 2D PNG decodes (zlib) to the 8-bit image, 64x64" \
 	$PYTHON -c '
 import struct, sys, zlib, numpy as np
