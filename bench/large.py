@@ -13,8 +13,9 @@ MemAvailable, --internal-batch auto):
   integrated_gradients   --param n_steps=8 (the default 50 takes hours here)
   deeplift               esg-attr --method deeplift
   layer_gradcam          --layer model.dec1 (the last decoder block)
-  occlusion              --param local=auto (the default), 96^3 windows,
-                         stride 96 (--window / --stride; --quick: 32)
+  occlusion              --param local=auto (the default), 64^3 windows,
+                         stride 64 (--window / --stride; --quick: 32),
+                         about 13 min at full size (see WINDOW below)
   nifti                  the saliency map as NIfTI the way the pipeline
                          writes its maps/: esg-render --nifti OUT --tensor
                          attribution (needs saliency's stream: --only nifti
@@ -29,7 +30,9 @@ The phantom, the image streams and the wrapped models are kept in the work
 directory and reused when present (named by shape).
 
 Writes bench/large.md (--quick: WORKDIR/large-quick.md) and prints it.
-Exit status: 0 unless the bench itself breaks (a method's failure is a row).
+Exit status: 0 unless the bench itself breaks (a method's failure is a row);
+1 when a volume could not be prepared (phantom, esg-load, esg-wrap), after
+writing the report.
 
 Usage: bench/large.py [--shape X,Y,Z] [--only METHOD[,METHOD...]] [--skip-colin]
                       [--workdir DIR] [--quick] [--window N] [--stride N]
@@ -56,9 +59,14 @@ FULL_SHAPE = "480,640,163"
 QUICK_SHAPE = "96,128,40"
 COLIN = "/usr/share/mricron/templates/ch2.nii.gz"
 LAYER = "model.dec1"
-# occlusion: a window whose full-size run (local=auto) stays near 15 min on
-# 2 cores; measured at smaller sizes, see bench/large.md's notes
-WINDOW = 96
+# occlusion: a window whose full-size run (local=auto) stays under ~15 min on
+# 2 cores.  Measured at 192x256x100 (--memory 4G, a loaded machine): 9
+# whole-volume evaluations (probes, unperturbed) 17 s, then 1.85 s per 64^3
+# window (mean crop 97x101x89 voxels), 2.3 s per 96^3 window (121x129x100).
+# At 480x640x164: 8x10x3 = 240 windows, mean crop 108x109x97, about 2.4 s
+# each, plus ~175 s of whole-volume evaluations: ~13 min (96^3: 70 windows,
+# ~7.5 min).
+WINDOW = 64
 QUICK_WINDOW = 32      # --quick: the phantom is only 40 deep
 METHODS = ["saliency", "integrated_gradients", "deeplift", "layer_gradcam", "occlusion", "nifti"]
 META = ["esg.internal_batch", "esg.model_calls", "esg.tiles", "esg.patch", "esg.local", "esg.passes",
@@ -281,7 +289,7 @@ def main():
     else:
         steps = []
         volumes.append(("Colin27 (ch2.nii.gz)", "colin27", prepare("colin27", COLIN, work, steps), steps))
-    text = ("# esg-attr at full size\n\n`make bench-large` (bench/large.py%s) on %s, %s: %d CPUs, MemTotal %.1f GiB "
+    text = ("# esg-attr on large volumes\n\n`make bench-large` (bench/large.py%s) on %s, %s: %d CPUs, MemTotal %.1f GiB "
             "(MemAvailable %.1f GiB at start), `--threads %d`, default memory / batch flags (--memory default: 80%% "
             "of MemAvailable; --internal-batch auto).  Shipped 3D U-Net (share/models/unet3d.pt) wrapped "
             "`esg-wrap --reduce fixed-mask --input IMAGE`; images `esg-load --normalise zscore --multiple 4`.  "
@@ -310,6 +318,8 @@ def main():
     with open(out_md, "w") as f:
         f.write(text)
     print(text)
+    if any(prepared is None for _, _, prepared, _ in volumes):
+        sys.exit("bench/large.py: a volume could not be prepared (see above); its methods did not run")
 
 
 if __name__ == "__main__":
