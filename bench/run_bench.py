@@ -251,6 +251,8 @@ def main():
     with open(args.out, "w") as f:
         f.write("# esg-attr benchmark\n\n`make bench` on %s, %d threads, %s.\n\n" % (
             os.uname().nodename, args.threads, time.strftime("%Y-%m-%d")))
+        f.write("At the use case's size (a 480x640x163 phantom, Colin27; default flags): `make bench-large`, "
+                "[bench/large.md](large.md).\n\n")
         f.write("One call in plain PyTorch (bench/pass_time.py, warm), seconds:\n\n"
                 "| model | input | fwd+bwd, batch 1 | fwd+bwd per item, batch 8 | fwd, batch 1 | fwd per item, batch 8 |\n"
                 "|---|---|---|---|---|---|\n")
