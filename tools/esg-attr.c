@@ -358,8 +358,39 @@ static double now(void)
 }
 
 /* Forward the items in chunks: per-item argmax (targets) and the class count. */
+#define MAX_TILED_CLASSES 4096
+
+/* Item i's class scores by tiles (its whole forward did not fit): its
+ * argmax into *best; how in tiles_info. */
+static int predict_tiled(run *R, const float *xi, int ndim, const int64_t *shape, int64_t i,
+			 int64_t *best, int64_t *passes, int64_t *evals, char *tiles_info, size_t n)
+{
+	char refused[400], info[240];
+	snprintf(refused, sizeof refused, "%s", esg_error());
+	int64_t one[ESG_MAX_DIMS], calls = 0;
+	memcpy(one, shape, (size_t)ndim * sizeof *one);
+	one[0] = 1;
+	static double scores[MAX_TILED_CLASSES];
+	int C = 0;
+	int rc = esg_attr_scores_tiled(R->model, ndim, one, xi, i, scores, MAX_TILED_CLASSES, &C, &calls,
+				       info, sizeof info);
+	*passes += calls;
+	*evals += calls;
+	if (rc) {
+		char why[400];
+		snprintf(why, sizeof why, "%s", esg_error());
+		return esg_set_error("the target pass: %s; %s", refused, why);
+	}
+	*best = 0;
+	for (int c = 1; c < C; c++)
+		if (scores[c] > scores[*best])
+			*best = c;
+	snprintf(tiles_info, n, "target pass by tiles: %s", info);
+	return 0;
+}
+
 static int predict(run *R, const float *x, int ndim, const int64_t *shape, int64_t *target,
-		   int64_t *passes, int64_t *evals)
+		   int64_t *passes, int64_t *evals, char *tiles_info, size_t tiles_n)
 {
 	size_t item = 1;
 	for (int d = 1; d < ndim; d++)
@@ -370,8 +401,15 @@ static int predict(run *R, const float *x, int ndim, const int64_t *shape, int64
 		int64_t fit = esg_model_batch_fit(R->model, 0, (int64_t)item, item * sizeof(float), (int)R->o->ibatch);
 		sh[0] = shape[0] - i0 < fit ? shape[0] - i0 : fit;
 		esg_tensor *out;
-		if (esg_model_forward(R->model, x + i0 * item, ndim, sh, &out))
-			return -1;
+		(void)esg_torch_budget_refused();
+		if (esg_model_forward(R->model, x + i0 * item, ndim, sh, &out)) {
+			/* one item that does not fit: its scores tile by tile */
+			if (!target || sh[0] > 1 || !esg_torch_budget_refused() ||
+			    predict_tiled(R, x + i0 * item, ndim, shape, i0, &target[i0], passes, evals,
+					  tiles_info, tiles_n))
+				return -1;
+			continue;
+		}
 		(*passes)++;
 		*evals += sh[0];
 		char s[128];
@@ -544,12 +582,13 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 		cli_die(EXIT_RUNTIME, "%s: record %zu: tensor 'image' has no items", in_name, index + 1);
 
 	int64_t passes = 0, evals = 0;
+	char target_tiles[300] = "";
 	/* With --target the method itself checks the range (every score read is
 	 * checked), so no extra forward pass is spent on learning the class count. */
 	if (o->target < 0 && o->win.spec) {
 		memset(target, 0, (size_t)N * sizeof *target);  /* per patch, below */
 	} else if (o->target < 0) {
-		if (predict(R, x, ndim, shape, target, &passes, &evals))
+		if (predict(R, x, ndim, shape, target, &passes, &evals, target_tiles, sizeof target_tiles))
 			cli_die(EXIT_RUNTIME, "%s: record %zu: %s", in_name, index + 1, esg_error());
 	}
 	if (o->target >= 0) {
@@ -630,6 +669,10 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 		esg_meta_set(r, "esg.tiles", job.tiles);
 	else
 		esg_meta_remove(r, "esg.tiles");
+	if (target_tiles[0])
+		esg_meta_set(r, "esg.target_tiles", target_tiles);
+	else
+		esg_meta_remove(r, "esg.target_tiles");
 	const char *method_name = R->alias ? R->alias->name : R->method->name;
 	esg_meta_set(r, "esg.method", R->method->name);
 	if (R->alias)

@@ -303,6 +303,16 @@ int esg_attr_run(esg_attr_job *job);
  * job->internal_batch, or fewer to fit the memory budget when batches are
  * sized automatically (esg_model_batch_fit); at least 1. */
 int esg_attr_batch_fit(const esg_attr_job *job, int grad, size_t host_bytes_per_item);
+/* The class scores of one item x ([1, C, spatial...] as shape says) of a
+ * model wrapped by esg-wrap fixed-mask or argmax (item: its index in the
+ * record, for a mask per item), tile by tile without
+ * autograd (lib/attr/local.h): for a target pass whose whole-volume forward
+ * the memory budget refused.  scores: room for max_classes; *n_classes,
+ * *calls (model calls made) and info (the grid and receptive field, or why
+ * tiles cannot be used: then -1) are set. */
+int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, const float *x,
+			  int64_t item, double *scores, int max_classes, int *n_classes, int64_t *calls,
+			  char *info, size_t info_size);
 
 /* ---- patchwise attribution (patch_run.c) ------------------------------
  * job as for esg_attr_run, on the whole volume (x, baselines built on the

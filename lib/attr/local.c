@@ -726,11 +726,46 @@ static int plan_tiles(const esg_local *L, int64_t max_values, int64_t *n, int64_
 	return best >= 0;
 }
 
+/* One tile's share of every channel's score: the per-voxel terms of the
+ * outputs [olo, ohi) of the crop xc (at clo, spatial size cdims), added
+ * into scores (L->target is each channel in turn). */
+static int tile_scores(esg_local *L, const float *xc, const int64_t *cshape, const int64_t *cdims,
+		       const int64_t *clo, const int64_t *olo, const int64_t *ohi, double *scores)
+{
+	int nsp = L->nsp;
+	esg_tensor *out = NULL;
+	if (esg_model_voxel_forward(L->model, xc, nsp + 2, cshape, 1, &out))
+		return -1;
+	const float *y = (const float *)out->data;
+	size_t cn = 1;
+	for (int a = 0; a < nsp; a++)
+		cn *= (size_t)cdims[a];
+	int64_t keep = L->target;
+	for (size_t i = 0; i < cn; i++) {
+		int64_t v[ESG_MAX_DIMS];
+		unflat(nsp, cdims, i, v);
+		int in = 1;
+		for (int a = 0; a < nsp; a++) {
+			v[a] += clo[a];
+			in &= v[a] >= olo[a] && v[a] < ohi[a];
+		}
+		if (!in)
+			continue;
+		size_t gi = flat(nsp, L->dims, v);
+		for (L->target = 0; L->target < L->Cout; L->target++)
+			scores[L->target] += term(L, y, cn, i, gi);
+	}
+	L->target = keep;
+	esg_torch_tensor_free(out);
+	return 0;
+}
+
 /* The tiles of grid n (crops at most cmax), each scored over its outputs
- * alone: *total and, when grad, the gradients added into it. */
+ * alone: *total and, when grad, the gradients added into it; or, when
+ * scores, every channel's score (without autograd) added into scores. */
 static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, int64_t target,
 		     const float *mask, const int64_t *n, const int64_t *cmax, float *grad,
-		     double *total)
+		     double *total, double *scores)
 {
 	int nsp = L->nsp, argmax = L->kind == ESG_LOCAL_ARGMAX;
 	size_t cv = 1;
@@ -748,6 +783,8 @@ static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, i
 	}
 	if (grad)
 		memset(grad, 0, (size_t)L->C * L->V * sizeof *grad);
+	if (scores)
+		memset(scores, 0, (size_t)L->Cout * sizeof *scores);
 	int64_t k[ESG_MAX_DIMS] = { 0 };
 	*total = 0;
 	int rc = 0;
@@ -762,6 +799,11 @@ static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, i
 			cn *= (size_t)cdims[a];
 		}
 		crop_copy(L->C, nsp, L->dims, x, clo, chi, xc);
+		if (scores) {
+			if ((rc = tile_scores(L, xc, cshape, cdims, clo, olo, ohi, scores)))
+				break;
+			goto next;
+		}
 		if (ref)
 			crop_copy(L->C, nsp, L->dims, ref, clo, chi, rc_);
 		/* the weights: the score's over the tile's outputs, 0 around them */
@@ -785,6 +827,7 @@ static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, i
 		*total += s;
 		if (grad)
 			crop_move(L->C, nsp, L->dims, grad, clo, chi, gc, 1);
+	next:
 		L->passes++;
 		L->evaluations++;
 		int a = nsp - 1;
@@ -803,30 +846,13 @@ static int run_tiles(esg_local *L, const float *x, const float *ref, int rule, i
 	return rc ? -1 : 0;
 }
 
-int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, int64_t item,
-		    int64_t target, int64_t limit, float *grad, double *score, int64_t *grid)
+/* The grid for at most max_values input values per crop (then finer
+ * while the budget refuses a tile), and run_tiles over it. */
+static int tile_loop(esg_local *L, const float *x, const float *ref, int rule, int64_t target,
+		     const float *mask, int64_t max_values, float *grad, double *score,
+		     double *scores, int64_t *grid)
 {
 	int nsp = L->nsp;
-	if (!L->on)
-		return esg_set_error("internal: tiles of a model that is not local");
-	if (target < 0 || target >= L->Cout)
-		return esg_set_error("target %lld is not a channel of the per-voxel output (%d channels)",
-				     (long long)target, L->Cout);
-	if (rule != ESG_RULE_PLAIN && (L->kind != ESG_LOCAL_FIXED_MASK || !grad))
-		return esg_set_error("internal: tiles under a backward rule need a fixed-mask wrapper");
-	const float *mask = NULL;
-	if (L->kind == ESG_LOCAL_FIXED_MASK) {
-		const esg_tensor *M = L->mask;
-		if (M->shape[0] != 1 && item >= M->shape[0])
-			return esg_set_error("the wrapper's mask has fewer items than the record");
-		size_t mi = M->shape[0] == 1 ? 0 : (size_t)item, mc = M->shape[1] == 1 ? 0 : (size_t)target;
-		mask = (const float *)M->data + (mi * (size_t)M->shape[1] + mc) * L->V;
-	}
-	/* the caller's buffers per value of a crop: its input, gradient,
-	 * weights and baseline */
-	int64_t max_values = esg_model_values_fit(L->model, grad != NULL, (3 + (ref != NULL)) * sizeof(float));
-	if (limit > 0 && (max_values <= 0 || limit < max_values))
-		max_values = limit;
 	for (;;) {
 		int64_t n[ESG_MAX_DIMS], cmax[ESG_MAX_DIMS];
 		if (!plan_tiles(L, max_values > 0 ? max_values : INT64_MAX, n, cmax)) {
@@ -844,7 +870,7 @@ int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, in
 					     v, (long long)max_values);
 		}
 		(void)esg_torch_budget_refused();
-		if (!run_tiles(L, x, ref, rule, target, mask, n, cmax, grad, score)) {
+		if (!run_tiles(L, x, ref, rule, target, mask, n, cmax, grad, score, scores)) {
 			if (grid)
 				memcpy(grid, n, (size_t)nsp * sizeof *grid);
 			return 0;
@@ -858,4 +884,53 @@ int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, in
 			one *= cmax[a];
 		max_values = one / 2;
 	}
+}
+
+/* limit, or what the budget leaves for crops that also take host_bytes
+ * per input value in the caller's buffers, whichever is smaller */
+static int64_t tile_values(const esg_local *L, int grad, double host_bytes, int64_t limit)
+{
+	int64_t max_values = esg_model_values_fit(L->model, grad, host_bytes);
+	if (limit > 0 && (max_values <= 0 || limit < max_values))
+		max_values = limit;
+	return max_values;
+}
+
+int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, int64_t item,
+		    int64_t target, int64_t limit, float *grad, double *score, int64_t *grid)
+{
+	if (!L->on)
+		return esg_set_error("internal: tiles of a model that is not local");
+	if (target < 0 || target >= L->Cout)
+		return esg_set_error("target %lld is not a channel of the per-voxel output (%d channels)",
+				     (long long)target, L->Cout);
+	if (rule != ESG_RULE_PLAIN && (L->kind != ESG_LOCAL_FIXED_MASK || !grad))
+		return esg_set_error("internal: tiles under a backward rule need a fixed-mask wrapper");
+	const float *mask = NULL;
+	if (L->kind == ESG_LOCAL_FIXED_MASK) {
+		const esg_tensor *M = L->mask;
+		if (M->shape[0] != 1 && item >= M->shape[0])
+			return esg_set_error("the wrapper's mask has fewer items than the record");
+		size_t mi = M->shape[0] == 1 ? 0 : (size_t)item, mc = M->shape[1] == 1 ? 0 : (size_t)target;
+		mask = (const float *)M->data + (mi * (size_t)M->shape[1] + mc) * L->V;
+	}
+	/* the caller's buffers per value of a crop: its input, gradient,
+	 * weights and baseline */
+	int64_t max_values = tile_values(L, grad != NULL, (3 + (ref != NULL)) * sizeof(float), limit);
+	return tile_loop(L, x, ref, rule, target, mask, max_values, grad, score, NULL, grid);
+}
+
+int esg_local_tiled_scores(esg_local *L, const float *x, int64_t item, int64_t limit,
+			   double *scores, int64_t *grid)
+{
+	if (!L->on)
+		return esg_set_error("internal: tiles of a model that is not local");
+	const esg_tensor *M = L->mask;
+	if (M && M->shape[0] != 1 && item >= M->shape[0])
+		return esg_set_error("the wrapper's mask has fewer items than the record");
+	L->item = item;
+	/* per input value: the crop, and the outputs the shim returns */
+	int64_t max_values = tile_values(L, 0, (1.0 + (double)L->Cout / L->C) * sizeof(float), limit);
+	double total;
+	return tile_loop(L, x, NULL, ESG_RULE_PLAIN, 0, NULL, max_values, NULL, &total, scores, grid);
 }

@@ -138,5 +138,11 @@ int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int6
  * and the item start again. */
 int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, int64_t item,
 		    int64_t target, int64_t limit, float *grad, double *score, int64_t *grid);
+/* The score of every channel c of the per-voxel output (scores[L->Cout]:
+ * sum over v of g(y_v) with target c, as the wrapper's forward gives it)
+ * for item `item` x, tile by tile without autograd: the class scores of a
+ * volume whose whole forward does not fit (esg-attr's target pass). */
+int esg_local_tiled_scores(esg_local *L, const float *x, int64_t item, int64_t limit,
+			   double *scores, int64_t *grid);
 
 #endif

@@ -5,7 +5,9 @@
 #include "attr/local.h"
 #include "shim/esg_torch.h"
 
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 int esg_attr_run(esg_attr_job *job)
 {
@@ -54,4 +56,33 @@ int esg_attr_batch_fit(const esg_attr_job *job, int grad, size_t host_bytes_per_
 		values *= job->shape[d];
 	int max = job->internal_batch > 0 ? job->internal_batch : ESG_DEFAULT_INTERNAL_BATCH;
 	return esg_model_batch_fit(job->model, grad, values, host_bytes_per_item, max);
+}
+
+int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, const float *x,
+			  int64_t item, double *scores, int max_classes, int *n_classes, int64_t *calls,
+			  char *info, size_t info_size)
+{
+	esg_local L;
+	memset(&L, 0, sizeof L);
+	*calls = 0;
+	snprintf(info, info_size, "%s", "");
+	if (esg_local_open_tiles(&L, m, ndim, shape, x))
+		return -1;
+	int rc = -1;
+	int64_t grid[ESG_MAX_DIMS];
+	if (!L.on)
+		esg_set_error("it cannot go by tiles either: %s", L.info);
+	else if (L.Cout > max_classes)
+		esg_set_error("the model has %d classes, more than %d", L.Cout, max_classes);
+	else if (!esg_local_tiled_scores(&L, x, item, 0, scores, grid)) {
+		char g[64] = "", *p = g;
+		for (int a = 0; a < L.nsp; a++)
+			p += snprintf(p, (size_t)(g + sizeof g - p), "%s%lld", a ? "x" : "", (long long)grid[a]);
+		snprintf(info, info_size, "grid %s, %s", g, L.info);
+		*n_classes = L.Cout;
+		rc = 0;
+	}
+	*calls = L.passes;
+	esg_local_close(&L);
+	return rc;
 }

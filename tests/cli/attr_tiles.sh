@@ -107,6 +107,50 @@ else
 	not_ok "the whole-volume run of 128^3 ($(head -c 300 "$T/.err"))"
 fi
 
+# ---- the target pass: a whole forward that does not fit goes by tiles ----
+# 256x256x128 through the small 3D net: its whole forward needs about 900M,
+# a tile far less.  Each input (x and x + 2: class 0 wins on x, 1 on x + 2)
+# gets the whole run's target; maps agree but where a ReLU's input is within
+# float rounding of 0 in one of the two runs (crops and the whole volume
+# round a little differently, as two batch sizes may).
+$PYTHON -c "
+import numpy as np
+np.random.seed(1)
+x = np.random.randn(1, 1, 256, 256, 128).astype(np.float32)
+np.save('d.npy', x); np.save('dn.npy', x + 2)"
+cat >tgt.py <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, safetensors_ref as st
+def rec(p):
+    meta, ts = st.read_stream(p)[0]
+    return meta, next(t[3] for t in ts if t[0] == "attribution")
+(mw, a), (mt, b) = rec(sys.argv[2]), rec(sys.argv[3])
+how = mt.get("esg.target_tiles", "")
+if "esg.target_tiles" in mw or not how.startswith("target pass by tiles: grid "):
+    sys.exit("esg.target_tiles: whole %r, tiled %r" % (mw.get("esg.target_tiles"), how))
+if mw["esg.target"] != mt["esg.target"]:
+    sys.exit("targets differ: whole %s, tiles %s" % (mw["esg.target"], mt["esg.target"]))
+off = np.abs(a - b) > 1e-5 * float(np.abs(a).max()) + 1e-7
+print("target %s (%s); voxels apart: %d of %d" % (mt["esg.target"], how, off.sum(), off.size))
+sys.exit(0 if off.mean() <= 1e-4 else 1)
+PY
+targets=""
+for v in d dn; do
+	esg-load --layout NCDHW $v.npy -o $v.st.zst
+	W -m cnn3d.pt --reduce fixed-mask --input $v.st.zst -o ${v}_fm.pt
+	if esg-attr -m ${v}_fm.pt --method saliency --threads 2 -o ${v}w.st.zst $v.st.zst 2>"$T/.err" &&
+		esg-attr -m ${v}_fm.pt --method saliency --threads 2 --memory 700M -o ${v}t.st.zst $v.st.zst 2>>"$T/.err" &&
+		$PYTHON tgt.py "$ESG_ROOT/tests/py" ${v}w.st.zst ${v}t.st.zst >"$T/.ref" 2>&1; then
+		ok "256x256x128 ($v) under --memory 700M: the target pass by tiles: $(tail -1 "$T/.ref")"
+		targets="$targets $(tail -1 "$T/.ref" | cut -d' ' -f2)"
+	else
+		not_ok "256x256x128 ($v) target pass by tiles: $(tail -2 "$T/.ref" 2>/dev/null | tr '\n' ' ') $(head -c 300 "$T/.err")"
+	fi
+done
+[ "$targets" = " 0 1" ] && ok "the two inputs' targets are both classes:$targets" ||
+	not_ok "the two inputs' targets:$targets (want 0 and 1)"
+
 expect_fail "not local (instance norm): tiles refused with the reason" 1 \
 	"integrated_gradients: ESG_TILE_VALUES is set; it cannot go by tiles either: off: " \
 	env ESG_TILE_VALUES=2000 esg-attr --threads 1 -m inorm_fm.pt --method integrated_gradients -o bad.st.zst x3.st.zst
