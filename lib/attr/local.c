@@ -393,14 +393,15 @@ done:
 	return rc < 0 ? -1 : 0;
 }
 
-int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
-		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx)
-{
-	return local_open(L, m, ndim, shape, x0, box, max_batch, fn, ctx, shape + 2);
-}
-
-int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
-			 const float *x0)
+/* local_open on a crop of x0 at the volume's centre, 64 voxels a side,
+ * then 128 ... until the model shows itself local or the crop is the
+ * volume; what is found then holds for the whole volume (the model is
+ * translation-equivariant by its shift period, checked on the crop).  grad:
+ * one gradient call on that crop also measures what a value costs with
+ * autograd (for tiles, whose first size a guess would put far off). */
+static int open_on_crops(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+			 const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx,
+			 int grad)
 {
 	int nsp = ndim - 2;
 	for (int64_t K = 64;; K *= 2) {
@@ -415,19 +416,19 @@ int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int6
 			n *= (size_t)cs[2 + a];
 			whole &= cs[2 + a] == d;
 		}
-		float *xc = malloc(n * sizeof *xc), *g = malloc(n * sizeof *g);
-		float *w = malloc(n / (size_t)shape[1] * sizeof *w);
-		if (!xc || !g || !w) {
+		if (whole && !grad)  /* the volume itself: item 0's outputs are kept */
+			return local_open(L, m, ndim, shape, x0, box, max_batch, fn, ctx, shape + 2);
+		float *xc = malloc(n * sizeof *xc), *g = grad ? malloc(n * sizeof *g) : NULL;
+		float *w = grad ? malloc(n / (size_t)shape[1] * sizeof *w) : NULL;
+		if (!xc || (grad && (!g || !w))) {
 			free(xc);
 			free(g);
 			free(w);
 			return esg_set_error("out of memory");
 		}
 		crop_copy((int)shape[1], nsp, shape + 2, x0, lo, hi, xc);
-		int rc = local_open(L, m, ndim, cs, xc, NULL, 1, NULL, NULL, shape + 2);
-		/* one gradient call on the crop measures what a value costs with
-		 * autograd, which sizes the first tiles (a guess would be far off) */
-		if (!rc && L->on) {
+		int rc = local_open(L, m, ndim, cs, xc, box, max_batch, fn, ctx, shape + 2);
+		if (!rc && L->on && grad) {
 			double s;
 			for (size_t i = 0; i < n / (size_t)shape[1]; i++)
 				w[i] = 1;
@@ -444,7 +445,7 @@ int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int6
 	}
 	if (!L->on)
 		return 0;
-	/* what was found on the crop holds for the volume: tiles are cut from it */
+	/* what was found on the crop holds for the volume; its outputs do not */
 	free(L->y);
 	L->y = NULL;
 	L->V = 1;
@@ -453,6 +454,18 @@ int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int6
 		L->V *= (size_t)L->dims[a];
 	}
 	return 0;
+}
+
+int esg_local_open(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+		   const float *x0, const int64_t *box, int max_batch, esg_local_fn fn, void *ctx)
+{
+	return open_on_crops(L, m, ndim, shape, x0, box, max_batch, fn, ctx, 0);
+}
+
+int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
+			 const float *x0)
+{
+	return open_on_crops(L, m, ndim, shape, x0, NULL, 1, NULL, NULL, 1);
 }
 
 /* The per-voxel term of the score at voxel i of an output [Cout, n]. */
