@@ -17,8 +17,11 @@
  * intermediate values, of the whole-volume pass.  y(x) is kept from one
  * whole-volume pass per item.
  *
- * How the receptive field is found (esg_local_open), at the actual input
- * size:
+ * How the receptive field is found (esg_local_open), on a crop of x0 at
+ * the volume's centre, 64 voxels a side, then 128 ... until the model is
+ * found local or the crop is the volume (steps 1-3 then cost crop passes;
+ * step 2 checks the translation equivariance that lets the crop speak for
+ * the volume):
  *   1. NaN probe: the input voxel at the centre (all channels) set to NaN,
  *      and a finite probe (the same voxel moved by 1000 (1 + |x|)); the
  *      outputs either changes, over all channels, are its projective field.
@@ -110,10 +113,8 @@ int esg_local_commit(esg_local *L, int64_t tag);
 int esg_local_flush(esg_local *L);
 void esg_local_close(esg_local *L);
 
-/* esg_local_open for tiles (esg_local_tiled): the probes run on a crop of
- * x0 at the volume's centre, 64 voxels a side, then 128 ... until the
- * model is found local or the crop is the volume, so that they fit where
- * a whole-volume pass does not; then one gradient call on that crop
+/* esg_local_open for tiles (esg_local_tiled), whose probes on a crop fit
+ * where a whole-volume pass does not; then one gradient call on that crop
  * measures what a value costs with autograd.  Step 4's check is not made
  * (tests compare tiles with the whole volume). */
 int esg_local_open_tiles(esg_local *L, struct esg_model *m, int ndim, const int64_t *shape,
