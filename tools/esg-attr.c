@@ -379,7 +379,7 @@ static int predict_tiled(run *R, const float *xi, int ndim, const int64_t *shape
 	if (rc) {
 		char why[400];
 		snprintf(why, sizeof why, "%s", esg_error());
-		return esg_set_error("the target pass: %s; %s", refused, why);
+		return esg_set_error("the target pass: %s; nor by tiles: %s", refused, why);
 	}
 	*best = 0;
 	for (int c = 1; c < C; c++)
@@ -499,6 +499,8 @@ static void attr_progress(void *ctx, const char *what, int64_t done, int64_t tot
 /* ---- --patch: the grid of one record and what is recorded ---- */
 
 typedef struct patched {
+	cli_patch win;          /* --patch's, or the one chosen for the budget */
+	char why[600];          /* chosen for the budget: why (esg.patch_auto) */
 	esg_patch_grid grid;
 	esg_patch_run run;
 } patched;
@@ -506,14 +508,19 @@ typedef struct patched {
 static void patch_setup(const opts *o, patched *pt, int ndim, const int64_t *shape,
 			const char *in_name, size_t index)
 {
-	if (o->win.axes != ndim - 2)
+	if (!pt->why[0])
+		pt->win = o->win;
+	const cli_patch *w = &pt->win;
+	if (w->axes != ndim - 2)
 		cli_die(EXIT_USAGE, "--patch %s: %d size%s for the %d spatial axes of %s record %zu",
-			o->win.spec, o->win.axes, o->win.axes == 1 ? "" : "s", ndim - 2, in_name, index + 1);
-	if (esg_patch_grid_init(&pt->grid, ndim - 2, shape + 2, o->win.size, o->win.overlap))
+			w->spec, w->axes, w->axes == 1 ? "" : "s", ndim - 2, in_name, index + 1);
+	if (esg_patch_grid_init(&pt->grid, ndim - 2, shape + 2, w->size, w->overlap))
 		cli_die(EXIT_RUNTIME, "--patch: %s", esg_error());
+	free(pt->run.patch_targets);
 	pt->run.grid = &pt->grid;
-	pt->run.blend = o->win.blend;
-	pt->run.per_patch_target = o->target < 0;
+	pt->run.blend = w->blend;
+	/* patches chosen for the budget explain the volume's target */
+	pt->run.per_patch_target = o->target < 0 && !pt->why[0];
 	pt->run.patch_targets = malloc((size_t)(pt->grid.n * shape[0]) * sizeof *pt->run.patch_targets);
 	if (!pt->run.patch_targets)
 		cli_die(EXIT_RUNTIME, "out of memory");
@@ -522,10 +529,10 @@ static void patch_setup(const opts *o, patched *pt, int ndim, const int64_t *sha
 /* esg.patch (the effective, clamped size), esg.overlap, esg.blend,
  * esg.patches; per-patch targets: esg.target "per-patch" and
  * esg.patch_targets (patch-major, then item).  pt NULL: none of them. */
-static void patch_meta(const opts *o, esg_record *r, patched *pt, int64_t N)
+static void patch_meta(esg_record *r, patched *pt, int64_t N)
 {
 	static const char *const keys[] = { "esg.patch", "esg.overlap", "esg.blend", "esg.patches",
-					    "esg.patch_targets", NULL };
+					    "esg.patch_targets", "esg.patch_auto", NULL };
 	if (!pt) {
 		for (int i = 0; keys[i]; i++)
 			esg_meta_remove(r, keys[i]);
@@ -536,8 +543,12 @@ static void patch_meta(const opts *o, esg_record *r, patched *pt, int64_t N)
 	for (int d = 0; d < g->nsp; d++)
 		v[d] = (double)g->size[d];
 	esg_meta_set_doubles(r, "esg.patch", v, g->nsp);
-	esg_meta_setf(r, "esg.overlap", "%.9g", o->win.overlap);
-	esg_meta_set(r, "esg.blend", esg_blend_name(o->win.blend));
+	esg_meta_setf(r, "esg.overlap", "%.9g", pt->win.overlap);
+	esg_meta_set(r, "esg.blend", esg_blend_name(pt->win.blend));
+	if (pt->why[0])
+		esg_meta_set(r, "esg.patch_auto", pt->why);
+	else
+		esg_meta_remove(r, "esg.patch_auto");
 	esg_meta_setf(r, "esg.patches", "%lld", (long long)g->n);
 	if (pt->run.per_patch_target) {
 		int64_t n = g->n * N;
@@ -554,6 +565,78 @@ static void patch_meta(const opts *o, esg_record *r, patched *pt, int64_t N)
 		esg_meta_remove(r, "esg.patch_targets");
 	}
 	free(pt->run.patch_targets);
+}
+
+/* The patch of the most input values up to `values` (C channels): the
+ * volume, its largest axis cut by 16 voxels at a time (sizes stay
+ * multiples of 16, which a U-Net's pooling accepts), down to 32 (smaller
+ * patches would run on activations under the 1 MiB that the budget's
+ * allocator sees).  0: none fits. */
+static int budget_patch(int nsp, const int64_t *dims, int64_t C, double values, int64_t *size)
+{
+	for (int a = 0; a < nsp; a++)
+		size[a] = dims[a];
+	for (;;) {
+		double v = (double)C;
+		int big = 0;
+		for (int a = 0; a < nsp; a++) {
+			v *= (double)size[a];
+			big = size[a] > size[big] ? a : big;
+		}
+		if (v <= values)
+			return 1;
+		int64_t s = (size[big] - 1) / 16 * 16;
+		if (s < 32)
+			return 0;
+		size[big] = s;
+	}
+}
+
+/* esg_attr_run failed: when the memory budget refused one item (and tiles
+ * could not take it), run patch-wise instead, with the largest patch that
+ * fits (halved while the budget refuses a patch); each patch explains the
+ * volume's target.  0: done; -1: the error to report is set. */
+static int run_auto_patches(run *R, esg_attr_job *job, patched *pt, const char *in_name, size_t index)
+{
+	char refused[1000];
+	snprintf(refused, sizeof refused, "%s", esg_error());
+	/* (an explicit --internal-batch N that does not fit stays refused) */
+	if (job->shape[0] != 1 || job->ndim < 3 ||
+	    !strstr(refused, "out of the memory budget: a model call on one item"))
+		return -1;
+	int nsp = job->ndim - 2;
+	/* per input value: the method's call, and the patch's input, map and
+	 * baselines in the patch loop */
+	double values = (double)esg_model_values_fit(R->model, 1, (3.0 + job->n_baselines) * sizeof(float));
+	char why[400] = "";
+	while (values >= 1) {
+		int64_t size[ESG_MAX_DIMS];
+		if (!budget_patch(nsp, job->shape + 2, job->shape[1], values, size)) {
+			snprintf(why, sizeof why, "no patch of 32 voxels a side fits");
+			break;
+		}
+		pt->win = (cli_patch)CLI_PATCH_INIT;
+		pt->win.overlap = ESG_PATCH_DEFAULT_OVERLAP;
+		pt->win.axes = nsp;
+		char *p = pt->why, *end = pt->why + sizeof pt->why;
+		p += snprintf(p, (size_t)(end - p), "one item does not fit the memory budget: patches of ");
+		for (int a = 0; a < nsp; a++) {
+			pt->win.size[a] = size[a];
+			p += snprintf(p, (size_t)(end - p), "%s%lld", a ? "x" : "", (long long)size[a]);
+		}
+		snprintf(p, (size_t)(end - p), " (at most %.0f input values), the volume's target", values);
+		pt->win.spec = "auto";
+		patch_setup(R->o, pt, job->ndim, job->shape, in_name, index);
+		if (!esg_attr_run_patches(job, &pt->run))
+			return 0;
+		snprintf(why, sizeof why, "%s", esg_error());
+		if (!strstr(why, "out of the memory budget"))
+			break;
+		values /= 2;  /* a patch cost more than measured: smaller ones */
+	}
+	free(pt->run.patch_targets);
+	memset(pt, 0, sizeof *pt);
+	return esg_set_error("%s; nor patch-wise: %s", refused, why);
 }
 
 static void process(run *R, esg_record *r, size_t index, const char *in_name, int argc, char **argv)
@@ -627,7 +710,8 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	patched pt = { 0 };
 	if (o->win.spec)
 		patch_setup(o, &pt, ndim, shape, in_name, index);
-	if (o->win.spec ? esg_attr_run_patches(&job, &pt.run) : esg_attr_run(&job))
+	if (o->win.spec ? esg_attr_run_patches(&job, &pt.run)
+			: esg_attr_run(&job) && run_auto_patches(R, &job, &pt, in_name, index))
 		cli_die(EXIT_RUNTIME, "%s: record %zu: %s: %s", in_name, index + 1, R->method->name, esg_error());
 	passes += job.passes;
 
@@ -728,7 +812,7 @@ static void process(run *R, esg_record *r, size_t index, const char *in_name, in
 	} else {
 		esg_meta_remove(r, "esg.delta");
 	}
-	patch_meta(o, r, o->win.spec ? &pt : NULL, N);
+	patch_meta(r, pt.run.grid ? &pt : NULL, N);
 	esg_meta_stamp(r, "esg-attr", argc, argv);
 	esg_meta_setf(r, "esg.seconds", "%.6f", now() - t0);
 	for (int i = 0; i < n_bl; i++)

@@ -71,7 +71,7 @@ int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, c
 	int rc = -1;
 	int64_t grid[ESG_MAX_DIMS];
 	if (!L.on)
-		esg_set_error("it cannot go by tiles either: %s", L.info);
+		esg_set_error("%s", L.info);
 	else if (L.Cout > max_classes)
 		esg_set_error("the model has %d classes, more than %d", L.Cout, max_classes);
 	else if (!esg_local_tiled_scores(&L, x, item, 0, scores, grid)) {

@@ -30,13 +30,19 @@ W -m cnn3d.pt --reduce fixed-mask --input x3o.st.zst -o cnn3d_fm.pt
 W -m cnn3d.pt --reduce argmax -o cnn3d_am.pt
 W -m inorm3d.pt --reduce fixed-mask --input x3.st.zst -o inorm_fm.pt
 
-cat >cmp.py <<'PY'
+# rec.py: a stream's metadata and attribution, for cmp.py and tgt.py
+cat >rec.py <<'PY'
 import sys
 sys.path.insert(0, sys.argv[1])
-import numpy as np, safetensors_ref as st
+import safetensors_ref as st
 def rec(p):
     meta, ts = st.read_stream(p)[0]
     return meta, next(t[3] for t in ts if t[0] == "attribution")
+PY
+cat >cmp.py <<'PY'
+import sys
+import numpy as np
+from rec import rec
 (mw, a), (mt, b) = rec(sys.argv[2]), rec(sys.argv[3])
 tiles = mt.get("esg.tiles", "")
 grid = [int(g) for g in tiles.split()[1].split("x")] if tiles.startswith("grid ") else []
@@ -120,11 +126,8 @@ x = np.random.randn(1, 1, 256, 256, 128).astype(np.float32)
 np.save('d.npy', x); np.save('dn.npy', x + 2)"
 cat >tgt.py <<'PY'
 import sys
-sys.path.insert(0, sys.argv[1])
-import numpy as np, safetensors_ref as st
-def rec(p):
-    meta, ts = st.read_stream(p)[0]
-    return meta, next(t[3] for t in ts if t[0] == "attribution")
+import numpy as np
+from rec import rec
 (mw, a), (mt, b) = rec(sys.argv[2]), rec(sys.argv[3])
 how = mt.get("esg.target_tiles", "")
 if "esg.target_tiles" in mw or not how.startswith("target pass by tiles: grid "):

@@ -135,12 +135,51 @@ check "a given ESG_MEMORY is kept" grep -qx 3G pj/t5
 # ---- what does not fit ------------------------------------------------------------
 echo keep >old.st.zst
 cp old.st.zst kept.st.zst
-expect_fail "250M: one item does not fit, nor do tiles (the probes) -- one line, exit 1" 1 \
-	"^esg-attr: error: ph.st.zst: record 1: integrated_gradients: out of the memory budget: a model call on one item needs more than [0-9.]+[MG] and --memory allows 250M \([0-9.]+[MG] of it held outside model calls\); run it patch-wise \(--patch SIZE\) or give a larger --memory; it cannot go by tiles either: off: out of the memory budget: .*$" \
+expect_fail "250M: one item does not fit, nor do tiles (the probes), nor patches -- one line, exit 1" 1 \
+	"^esg-attr: error: ph.st.zst: record 1: integrated_gradients: out of the memory budget: a model call on one item needs more than [0-9.]+[MG] and --memory allows 250M \([0-9.]+[MG] of it held outside model calls\); run it patch-wise \(--patch SIZE\) or give a larger --memory; it cannot go by tiles either: off: out of the memory budget: .*; nor patch-wise: no patch of 32 voxels a side fits$" \
 	peak tiny.mb $A -m w.pt $IG --memory 250M -o old.st.zst ph.st.zst
 check "and the previous output is kept" cmp old.st.zst kept.st.zst
 mb=$(cat tiny.mb)
 [ "$mb" -le 275 ] && ok "250M: it stopped at $mb MiB" || not_ok "250M: peak RSS $mb MiB"
+# a layer method (no tiles) whose one item does not fit goes patch-wise
+# by itself: the largest patch the budget takes, the volume's target; the
+# same map as --patch with that size and --target
+$PYTHON -c "
+import numpy as np
+np.random.seed(0)
+np.save('v.npy', (np.random.randn(1, 1, 96, 96, 80) * 0.5).astype(np.float32))"
+esg-load --layout NCDHW v.npy -o v.st.zst
+esg-wrap -m "$ESG_ROOT/share/models/unet3d.pt" --reduce fixed-mask --input v.st.zst -o wv.pt 2>/dev/null
+GC="--method layer_gradcam --layer model.dec1 --threads 2"
+cat >auto.py <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, safetensors_ref as st
+meta, ts = st.read_stream(sys.argv[2])[0]
+why = meta.get("esg.patch_auto", "")
+if not why.startswith("one item does not fit the memory budget: patches of "):
+    sys.exit("esg.patch_auto: %r" % why)
+import json
+print(",".join(str(int(v)) for v in json.loads(meta["esg.patch"])), meta["esg.target"])
+PY
+cat >auto_same.py <<'PY'
+import sys
+sys.path.insert(0, sys.argv[1])
+import numpy as np, safetensors_ref as st
+a, b = [next(t[3] for t in st.read_stream(p)[0][1] if t[0] == "attribution") for p in sys.argv[2:4]]
+err = float(np.abs(a - b).max())
+sys.exit(0 if err <= 1e-5 * float(np.abs(b).max()) + 1e-7 else "maps differ by %g" % err)
+PY
+if peak auto.mb $A -m wv.pt $GC --memory 500M -o gauto.st.zst v.st.zst 2>err.auto &&
+	read -r psize ptarget < <($PYTHON auto.py "$ESG_ROOT/tests/py" gauto.st.zst 2>>err.auto) &&
+	$A -m wv.pt $GC --patch "$psize" --target "$ptarget" -o gpatch.st.zst v.st.zst 2>>err.auto &&
+	$PYTHON auto_same.py "$ESG_ROOT/tests/py" gauto.st.zst gpatch.st.zst 2>>err.auto; then
+	ok "Grad-CAM at 96x96x80 under 500M: patch-wise by itself ($psize, target $ptarget), the map of --patch $psize --target $ptarget"
+else
+	not_ok "Grad-CAM under 500M, patch-wise by itself: $(tail -n 2 err.auto)"
+fi
+mb=$(cat auto.mb 2>/dev/null || echo 0)
+[ "$mb" -le 550 ] && ok "and its peak RSS, $mb MiB, is within 10% of 500M" || not_ok "auto patches: peak RSS $mb MiB under 500M"
 expect_fail "--internal-batch 8 that does not fit: refused, with what to do" 1 \
 	"out of the memory budget: a model call on 8 items needs more than .* use a smaller --internal-batch \(or auto\) or a larger --memory$" \
 	$A -m w.pt $IG --internal-batch 8 --memory 600M -o ib8.st.zst ph.st.zst
