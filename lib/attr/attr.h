@@ -288,7 +288,7 @@ typedef struct esg_attr_job {
 	/* out, the gradient family: how one item's calls were split into
 	 * tiles when it did not fit the memory budget ("grid ... rf ...",
 	 * lib/attr/local.h), "" when it fitted */
-	char tiles[240];
+	char tiles[300];
 	struct esg_local *tiler;         /* internal: the tiles' receptive field */
 	int64_t tile_items;              /* internal: a sub-job's item m is the record's
 	                                  * item m % tile_items (0: m) */
