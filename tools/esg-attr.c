@@ -44,6 +44,9 @@ static const char USAGE[] =
 	"                          file:PATH[:TENSOR]; repeat for a distribution (shap methods)\n"
 	CLI_IBATCH_HELP("                          ")
 	CLI_MEMORY_HELP("   ", "                          ")
+	"                          (one item that does not fit goes by exact tiles where the\n"
+	"                          method and model allow, else patch-wise: esg.tiles,\n"
+	"                          esg.patch_auto)\n"
 	"      --threads N         libtorch threads (default 0: all cores)\n"
 	"      --device DEV        cpu (default) or cuda:N\n"
 	"      --amp               mixed precision: forward passes under autocast (bf16 on the\n"
