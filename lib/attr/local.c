@@ -947,3 +947,16 @@ int esg_local_tiled_scores(esg_local *L, const float *x, int64_t item, int64_t l
 	double total;
 	return tile_loop(L, x, NULL, ESG_RULE_PLAIN, 0, NULL, max_values, NULL, &total, scores, grid);
 }
+
+int64_t esg_local_grid_str(const esg_local *L, const int64_t *grid, char *buf, size_t n)
+{
+	int64_t count = 1;
+	size_t len = 0;
+	buf[0] = 0;
+	for (int a = 0; a < L->nsp; a++) {
+		count *= grid[a];
+		if (len < n)
+			len += (size_t)snprintf(buf + len, n - len, "%s%lld", a ? "x" : "", (long long)grid[a]);
+	}
+	return count;
+}

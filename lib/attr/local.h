@@ -145,5 +145,7 @@ int esg_local_tiled(esg_local *L, const float *x, const float *ref, int rule, in
  * volume whose whole forward does not fit (esg-attr's target pass). */
 int esg_local_tiled_scores(esg_local *L, const float *x, int64_t item, int64_t limit,
 			   double *scores, int64_t *grid);
+/* grid (tiles per axis) as "2x4x1" into buf; returns the tile count. */
+int64_t esg_local_grid_str(const esg_local *L, const int64_t *grid, char *buf, size_t n);
 
 #endif

@@ -75,9 +75,8 @@ int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, c
 	else if (L.Cout > max_classes)
 		esg_set_error("the model has %d classes, more than %d", L.Cout, max_classes);
 	else if (!esg_local_tiled_scores(&L, x, item, 0, scores, grid)) {
-		char g[64] = "", *p = g;
-		for (int a = 0; a < L.nsp; a++)
-			p += snprintf(p, (size_t)(g + sizeof g - p), "%s%lld", a ? "x" : "", (long long)grid[a]);
+		char g[64];
+		esg_local_grid_str(&L, grid, g, sizeof g);
 		snprintf(info, info_size, "grid %s, %s", g, L.info);
 		*n_classes = L.Cout;
 		rc = 0;

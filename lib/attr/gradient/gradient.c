@@ -159,12 +159,8 @@ static int bt_tiles(batcher *b, int n)
 				    b->grad ? b->g + (size_t)i * b->item : NULL, &s, grid))
 			return -1;
 		b->score[i] = (float)s;
-		int64_t count = 1;
-		char g[64] = "", *p = g;
-		for (int a = 0; a < L->nsp; a++) {
-			count *= grid[a];
-			p += snprintf(p, (size_t)(g + sizeof g - p), "%s%lld", a ? "x" : "", (long long)grid[a]);
-		}
+		char g[64];
+		int64_t count = esg_local_grid_str(L, grid, g, sizeof g);
 		job->passes += count;
 		job->evaluations += count;
 		snprintf(job->tiles, sizeof job->tiles, "grid %s (last call), %s", g, L->info);
