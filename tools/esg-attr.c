@@ -530,12 +530,15 @@ static void patch_setup(const opts *o, patched *pt, int ndim, const int64_t *sha
 }
 
 /* esg.patch (the effective, clamped size), esg.overlap, esg.blend,
- * esg.patches; per-patch targets: esg.target "per-patch" and
- * esg.patch_targets (patch-major, then item).  pt NULL: none of them. */
+ * esg.patches, esg.patch_batch (the most patches that shared calls) and
+ * esg.patch_unbatched (why the rest went one by one); per-patch targets:
+ * esg.target "per-patch" and esg.patch_targets (patch-major, then item).
+ * pt NULL: none of them. */
 static void patch_meta(esg_record *r, patched *pt, int64_t N)
 {
 	static const char *const keys[] = { "esg.patch", "esg.overlap", "esg.blend", "esg.patches",
-					    "esg.patch_targets", "esg.patch_auto", NULL };
+					    "esg.patch_targets", "esg.patch_auto", "esg.patch_batch",
+					    "esg.patch_unbatched", NULL };
 	if (!pt) {
 		for (int i = 0; keys[i]; i++)
 			esg_meta_remove(r, keys[i]);
@@ -553,6 +556,11 @@ static void patch_meta(esg_record *r, patched *pt, int64_t N)
 	else
 		esg_meta_remove(r, "esg.patch_auto");
 	esg_meta_setf(r, "esg.patches", "%lld", (long long)g->n);
+	esg_meta_setf(r, "esg.patch_batch", "%lld", (long long)pt->run.batch);
+	if (pt->run.unbatched[0])
+		esg_meta_set(r, "esg.patch_unbatched", pt->run.unbatched);
+	else
+		esg_meta_remove(r, "esg.patch_unbatched");
 	if (pt->run.per_patch_target) {
 		int64_t n = g->n * N;
 		double *t = malloc((size_t)n * sizeof *t);

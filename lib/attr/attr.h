@@ -109,6 +109,9 @@ typedef struct esg_method {
 	int layer;                     /* ESG_LAYER_*: needs --layer, and what it gives */
 	int layer_optional;            /* may also run without a layer (excitation
 	                                * backprop: the map at the input) */
+	int patch_batch;               /* patches may share its calls: no random
+	                                * draws, and each call names its rows'
+	                                * items (esg_attr_set_windows) */
 } esg_method;
 
 int esg_method_layer(const esg_method *m);            /* m->layer (NULL: none) */
@@ -290,6 +293,7 @@ typedef struct esg_attr_job {
 	 * lib/attr/local.h), "" when it fitted */
 	char tiles[300];
 	struct esg_local *tiler;         /* internal: the tiles' receptive field */
+	const struct esg_attr_windows *windows; /* internal: a batch of patches */
 	int64_t tile_items;              /* internal: a sub-job's item m is the record's
 	                                  * item m % tile_items (0: m) */
 } esg_attr_job;
@@ -314,17 +318,33 @@ int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, c
 			  int64_t item, double *scores, int max_classes, int *n_classes, int64_t *calls,
 			  char *info, size_t info_size);
 
+/* A batch of patches run as one job (patch_run.c): item m of the job is
+ * item m % items of the record, cropped at origin + (m / items) * nsp; the
+ * model's fixed mask is scored over that window. */
+typedef struct esg_attr_windows {
+	const int64_t *origin;       /* nsp values per patch */
+	int64_t size[ESG_MAX_DIMS];
+	int nsp;
+	int64_t items;               /* the record's items */
+} esg_attr_windows;
+/* Before each model call of a job with windows: the call's n rows are the
+ * job's items item[0..n) (NULL: first, first + 1, ...); the model takes
+ * their windows for that call (esg_model_set_windows).  Nothing to do
+ * without windows. */
+int esg_attr_set_windows(const esg_attr_job *job, int64_t n, const int *item, int64_t first);
+
 /* ---- patchwise attribution (patch_run.c) ------------------------------
  * job as for esg_attr_run, on the whole volume (x, baselines built on the
  * whole input, attr x-shaped); each patch of the grid is cropped from x and
- * from every baseline and run through job->method as a job of its own
- * (random streams restart at every patch: each patch is the run the same
- * options would give on that crop); the maps are blended into job->attr
- * with the grid's weights.  A map with another channel count than x comes
+ * from every baseline and run through job->method (random streams restart
+ * at every patch: each patch is the run the same options would give on
+ * that crop); the maps are blended into job->attr with the grid's weights.
+ * Methods with patch_batch run as many patches per job as one model call
+ * takes items, so that they share calls (one by one if that fails).  A map with another channel count than x comes
  * back as job->layer_attr [N, K, spatial...]; one off the patch's grid is
  * an error.  job->delta gets max |delta| over the patches; passes and
- * evaluations are summed.  Memory: one patch of x, of each baseline and of
- * the map, plus the whole-volume weight sums. */
+ * evaluations are summed.  Memory: a batch of patches of x, of each
+ * baseline and of the map, plus the whole-volume weight sums. */
 struct esg_patch_grid;
 typedef struct esg_patch_run {
 	const struct esg_patch_grid *grid;
@@ -334,6 +354,9 @@ typedef struct esg_patch_run {
 	                              * is ignored) */
 	int64_t *patch_targets;      /* out, optional: grid->n * N targets, patch-major */
 	int origin_set;              /* out: 1 if the model took the patch origins */
+	int64_t batch;               /* out: the most patches that shared a job */
+	char unbatched[300];         /* out: why patches went one by one after
+	                              * a shared job failed ("" if none did) */
 } esg_patch_run;
 int esg_attr_run_patches(esg_attr_job *job, esg_patch_run *p);
 

@@ -13,7 +13,7 @@
 
 /* The end of a parameter list or of a method table. */
 #define ESG_PARAM_END { NULL, 0, NULL, NULL, 0, 0, NULL }
-#define ESG_METHOD_END { NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0 }
+#define ESG_METHOD_END { NULL, NULL, NULL, 0, 0, 0, NULL, 0, 0, 0 }
 
 /* DeepLift's max-pool treatment, a parameter of deeplift, deeplift_shap,
  * layer_deeplift and layer_deeplift_shap: "captum" (Captum's map) or

@@ -1,14 +1,19 @@
-/* patch_run.c - patchwise (sliding-window) attribution: one method run per
- * patch, blended into the whole volume (attr.h, patch.h). */
+/* patch_run.c - patchwise (sliding-window) attribution: the patches are
+ * cropped, run through the method and blended into the whole volume
+ * (attr.h, patch.h).  Where the method allows it (esg_method.patch_batch),
+ * several patches go as one job whose items are the patches' items, so
+ * that they share model calls; the model's fixed mask is then scored over
+ * each row's own window (esg_attr_set_windows). */
 #include "attr/attr.h"
 #include "shim/esg_torch.h"
 #include "attr/patch.h"
 
 #include <math.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
-/* Argmax of the model's scores on the patch, forwarded in chunks. */
+/* Argmax of the model's scores on the job's items, forwarded in chunks. */
 static int patch_targets(esg_attr_job *job, const esg_attr_job *sub, int64_t *target)
 {
 	size_t item = 1;
@@ -22,7 +27,8 @@ static int patch_targets(esg_attr_job *job, const esg_attr_job *sub, int64_t *ta
 	for (int64_t i0 = 0; i0 < N; i0 += B) {
 		sh[0] = N - i0 < B ? N - i0 : B;
 		esg_tensor *out;
-		if (esg_model_forward(job->model, sub->x + (size_t)i0 * item, sub->ndim, sh, &out))
+		if (esg_attr_set_windows(sub, sh[0], NULL, i0) ||
+		    esg_model_forward(job->model, sub->x + (size_t)i0 * item, sub->ndim, sh, &out))
 			return -1;
 		job->passes++;
 		job->evaluations += sh[0];
@@ -44,6 +50,170 @@ static int patch_targets(esg_attr_job *job, const esg_attr_job *sub, int64_t *ta
 	return 0;
 }
 
+/* What the patches of one batch need: crops of x and of every baseline,
+ * their maps, deltas, targets and origins, for up to `room` patches. */
+typedef struct pbatch {
+	int64_t room;
+	float *xs, *as, **bls;
+	double *dl;
+	int64_t *tg, *origin;
+} pbatch;
+
+static void pb_free(pbatch *b, int nb)
+{
+	for (int i = 0; b->bls && i < nb; i++)
+		free(b->bls[i]);
+	free(b->bls);
+	free(b->xs);
+	free(b->as);
+	free(b->dl);
+	free(b->tg);
+	free(b->origin);
+	memset(b, 0, sizeof *b);
+}
+
+static int pb_alloc(pbatch *b, int64_t P, const esg_attr_job *job, const esg_patch_grid *g)
+{
+	int nb = job->n_baselines;
+	size_t n = (size_t)(P * job->shape[0]), vals = n * (size_t)job->shape[1] * g->patch_voxels;
+	if (P <= b->room)
+		return 0;
+	pb_free(b, nb);
+	b->xs = malloc(vals * sizeof *b->xs);
+	b->as = malloc(vals * sizeof *b->as);
+	b->bls = calloc((size_t)(nb ? nb : 1), sizeof *b->bls);
+	b->dl = calloc(n, sizeof *b->dl);
+	b->tg = malloc(n * sizeof *b->tg);
+	b->origin = malloc((size_t)P * ESG_PATCH_AXES * sizeof *b->origin);
+	int ok = b->xs && b->as && b->bls && b->dl && b->tg && b->origin;
+	for (int i = 0; ok && i < nb; i++)
+		ok = (b->bls[i] = malloc(vals * sizeof **b->bls)) != NULL;
+	if (!ok) {
+		pb_free(b, nb);
+		return esg_set_error("out of memory for %lld patches of %zu voxels", (long long)P,
+				     g->patch_voxels);
+	}
+	b->room = P;
+	return 0;
+}
+
+/* The blended whole-volume map, its channels and weight sums. */
+typedef struct blend {
+	const float *w;
+	float *acc, *wsum;   /* acc: job->attr, or a K-channel map */
+	int64_t K;
+} blend;
+
+/* How many patches share a job: as many as one model call takes items
+ * (at least 1), when the method allows it; at most ESG_PATCH_BATCH=N (for
+ * tests and comparisons: 1 runs them one by one). */
+static int64_t batch_patches(const esg_attr_job *job, const esg_patch_grid *g)
+{
+	const char *e = getenv("ESG_PATCH_BATCH");
+	int64_t most = e && atoll(e) > 0 ? atoll(e) : INT64_MAX;
+	if (!job->method->patch_batch)
+		return 1;
+	esg_attr_job one = *job;
+	for (int d = 0; d < g->nsp; d++)
+		one.shape[2 + d] = g->size[d];
+	int64_t fit = esg_attr_batch_fit(&one, 1, 4 * g->patch_voxels * (size_t)job->shape[1] * sizeof(float));
+	int64_t P = fit / job->shape[0] > 1 ? fit / job->shape[0] : 1;
+	return P < most ? P : most;
+}
+
+/* Patches first .. first + P - 1 as one job, blended into bl. */
+static int run_batch(esg_attr_job *job, esg_patch_run *p, int64_t first, int64_t P, pbatch *b,
+		     blend *bl)
+{
+	const esg_patch_grid *g = p->grid;
+	int64_t N = job->shape[0], C = job->shape[1];
+	size_t pv = g->patch_voxels, vals = (size_t)(N * C) * pv;
+	char at[160];
+	int len = P == 1 ? snprintf(at, sizeof at, "patch %lld/%lld at", (long long)first + 1, (long long)g->n)
+			 : snprintf(at, sizeof at, "patches %lld-%lld/%lld at", (long long)first + 1,
+				    (long long)(first + P), (long long)g->n);
+	esg_attr_windows win = { .origin = b->origin, .nsp = g->nsp, .items = N };
+	esg_attr_job sub = *job;
+	for (int d = 0; d < g->nsp; d++)
+		sub.shape[2 + d] = win.size[d] = g->size[d];
+	sub.shape[0] = P * N;
+	for (int64_t q = 0; q < P; q++) {
+		int64_t *origin = b->origin + q * g->nsp;
+		esg_patch_origin(g, first + q, origin);
+		for (int d = 0; q == 0 && d < g->nsp && len < (int)sizeof at; d++)
+			len += snprintf(at + len, sizeof at - len, "%s%lld", d ? "," : " ", (long long)origin[d]);
+		esg_patch_crop(g, origin, job->x, N * C, b->xs + q * vals);
+		for (int k = 0; k < job->n_baselines; k++)
+			esg_patch_crop(g, origin, job->baselines[k], N * C, b->bls[k] + q * vals);
+		/* checks that the mask covers the window; the one window of a lone patch */
+		int set = esg_model_set_origin(job->model, origin, g->size, g->nsp);
+		if (set < 0)
+			return esg_prefix_error("%s", at);
+		p->origin_set |= set;
+		if (!p->per_patch_target)
+			memcpy(b->tg + q * N, job->target, (size_t)N * sizeof *b->tg);
+	}
+	sub.x = b->xs;
+	sub.baselines = b->bls;
+	sub.attr = b->as;
+	sub.delta = b->dl;
+	sub.target = b->tg;
+	sub.layer_attr = NULL;
+	sub.passes = sub.evaluations = 0;
+	sub.has_delta = 0;
+	sub.progress = NULL;  /* the patches are the progress */
+	sub.windows = P > 1 ? &win : NULL;
+	int rc = p->per_patch_target ? patch_targets(job, &sub, b->tg) : 0;
+	if (!rc)
+		rc = esg_attr_run(&sub);
+	if (P > 1)
+		(void)esg_model_set_windows(job->model, 0, NULL, NULL, NULL, 0);
+	if (rc) {
+		free(sub.layer_attr);
+		return esg_prefix_error("%s", at);
+	}
+	if (p->patch_targets)
+		memcpy(p->patch_targets + first * N, b->tg, (size_t)(P * N) * sizeof *b->tg);
+	job->passes += sub.passes;
+	job->evaluations += sub.evaluations;
+	const float *res = sub.layer_attr ? sub.layer_attr : b->as;
+	int64_t k = sub.layer_attr ? sub.out_shape[1] : C;
+	int grid = !sub.layer_attr || sub.out_ndim == job->ndim;
+	for (int d = 0; sub.layer_attr && grid && d < g->nsp; d++)
+		grid = sub.out_shape[2 + d] == g->size[d];
+	if (!grid || (bl->acc && k != bl->K)) {
+		char s[128];
+		esg_shape_str(sub.out_ndim, sub.out_shape, s, sizeof s);
+		free(sub.layer_attr);
+		return esg_set_error("%s: the map is %s, not on the patch's grid: patches are blended on "
+				     "the input grid (layer maps: --upsample)", at, s);
+	}
+	if (!bl->acc) {
+		bl->K = k;
+		size_t n = (size_t)(N * k) * g->vol_voxels;
+		bl->acc = k == C ? job->attr : malloc(n * sizeof *bl->acc);
+		if (!bl->acc) {
+			free(sub.layer_attr);
+			return esg_set_error("out of memory for the whole-volume map");
+		}
+		memset(bl->acc, 0, n * sizeof *bl->acc);
+	}
+	for (int64_t q = 0; q < P; q++)
+		esg_patch_accumulate(g, b->origin + q * g->nsp, res + (size_t)(q * N * k) * pv, N * k, bl->w,
+				     bl->acc, bl->wsum);
+	free(sub.layer_attr);
+	for (int64_t n = 0; sub.has_delta && job->delta && n < P * N; n++) {
+		job->has_delta = 1;
+		job->delta[n % N] = fmax(job->delta[n % N], fabs(b->dl[n]));
+	}
+	/* layer facts are the same for every patch but the shapes' grid */
+	job->upsampled = sub.upsampled;
+	job->act_ndim = sub.act_ndim;
+	memcpy(job->act_shape, sub.act_shape, sizeof job->act_shape);
+	job->act_shape[0] = N;
+	return 0;
+}
+
 int esg_attr_run_patches(esg_attr_job *job, esg_patch_run *p)
 {
 	const esg_patch_grid *g = p->grid;
@@ -52,126 +222,57 @@ int esg_attr_run_patches(esg_attr_job *job, esg_patch_run *p)
 	for (int d = 0; d < g->nsp; d++)
 		if (g->vol[d] != job->shape[2 + d])
 			return esg_set_error("the patch grid is not the input's");
-	int64_t N = job->shape[0], C = job->shape[1], K = 0;
-	size_t pv = g->patch_voxels;
-	int rc = -1, nb = job->n_baselines;
+	int64_t N = job->shape[0];
+	int rc = -1;
+	pbatch b = { 0 };
+	blend bl = { 0 };
 	float *w = esg_patch_weights(g, (esg_blend)p->blend);
-	float *xs = malloc((size_t)(N * C) * pv * sizeof *xs);
-	float *as = malloc((size_t)(N * C) * pv * sizeof *as);
-	float *wsum = calloc(g->vol_voxels, sizeof *wsum);
-	float **bls = calloc((size_t)(nb ? nb : 1), sizeof *bls);
-	double *dl = calloc((size_t)N, sizeof *dl);
-	int64_t *tg = malloc((size_t)N * sizeof *tg);
-	float *acc = NULL;        /* job->attr, or a K-channel map */
-	int ok = w && xs && as && wsum && bls && dl && tg;
-	for (int i = 0; ok && i < nb; i++)
-		ok = (bls[i] = malloc((size_t)(N * C) * pv * sizeof **bls)) != NULL;
-	if (!ok) {
-		esg_set_error("out of memory for patches of %zu voxels", pv);
+	bl.w = w;
+	bl.wsum = calloc(g->vol_voxels, sizeof *bl.wsum);
+	if (!w || !bl.wsum) {
+		esg_set_error("out of memory for patches of %zu voxels", g->patch_voxels);
 		goto done;
 	}
 	p->origin_set = 0;
+	p->batch = 0;
+	p->unbatched[0] = 0;
 	job->has_delta = 0;
 	if (job->delta)
 		memset(job->delta, 0, (size_t)N * sizeof *job->delta);
-	for (int64_t i = 0; i < g->n; i++) {
-		int64_t origin[ESG_PATCH_AXES];
-		esg_patch_origin(g, i, origin);
-		char at[160];
-		int len = snprintf(at, sizeof at, "patch %lld/%lld at", (long long)i + 1, (long long)g->n);
-		for (int d = 0; d < g->nsp && len < (int)sizeof at; d++)
-			len += snprintf(at + len, sizeof at - len, "%s%lld", d ? "," : " ", (long long)origin[d]);
-		esg_attr_job sub = *job;
-		for (int d = 0; d < g->nsp; d++)
-			sub.shape[2 + d] = g->size[d];
-		esg_patch_crop(g, origin, job->x, N * C, xs);
-		for (int b = 0; b < nb; b++)
-			esg_patch_crop(g, origin, job->baselines[b], N * C, bls[b]);
-		sub.x = xs;
-		sub.baselines = bls;
-		sub.attr = as;
-		sub.delta = dl;
-		sub.layer_attr = NULL;
-		sub.passes = sub.evaluations = 0;
-		sub.has_delta = 0;
-		sub.progress = NULL;  /* the patches are the progress */
-		int set = esg_model_set_origin(job->model, origin, g->size, g->nsp);
-		if (set < 0) {
-			esg_prefix_error("%s", at);
+	int batching = job->method->patch_batch;
+	for (int64_t i = 0; i < g->n;) {
+		int64_t P = batching ? batch_patches(job, g) : 1;
+		if (P > g->n - i)
+			P = g->n - i;
+		if (pb_alloc(&b, P, job, g))
 			goto done;
-		}
-		p->origin_set |= set;
-		if (p->per_patch_target) {
-			if (patch_targets(job, &sub, tg)) {
-				esg_prefix_error("%s", at);
+		if (run_batch(job, p, i, P, &b, &bl)) {
+			if (P == 1)
 				goto done;
-			}
-			sub.target = tg;
+			/* shared calls failed (a call the budget refused, say):
+			 * the rest go one by one, as patches always could */
+			snprintf(p->unbatched, sizeof p->unbatched, "%s", esg_error());
+			batching = 0;
+			continue;
 		}
-		if (p->patch_targets)
-			memcpy(p->patch_targets + i * N, sub.target, (size_t)N * sizeof *tg);
-		if (esg_attr_run(&sub)) {
-			free(sub.layer_attr);
-			esg_prefix_error("%s", at);
-			goto done;
-		}
-		job->passes += sub.passes;
-		job->evaluations += sub.evaluations;
-		const float *res = sub.layer_attr ? sub.layer_attr : as;
-		int64_t k = sub.layer_attr ? sub.out_shape[1] : C;
-		int grid = !sub.layer_attr || sub.out_ndim == job->ndim;
-		for (int d = 0; sub.layer_attr && grid && d < g->nsp; d++)
-			grid = sub.out_shape[2 + d] == g->size[d];
-		if (!grid || (acc && k != K)) {
-			char s[128];
-			esg_shape_str(sub.out_ndim, sub.out_shape, s, sizeof s);
-			free(sub.layer_attr);
-			esg_set_error("%s: the map is %s, not on the patch's grid: patches are blended on "
-				      "the input grid (layer maps: --upsample)", at, s);
-			goto done;
-		}
-		if (!acc) {
-			K = k;
-			acc = K == C ? job->attr : malloc((size_t)(N * K) * g->vol_voxels * sizeof *acc);
-			if (!acc) {
-				free(sub.layer_attr);
-				esg_set_error("out of memory for the whole-volume map");
-				goto done;
-			}
-			memset(acc, 0, (size_t)(N * K) * g->vol_voxels * sizeof *acc);
-		}
-		esg_patch_accumulate(g, origin, res, N * K, w, acc, wsum);
-		free(sub.layer_attr);
-		if (sub.has_delta && job->delta) {
-			job->has_delta = 1;
-			for (int64_t n = 0; n < N; n++)
-				job->delta[n] = fmax(job->delta[n], fabs(dl[n]));
-		}
-		/* layer facts are the same for every patch but the shapes' grid */
-		job->upsampled = sub.upsampled;
-		job->act_ndim = sub.act_ndim;
-		memcpy(job->act_shape, sub.act_shape, sizeof job->act_shape);
+		if (P > p->batch)
+			p->batch = P;
+		i += P;
 		if (job->progress)
-			job->progress(job->progress_ctx, "patches", i + 1, g->n);
+			job->progress(job->progress_ctx, "patches", i, g->n);
 	}
-	esg_patch_normalise(g, acc, N * K, wsum);
+	esg_patch_normalise(g, bl.acc, N * bl.K, bl.wsum);
 	job->out_ndim = job->ndim;
 	memcpy(job->out_shape, job->shape, sizeof job->out_shape);
-	job->out_shape[1] = K;
-	job->layer_attr = acc == job->attr ? NULL : acc;
-	acc = NULL;
+	job->out_shape[1] = bl.K;
+	job->layer_attr = bl.acc == job->attr ? NULL : bl.acc;
+	bl.acc = NULL;
 	rc = 0;
 done:
-	if (acc != job->attr)
-		free(acc);
-	for (int i = 0; bls && i < nb; i++)
-		free(bls[i]);
-	free(bls);
+	if (bl.acc != job->attr)
+		free(bl.acc);
+	pb_free(&b, job->n_baselines);
 	free(w);
-	free(xs);
-	free(as);
-	free(wsum);
-	free(dl);
-	free(tg);
+	free(bl.wsum);
 	return rc;
 }

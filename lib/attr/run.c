@@ -58,6 +58,26 @@ int esg_attr_batch_fit(const esg_attr_job *job, int grad, size_t host_bytes_per_
 	return esg_model_batch_fit(job->model, grad, values, host_bytes_per_item, max);
 }
 
+int esg_attr_set_windows(const esg_attr_job *job, int64_t n, const int *item, int64_t first)
+{
+	const esg_attr_windows *w = job->windows;
+	if (!w)
+		return 0;
+	int64_t *mi = malloc((size_t)n * sizeof *mi);
+	int64_t *org = malloc((size_t)n * (size_t)w->nsp * sizeof *org);
+	int rc = mi && org ? 0 : esg_set_error("out of memory");
+	for (int64_t r = 0; !rc && r < n; r++) {
+		int64_t m = item ? item[r] : first + r;
+		mi[r] = m % w->items;
+		memcpy(org + r * w->nsp, w->origin + m / w->items * w->nsp, (size_t)w->nsp * sizeof *org);
+	}
+	if (!rc && esg_model_set_windows(job->model, n, mi, org, w->size, w->nsp) < 0)
+		rc = -1;
+	free(mi);
+	free(org);
+	return rc;
+}
+
 int esg_attr_scores_tiled(struct esg_model *m, int ndim, const int64_t *shape, const float *x,
 			  int64_t item, double *scores, int max_classes, int *n_classes, int64_t *calls,
 			  char *info, size_t info_size)

@@ -89,16 +89,16 @@ static const esg_param_spec INVERT_PARAMS[] = {
 
 static const esg_explain_method METHODS[] = {
 	{ { "deepdream", "gradient ascent on a layer's (or channel's) activation norm from IN "
-	    "(Mordvintsev et al.), octaves and jitter", DEEPDREAM_PARAMS, 0, 0, 0, NULL, 0, 0 },
+	    "(Mordvintsev et al.), octaves and jitter", DEEPDREAM_PARAMS, 0, 0, 0, NULL, 0, 0, 0 },
 	  20, ESG_EX_REQUIRED, ESG_EX_REQUIRED, ESG_EX_OPTIONAL, ESG_EX_NO, ESG_EX_NO },
 	{ { "feature_vis", "feature visualisation from noise (Lucid / Lucent optvis): a channel, "
-	    "a unit (--unit) or the whole layer", FEATURE_VIS_PARAMS, 0, 0, 0, NULL, 0, 0 },
+	    "a unit (--unit) or the whole layer", FEATURE_VIS_PARAMS, 0, 0, 0, NULL, 0, 0, 0 },
 	  256, ESG_EX_OPTIONAL, ESG_EX_REQUIRED, ESG_EX_OPTIONAL, ESG_EX_OPTIONAL, ESG_EX_NO },
 	{ { "class_model", "class model visualisation (Simonyan et al. 2014): maximise a class "
-	    "score with L2 decay and blur", CLASS_MODEL_PARAMS, 0, 0, 0, NULL, 0, 0 },
+	    "score with L2 decay and blur", CLASS_MODEL_PARAMS, 0, 0, 0, NULL, 0, 0, 0 },
 	  200, ESG_EX_OPTIONAL, ESG_EX_NO, ESG_EX_NO, ESG_EX_NO, ESG_EX_REQUIRED },
 	{ { "invert", "inverted representation (Mahendran & Vedaldi 2015): the image whose "
-	    "layer output matches IN's", INVERT_PARAMS, 0, 0, 0, NULL, 0, 0 },
+	    "layer output matches IN's", INVERT_PARAMS, 0, 0, 0, NULL, 0, 0, 0 },
 	  200, ESG_EX_REQUIRED, ESG_EX_REQUIRED, ESG_EX_NO, ESG_EX_NO, ESG_EX_NO },
 };
 

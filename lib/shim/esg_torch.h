@@ -243,6 +243,18 @@ esg_model *esg_model_wrap(esg_model *m, const char *source,
  * outside the mask, or a mask of another size and no origin). */
 int esg_model_set_origin(esg_model *m, const int64_t *origin,
 			 const int64_t *size, int nsp);
+/* Patch batches: one call holds items of several patches.  Sets the fixed
+ * mask of the model's next call (only that one) row by row: row r is scored
+ * over the window of `size` at origin[r * nsp ...] of the mask's item
+ * mask_item[r] (mod the mask's items).  A call of k * rows rows repeats
+ * them (DeepLift's [x; baseline], a lone item's copy).  While windows are
+ * in use, a call that comes without its own is an error, never a score
+ * over the wrong windows.  rows 0: back to the whole mask (and the window
+ * of esg_model_set_origin).  Returns 1 if set, 0 if the model has no mask
+ * (its score does not depend on where a patch lies), -1 on error (a window
+ * outside the mask). */
+int esg_model_set_windows(esg_model *m, int64_t rows, const int64_t *mask_item,
+			  const int64_t *origin, const int64_t *size, int nsp);
 
 /* ---- per-voxel outputs of esg-wrap wrappers -------------------------
  * For receptive-field-local perturbation (lib/attr/local.h). */

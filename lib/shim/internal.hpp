@@ -37,7 +37,16 @@ struct esg_model {
 	/* the most a call took per input value, in large CPU blocks, without
 	 * and with autograd (memory.cpp; 0: not measured yet) */
 	double bytes_per_value[2] = { 0, 0 };
+	/* patch batches (esg_model_set_windows): the whole mask while windows
+	 * are in use, and the next call's mask of win_rows rows (0: none set) */
+	bool win_on = false;
+	at::Tensor win_full, win_mask;
+	int64_t win_rows = 0;
 };
+/* A call of `rows` rows begins: under patch batches, give the wrapper the
+ * mask of its windows (model.cpp); throws if none were set or they do not
+ * fit the rows. */
+void use_windows_(esg_model *m, int64_t rows);
 
 /* The TorchScript module inside a model handle (borrowed). */
 torch::jit::Module *esg_model_module_(esg_model *m);

@@ -84,6 +84,7 @@ CallMeter::CallMeter(esg_model *m, bool grad, int64_t rows, int64_t items, int n
 		     const int64_t *shape)
 	: m_(m), grad_(grad)
 {
+	use_windows_(m, rows);
 	esg_torch_log_call_(grad, rows);
 	values_ = 1;
 	for (int d = 0; d < ndim; d++)
@@ -102,6 +103,7 @@ CallMeter::CallMeter(esg_model *m, bool grad, int64_t rows, int64_t items, int n
 
 CallMeter::~CallMeter()
 {
+	m_->win_rows = 0;  /* a patch batch's windows serve one call */
 	if (!metered_)
 		return;
 	cpu_mem_set_limit(SIZE_MAX);

@@ -728,6 +728,52 @@ int esg_model_set_origin(esg_model *m, const int64_t *origin, const int64_t *siz
 	SHIM_CATCH(-1)
 }
 
+int esg_model_set_windows(esg_model *m, int64_t rows, const int64_t *mask_item,
+			  const int64_t *origin, const int64_t *size, int nsp)
+{
+	try {
+		if (!m || rows < 0 || (rows && (!mask_item || !origin || !size || nsp < 1)))
+			fail("esg_model_set_windows: bad argument");
+		m->win_rows = 0;
+		if (!rows) {
+			if (m->win_on)
+				m->mod.setattr("mask", m->win_full);
+			m->win_on = false;
+			m->win_full = m->win_mask = at::Tensor();
+			return 0;
+		}
+		if (!m->win_on) {
+			c10::IValue mv = m->mod.hasattr("mask") ? m->mod.attr("mask") : c10::IValue();
+			if (!mv.isTensor() || mv.toTensor().dim() < 3)
+				return 0;
+			m->win_full = mv.toTensor();
+			m->win_on = true;
+		}
+		const at::Tensor &full = m->win_full;
+		if (full.dim() - 2 != nsp)
+			fail("the model's fixed mask " + shape_str(full.sizes()) + " has " +
+			     std::to_string(full.dim() - 2) + " spatial axes, the patches " + std::to_string(nsp));
+		std::vector<at::Tensor> rowmask;
+		rowmask.reserve((size_t)rows);
+		for (int64_t r = 0; r < rows; r++) {
+			at::Tensor t = full.narrow(0, mask_item[r] % full.size(0), 1);
+			for (int d = 0; d < nsp; d++) {
+				int64_t o = origin[r * nsp + d];
+				if (o < 0 || o + size[d] > full.size(2 + d))
+					fail("the model's fixed mask " + shape_str(full.sizes()) +
+					     " does not cover a patch of " + std::to_string(size[d]) + " at " +
+					     std::to_string(o) + " on axis " + std::to_string(d));
+				t = t.narrow(2 + d, o, size[d]);
+			}
+			rowmask.push_back(t);
+		}
+		m->win_mask = at::cat(rowmask, 0);
+		m->win_rows = rows;
+		return 1;
+	}
+	SHIM_CATCH(-1)
+}
+
 /* ---- per-voxel outputs of esg-wrap wrappers (lib/attr/local.c) -------- */
 
 int esg_model_voxel_score(esg_model *m, char *buf, size_t n)
@@ -875,6 +921,21 @@ int esg_model_buffer_get(esg_model *m, const char *name, esg_tensor **out)
 } /* extern "C" */
 
 /* For the shim's other C++ files (internal.hpp). */
+void use_windows_(esg_model *m, int64_t rows)
+{
+	if (!m->win_on)
+		return;
+	if (!m->win_rows || rows % m->win_rows)
+		fail("a model call of " + std::to_string(rows) + " rows during a patch batch came " +
+		     (m->win_rows ? "with windows for " + std::to_string(m->win_rows) + " rows"
+				  : std::string("without its rows' windows")) +
+		     " (a method that batches patches must name each call's items)");
+	int64_t k = rows / m->win_rows;
+	std::vector<int64_t> rep((size_t)m->win_mask.dim(), 1);
+	rep[0] = k;
+	m->mod.setattr("mask", k == 1 ? m->win_mask : m->win_mask.repeat(rep));
+}
+
 torch::jit::Module *esg_model_module_(esg_model *m)
 {
 	return m ? &m->mod : nullptr;

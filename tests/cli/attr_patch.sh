@@ -95,6 +95,45 @@ else
 	not_ok "esg-wrap --patch 2D ($(head -c 200 err.sw))"
 fi
 
+# (f) patches batched: several patches share a job (and its model calls),
+# each row scored over its own window of the fixed mask.  The same map as
+# one patch at a time (ESG_PATCH_BATCH=1) within 1e-5 relative (float
+# rounding of other batch sizes); (c) above checked batched runs against
+# the reference.  wf2.pt has a mask per item (v3d's two items).
+meta() { esg-render --info "$1" 2>/dev/null | sed -n "s/^ *$2: //p"; }
+batched() {
+	local d=$1 model=$2 input=$3 want=$4; shift 4
+	n=$((n + 1))
+	if $A -m "$model" -o "b$n.st.zst" "$@" "$input" 2>"e$n" &&
+		ESG_PATCH_BATCH=1 $A -m "$model" -o "u$n.st.zst" "$@" "$input" 2>>"e$n"; then
+		local pb ub pc uc
+		pb=$(meta "b$n.st.zst" esg.patch_batch) ub=$(meta "u$n.st.zst" esg.patch_batch)
+		pc=$(meta "b$n.st.zst" esg.passes) uc=$(meta "u$n.st.zst" esg.passes)
+		if [ "$pb" = "$want" ] && [ "$ub" = 1 ] && { [ "$want" = 1 ] || [ "$pc" -lt "$uc" ]; }; then
+			check "$d: $pb patches per job, $pc model calls (one by one: $uc), the same map" \
+				esg-compare --quiet --rtol 1e-5 --tensor attribution "b$n.st.zst" "u$n.st.zst"
+		else
+			not_ok "$d: esg.patch_batch $pb (want $want), one by one $ub; calls $pc, one by one $uc"
+		fi
+	else
+		not_ok "$d ($(head -c 200 "e$n"))"
+	fi
+}
+esg-wrap -m px/seg3d.pt --reduce fixed-mask --input px/v3d.st.zst -o wf2.pt 2>err.wrap2 ||
+	not_ok "esg-wrap fixed-mask, two items ($(head -c 200 err.wrap2))"
+batched "saliency, a mask per item, per-patch targets" wf2.pt px/v3d.st.zst 4 --method saliency --patch 4,4,4
+batched "layer_gradcam upsampled, a mask per item" wf2.pt px/v3d.st.zst 4 --method layer_gradcam --layer model.c1 \
+	--patch 4,5,4 --target 1
+batched "DeepLift ([x; baseline] rows), blur baseline" wf.pt px/s3d.st.zst 8 --method deeplift --patch 5,6,5 \
+	--baseline blur:1 --target 0
+batched "integrated gradients, 3 patches a job" wf.pt px/s3d.st.zst 3 --method integrated_gradients \
+	--param n_steps=4 --patch 4,8,6 --internal-batch 3
+ESG_PATCH_BATCH=2 batched "saliency, 2 a job: the last patch alone (a lone item's copy)" wf.pt px/s3d.st.zst 2 \
+	--method saliency --patch 5,6,5 --target 1
+batched "2D integrated gradients, no mask" $N2 px/v2d.st.zst 4 --method integrated_gradients --param n_steps=5 \
+	--patch 6,7
+batched "gradient_shap draws at random: one by one" wf.pt px/s3d.st.zst 1 --method gradient_shap --patch 5,6,5 \
+	--baseline zero --target 1
 # (e) bad input: one line on stderr, the exit status, no output file
 expect_fail "wrong number of patch sizes" 2 '^esg-attr: error: --patch 4,4: 2 sizes for the 3 spatial axes' \
 	$A -m $N3 --method saliency --patch 4,4 -o bad1.st.zst in/x3d.st.zst

@@ -36,6 +36,7 @@ typedef struct batcher {
 	float *x, *ref, *aux, *g, *score;
 	int64_t *target;
 	tag *tags;
+	int *items;               /* the tags' items, for a patch batch's windows */
 	consume_fn fn;
 	void *ctx;
 	int64_t done, total;      /* progress of the gradient evaluations */
@@ -58,6 +59,7 @@ static void bt_close(batcher *b)
 	free(b->score);
 	free(b->target);
 	free(b->tags);
+	free(b->items);
 	memset(b, 0, sizeof *b);
 }
 
@@ -84,8 +86,9 @@ static int bt_open(batcher *b, esg_attr_job *job, int grad, esg_backward_rule ru
 	b->score = malloc(n / b->item * sizeof *b->score);
 	b->target = malloc(n / b->item * sizeof *b->target);
 	b->tags = malloc(n / b->item * sizeof *b->tags);
+	b->items = malloc(n / b->item * sizeof *b->items);
 	if (!b->x || (want_ref && !b->ref) || (want_aux && !b->aux) || (grad && !b->g) ||
-	    !b->score || !b->target || !b->tags) {
+	    !b->score || !b->target || !b->tags || !b->items) {
 		bt_close(b);
 		return esg_set_error("out of memory for an internal batch of %d items of %zu values",
 				     job->internal_batch, (size_t)b->item);
@@ -125,6 +128,8 @@ static int bt_start_tiles(batcher *b)
 	esg_attr_job *job = b->job;
 	char refused[400];
 	snprintf(refused, sizeof refused, "%s", forced_tile_values() ? "ESG_TILE_VALUES is set" : esg_error());
+	if (job->windows)  /* patch_run.c runs the patches one by one instead */
+		return esg_set_error("%s", refused);
 	if (!tiles_rule(b->rule))
 		return esg_set_error("%s (this method's backward rule cannot go by tiles: only the plain "
 				     "gradient's and DeepLift's do)", refused);
@@ -219,6 +224,10 @@ static int bt_flush(batcher *b)
 		return -1;
 	int by_tiles = b->tiled;
 	if (!by_tiles) {
+		for (int i = 0; i < n; i++)
+			b->items[i] = b->tags[i].m;
+		if (esg_attr_set_windows(job, n, b->items, 0))
+			return -1;
 		(void)esg_torch_budget_refused();
 		int rc = b->grad ? esg_model_grad(job->model, b->rule, b->x, b->ref, job->ndim, b->shape,
 						  b->target, b->g, b->score)
@@ -727,22 +736,22 @@ static const esg_param_spec P_GSHAP[] = {
 /* ---- the family's methods, for the registry (family.h) ---- */
 
 const esg_method esg_gradient_methods[] = {
-	{ "saliency", "input gradient of the target score", P_SALIENCY, 0, 1, 0, esg_run_saliency, 0, 0 },
-	{ "input_x_gradient", "input times its gradient", P_NONE, 0, 1, 0, esg_run_input_x_gradient, 0, 0 },
+	{ "saliency", "input gradient of the target score", P_SALIENCY, 0, 1, 0, esg_run_saliency, 0, 0, 1 },
+	{ "input_x_gradient", "input times its gradient", P_NONE, 0, 1, 0, esg_run_input_x_gradient, 0, 0, 1 },
 	{ "integrated_gradients", "path integral of the gradient from the baseline (Sundararajan 2017)",
-	  P_IG, 1, 0, 1, esg_run_integrated_gradients, 0, 0 },
+	  P_IG, 1, 0, 1, esg_run_integrated_gradients, 0, 0, 1 },
 	{ "noise_tunnel", "a base method averaged over noisy copies of the input (SmoothGrad, VarGrad)",
-	  P_NT, 0, 0, 0, esg_run_noise_tunnel, 0, 0 },
+	  P_NT, 0, 0, 0, esg_run_noise_tunnel, 0, 0, 0 },
 	{ "gradient_shap", "gradients at random points between input and random baselines, times (input - baseline)",
-	  P_GSHAP, 2, 0, 1, esg_run_gradient_shap, 0, 0 },
+	  P_GSHAP, 2, 0, 1, esg_run_gradient_shap, 0, 0, 0 },
 	{ "guided_backprop", "gradient with ReLU backward relu(grad)*[x > 0]", P_NONE, 0, 1, 0,
-	  esg_run_guided_backprop, 0, 0 },
-	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution, 0, 0 },
+	  esg_run_guided_backprop, 0, 0, 1 },
+	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution, 0, 0, 1 },
 	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_DEEPLIFT, 1, 0, 1,
-	  esg_run_deeplift, 0, 0 },
+	  esg_run_deeplift, 0, 0, 1 },
 	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_DEEPLIFT, 2, 0, 1,
-	  esg_run_deeplift_shap, 0, 0 },
+	  esg_run_deeplift_shap, 0, 0, 1 },
 	{ "lrp", "layer-wise relevance propagation: rules per layer type (Captum's LRP; Zennit's composites)",
-	  esg_lrp_params, 0, 1, 1, esg_run_lrp, 0, 0 },
+	  esg_lrp_params, 0, 1, 1, esg_run_lrp, 0, 0, 1 },
 	ESG_METHOD_END
 };

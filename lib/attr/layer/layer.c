@@ -116,14 +116,17 @@ static void shape_b(const lrun *r, int64_t B, int64_t *sh)
 	sh[0] = B;
 }
 
-/* Capture the layer at B inputs: act (B * litem, may be NULL until the
- * shape is known: then *act_new gets a malloc'ed copy) and scores. */
-static int lr_capture(lrun *r, const float *x, int64_t B, const int64_t *target, float **act,
-		      float *score)
+/* Capture the layer at B inputs, the job's items items[0..B) (NULL: first,
+ * first + 1, ...): act (B * litem, may be NULL until the shape is known:
+ * then *act_new gets a malloc'ed copy) and scores. */
+static int lr_capture(lrun *r, const float *x, int64_t B, const int *items, int64_t first,
+		      const int64_t *target, float **act, float *score)
 {
 	int64_t sh[ESG_MAX_DIMS];
 	shape_b(r, B, sh);
 	esg_tensor *a = NULL, *o = NULL;
+	if (esg_attr_set_windows(r->job, B, items, first))
+		return -1;
 	int rc = esg_model_forward_capture(r->job->model, r->L, x, r->job->ndim, sh, &a,
 					   score ? &o : NULL);
 	if (!rc)
@@ -155,7 +158,7 @@ static int lr_capture_all(lrun *r, const float *x, float **act, double *f, doubl
 	*act = NULL;
 	for (int m0 = 0; m0 < r->N && !rc; m0 += r->cap) {
 		int B = r->N - m0 < r->cap ? r->N - m0 : r->cap;
-		rc = lr_capture(r, x + (size_t)m0 * r->item, B, r->job->target + m0, &chunk, score);
+		rc = lr_capture(r, x + (size_t)m0 * r->item, B, NULL, m0, r->job->target + m0, &chunk, score);
 		if (rc)
 			break;
 		if (!*act && !(*act = malloc((size_t)r->N * r->litem * sizeof **act)))
@@ -203,7 +206,7 @@ static int lr_open(lrun *r, esg_attr_job *job, int ax)
 	}
 	/* learn the layer's shape on one item */
 	float *a = NULL;
-	int rc = lr_capture(r, job->x, 1, job->target, &a, NULL);
+	int rc = lr_capture(r, job->x, 1, NULL, 0, job->target, &a, NULL);
 	free(a);
 	return rc;
 }
@@ -260,6 +263,7 @@ typedef struct lbatch {
 	float *score, *score2;
 	int64_t *target;
 	lpt *tags;
+	int *items;               /* the tags' items, for a patch batch's windows */
 	lconsume fn;
 	void *ctx;
 } lbatch;
@@ -274,6 +278,7 @@ static void lb_close(lbatch *b)
 	free(b->score2);
 	free(b->target);
 	free(b->tags);
+	free(b->items);
 	memset(b, 0, sizeof *b);
 }
 
@@ -299,7 +304,8 @@ static int lb_open(lbatch *b, lrun *r, enum lkind kind, esg_backward_rule rule, 
 	b->score2 = calloc(max, sizeof *b->score2);
 	b->target = malloc(max * sizeof *b->target);
 	b->tags = malloc(max * sizeof *b->tags);
-	if (!b->x || (esg_rule_is_deeplift(rule) && !b->ref) || (want_aux && !b->aux) ||
+	b->items = malloc(max * sizeof *b->items);
+	if (!b->items || !b->x || (esg_rule_is_deeplift(rule) && !b->ref) || (want_aux && !b->aux) ||
 	    (kind == LB_REPLACE && !b->act_in) || !b->score || !b->score2 || !b->target || !b->tags) {
 		lb_close(b);
 		return esg_set_error("out of memory for an internal batch of %d items", r->cap);
@@ -324,8 +330,12 @@ static int lb_flush(lbatch *b)
 	float *act2 = NULL;
 	esg_tensor *a = NULL, *g = NULL, *o = NULL;
 	float *gbuf = NULL;
+	for (int i = 0; i < n; i++)
+		b->items[i] = b->tags[i].m;
 	if (b->want_aux)
-		rc = lr_capture(r, b->aux, n, b->target, &act2, b->score2);
+		rc = lr_capture(r, b->aux, n, b->items, 0, b->target, &act2, b->score2);
+	if (!rc)
+		rc = esg_attr_set_windows(job, n, b->items, 0);
 	if (rc)
 		goto out;
 	if (b->kind == LB_GRAD) {
@@ -1207,38 +1217,38 @@ static const esg_param_spec esg_p_layer_gshap[] = {
 
 const esg_method esg_layer_methods[] = {
 	{ "layer_activation", "the layer's output", esg_p_layer_none, 0, 0, 0,
-	  esg_run_layer_activation, ESG_LAYER_MAP, 0 },
+	  esg_run_layer_activation, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_gradient_x_activation", "the layer's output times its gradient", esg_p_layer_none, 0, 0, 0,
-	  esg_run_layer_gradient_x_activation, ESG_LAYER_MAP, 0 },
+	  esg_run_layer_gradient_x_activation, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_gradcam", "Grad-CAM: channel-mean gradients times activations (Selvaraju 2017)",
-	  esg_p_layer_gradcam, 0, 0, 0, esg_run_layer_gradcam, ESG_LAYER_CAM, 0 },
+	  esg_p_layer_gradcam, 0, 0, 0, esg_run_layer_gradcam, ESG_LAYER_CAM, 0, 1 },
 	{ "gradcam_pp", "Grad-CAM++: higher-order channel weights (Chattopadhyay 2018)", esg_p_gradcam_pp,
-	  0, 0, 0, esg_run_gradcam_pp, ESG_LAYER_CAM, 0 },
+	  0, 0, 0, esg_run_gradcam_pp, ESG_LAYER_CAM, 0, 1 },
 	{ "guided_gradcam", "guided backprop times the upsampled ReLU(Grad-CAM) of a layer",
-	  esg_p_guided_gradcam, 0, 0, 0, esg_run_guided_gradcam, ESG_LAYER_INPUT, 0 },
+	  esg_p_guided_gradcam, 0, 0, 0, esg_run_guided_gradcam, ESG_LAYER_INPUT, 0, 0 },
 	{ "score_cam", "Score-CAM: channels as input masks, weighted by softmax of masked scores (Wang 2020)",
-	  esg_p_layer_none, 0, 0, 0, esg_run_score_cam, ESG_LAYER_CAM, 0 },
+	  esg_p_layer_none, 0, 0, 0, esg_run_score_cam, ESG_LAYER_CAM, 0, 1 },
 	{ "layer_conductance", "conductance of the layer's units (Dhamdhere 2018)", esg_p_layer_path, 1, 0, 1,
-	  esg_run_layer_conductance, ESG_LAYER_MAP, 0 },
+	  esg_run_layer_conductance, ESG_LAYER_MAP, 0, 1 },
 	{ "internal_influence", "layer gradients integrated along the input path (Leino 2018)",
-	  esg_p_layer_path, 1, 0, 0, esg_run_internal_influence, ESG_LAYER_MAP, 0 },
+	  esg_p_layer_path, 1, 0, 0, esg_run_internal_influence, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_integrated_gradients", "integrated gradients over the layer's output",
-	  esg_p_layer_path, 1, 0, 1, esg_run_layer_integrated_gradients, ESG_LAYER_MAP, 0 },
+	  esg_p_layer_path, 1, 0, 1, esg_run_layer_integrated_gradients, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_deeplift", "DeepLift rescale at the layer: (act - act_baseline) times the multipliers",
-	  esg_p_layer_deeplift, 1, 0, 1, esg_run_layer_deeplift, ESG_LAYER_MAP, 0 },
+	  esg_p_layer_deeplift, 1, 0, 1, esg_run_layer_deeplift, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_deeplift_shap", "layer DeepLift averaged over a distribution of baselines", esg_p_layer_deeplift,
-	  2, 0, 1, esg_run_layer_deeplift_shap, ESG_LAYER_MAP, 0 },
+	  2, 0, 1, esg_run_layer_deeplift_shap, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_gradient_shap", "GradientShap at the layer: gradients at random points times (act - act_baseline)",
-	  esg_p_layer_gshap, 2, 0, 1, esg_run_layer_gradient_shap, ESG_LAYER_MAP, 0 },
+	  esg_p_layer_gshap, 2, 0, 1, esg_run_layer_gradient_shap, ESG_LAYER_MAP, 0, 0 },
 	{ "linear_approx", "linear approximation (TorchRay): activation times gradient summed over channels",
-	  esg_p_layer_none, 0, 0, 0, esg_run_linear_approx, ESG_LAYER_MAP, 0 },
+	  esg_p_layer_none, 0, 0, 0, esg_run_linear_approx, ESG_LAYER_MAP, 0, 1 },
 	{ "layer_guided_backprop", "input gradient of sum |layer output| (one channel: --channel K), guided ReLUs",
-	  esg_p_layer_none, 0, 0, 0, esg_run_layer_guided_backprop, ESG_LAYER_INPUT, 0 },
+	  esg_p_layer_none, 0, 0, 0, esg_run_layer_guided_backprop, ESG_LAYER_INPUT, 0, 0 },
 	{ "excitation_backprop", "marginal winning probabilities, W+ rule at linear ops (Zhang 2016); "
-	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop, ESG_LAYER_CAM, 1 },
+	  "no layer: at the input", esg_p_layer_none, 0, 0, 0, esg_run_excitation_backprop, ESG_LAYER_CAM, 1, 0 },
 	{ "contrastive_excitation_backprop", "excitation backprop minus the last linear layer's dual unit, "
-	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM, 1 },
+	  "clamped at 0 (Zhang 2016)", esg_p_layer_none, 0, 0, 0, esg_run_contrastive_excitation_backprop, ESG_LAYER_CAM, 1, 0 },
 	{ "layer_lrp", "LRP relevance at the layer's output (Captum's LayerLRP); the rules of lrp",
-	  esg_lrp_params, 0, 0, 1, esg_run_layer_lrp, ESG_LAYER_MAP, 0 },
+	  esg_lrp_params, 0, 0, 1, esg_run_layer_lrp, ESG_LAYER_MAP, 0, 1 },
 	ESG_METHOD_END
 };

@@ -1434,20 +1434,20 @@ out:
 
 const esg_method esg_perturb_methods[] = {
 	{ "occlusion", "f(x) - f(x with a sliding window set to the baseline), averaged over windows",
-	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion, 0, 0 },
+	  esg_p_occlusion, 1, 0, 0, esg_run_occlusion, 0, 0, 0 },
 	{ "feature_ablation", "f(x) - f(x with one feature of a feature mask set to the baseline)",
-	  esg_p_ablation, 1, 0, 0, esg_run_feature_ablation, 0, 0 },
+	  esg_p_ablation, 1, 0, 0, esg_run_feature_ablation, 0, 0, 0 },
 	{ "feature_permutation", "f(x) - f(x with one feature shuffled across the items of the record)",
-	  esg_p_fmask, 0, 0, 0, esg_run_feature_permutation, 0, 0 },
+	  esg_p_fmask, 0, 0, 0, esg_run_feature_permutation, 0, 0, 0 },
 	{ "shapley_value_sampling", "Shapley values of mask features from random feature orders",
-	  esg_p_shapley, 1, 0, 0, esg_run_shapley_value_sampling, 0, 0 },
+	  esg_p_shapley, 1, 0, 0, esg_run_shapley_value_sampling, 0, 0, 0 },
 	{ "rise", "RISE: random smooth masks weighted by the masked scores (Petsiuk 2018)",
-	  esg_p_rise, 1, 0, 0, esg_run_rise, 0, 0 },
+	  esg_p_rise, 1, 0, 0, esg_run_rise, 0, 0, 0 },
 	{ "extremal_perturbation", "smooth mask of a given area that keeps the score, optimised (Fong 2019)",
-	  esg_p_extremal, 0, 0, 0, esg_run_extremal_perturbation, 0, 0 },
+	  esg_p_extremal, 0, 0, 0, esg_run_extremal_perturbation, 0, 0, 0 },
 	{ "lime", "LIME: weighted linear surrogate on random feature subsets (Ribeiro 2016)",
-	  esg_p_lime, 1, 0, 0, esg_run_lime, 0, 0 },
+	  esg_p_lime, 1, 0, 0, esg_run_lime, 0, 0, 0 },
 	{ "kernel_shap", "KernelSHAP: linear surrogate with the Shapley kernel (Lundberg 2017)",
-	  esg_p_kernel_shap, 1, 0, 0, esg_run_kernel_shap, 0, 0 },
+	  esg_p_kernel_shap, 1, 0, 0, esg_run_kernel_shap, 0, 0, 0 },
 	ESG_METHOD_END
 };
