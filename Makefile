@@ -187,6 +187,10 @@ bench-explain: all
 bench-local: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/local_speedup.py $(BENCH_ARGS)
 
+## bench-patches: patched runs (patches sharing calls, and one by one) against the whole volume, U-Net at 128x128x96 (bench/patches.md)
+bench-patches: all
+	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/patches.py $(BENCH_ARGS)
+
 ## bench-large: methods at full size, 480x640x163 phantom and Colin27, 2 threads, default flags (bench/large.md; ~18 GB peak)
 bench-large: all
 	$(Q)BUILD=$(BUILD) PYTHON=$(PYTHON) $(PYTHON) bench/large.py $(BENCH_ARGS)
@@ -211,4 +215,4 @@ clean:
 list:
 	@grep -E '^## ' $(firstword $(MAKEFILE_LIST)) | sed 's/^## /  /'
 
-.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-explain bench-local bench-large install clean list
+.PHONY: all test check check-asan fuzz deps deps-cluster demo screenshots bench bench-explain bench-local bench-patches bench-large install clean list

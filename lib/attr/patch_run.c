@@ -116,7 +116,16 @@ static int64_t batch_patches(const esg_attr_job *job, const esg_patch_grid *g)
 	esg_attr_job one = *job;
 	for (int d = 0; d < g->nsp; d++)
 		one.shape[2 + d] = g->size[d];
-	int64_t fit = esg_attr_batch_fit(&one, 1, 4 * g->patch_voxels * (size_t)job->shape[1] * sizeof(float));
+	size_t item = g->patch_voxels * (size_t)job->shape[1];
+	int64_t fit = esg_attr_batch_fit(&one, 1, 4 * item * sizeof(float));
+	/* under a budget (with an explicit --internal-batch too), shared calls
+	 * take at most half the room: what the allocator does not see (small
+	 * blocks, oneDNN's scratch) grows with the call, and a patch alone
+	 * already fits (96x96x80 Grad-CAM under 500M, patches chosen for the
+	 * budget: 612 MiB peak with the whole room, 544 one by one) */
+	int64_t values = esg_model_values_fit(job->model, 1, 4 * sizeof(float));
+	if (values > 0 && values / (2 * (int64_t)item) < fit)
+		fit = values / (2 * (int64_t)item);
 	int64_t P = fit / job->shape[0] > 1 ? fit / job->shape[0] : 1;
 	return P < most ? P : most;
 }

@@ -134,6 +134,35 @@ batched "2D integrated gradients, no mask" $N2 px/v2d.st.zst 4 --method integrat
 	--patch 6,7
 batched "gradient_shap draws at random: one by one" wf.pt px/s3d.st.zst 1 --method gradient_shap --patch 5,6,5 \
 	--baseline zero --target 1
+# a shared job that fails (here a model that takes at most two rows a
+# call) leaves the rest to go one by one, and says why
+cat >small.py <<'PY'
+import torch
+class Small(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.c = torch.nn.Conv3d(1, 2, 3, padding=1)
+    def forward(self, x):
+        if x.size(0) > 2:
+            raise RuntimeError('at most two rows a call')
+        return self.c(x).relu().mean([2, 3, 4])
+torch.manual_seed(0)
+torch.jit.script(Small().eval()).save('small.pt')
+PY
+$PYTHON small.py 2>err.small || not_ok "the two-row model ($(head -c 200 err.small))"
+if $A -m small.pt --method saliency --patch 5,6,5 --target 1 -o fs.st.zst px/s3d.st.zst 2>e.fs &&
+	ESG_PATCH_BATCH=1 $A -m small.pt --method saliency --patch 5,6,5 --target 1 -o fu.st.zst px/s3d.st.zst 2>>e.fs; then
+	why=$(meta fs.st.zst esg.patch_unbatched)
+	case $why in
+	"patches 1-8/27 at 0,0,0: "*"at most two rows a call"*) check \
+		"a shared job that fails: one by one (esg.patch_unbatched), the same map" \
+		esg-compare --quiet --rtol 1e-6 --tensor attribution fs.st.zst fu.st.zst ;;
+	*) not_ok "a shared job that fails: esg.patch_unbatched '$why'" ;;
+	esac
+else
+	not_ok "a shared job that fails ($(head -c 200 e.fs))"
+fi
+
 # (e) bad input: one line on stderr, the exit status, no output file
 expect_fail "wrong number of patch sizes" 2 '^esg-attr: error: --patch 4,4: 2 sizes for the 3 spatial axes' \
 	$A -m $N3 --method saliency --patch 4,4 -o bad1.st.zst in/x3d.st.zst
