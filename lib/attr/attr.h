@@ -109,9 +109,11 @@ typedef struct esg_method {
 	int layer;                     /* ESG_LAYER_*: needs --layer, and what it gives */
 	int layer_optional;            /* may also run without a layer (excitation
 	                                * backprop: the map at the input) */
-	int patch_batch;               /* patches may share its calls: no random
+	int patch_batch;               /* patches may share its calls (no random
 	                                * draws, and each call names its rows'
-	                                * items (esg_attr_set_windows) */
+	                                * items: esg_attr_set_windows): an item's
+	                                * rows in a call (2: DeepLift's [x;
+	                                * baseline]); 0: one patch at a time */
 } esg_method;
 
 int esg_method_layer(const esg_method *m);            /* m->layer (NULL: none) */

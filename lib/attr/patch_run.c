@@ -104,14 +104,22 @@ typedef struct blend {
 	int64_t K;
 } blend;
 
-/* How many patches share a job: as many as one model call takes items
- * (at least 1), when the method allows it; at most ESG_PATCH_BATCH=N (for
+/* How many patches share a job, when the method allows it: as many as one
+ * model call takes items, but on the CPU only up to calls of two rows
+ * (patch_batch is a patch item's rows in a call: 2 for DeepLift's [x;
+ * baseline]).  Measured at 128x128x96 with 64x64x48 patches (bench/
+ * patches.md): saliency 8.9 s one by one (each lone row runs with a copy
+ * of itself), 5.9 s two a job, 6.5 s eight; Grad-CAM 9.8, 4.9, 6.5 s;
+ * DeepLift 9.9 s one by one, 10.8 two a job, 14.6 eight: larger calls cost
+ * more per voxel on the CPU.  ESG_PATCH_BATCH=N asks for N instead (for
  * tests and comparisons: 1 runs them one by one). */
 static int64_t batch_patches(const esg_attr_job *job, const esg_patch_grid *g)
 {
+	int64_t N = job->shape[0];
 	const char *e = getenv("ESG_PATCH_BATCH");
-	int64_t most = e && atoll(e) > 0 ? atoll(e) : INT64_MAX;
-	if (!job->method->patch_batch)
+	int64_t want = e && atoll(e) > 0 ? atoll(e)
+		: esg_model_on_cpu(job->model) ? 2 / (job->method->patch_batch * N) : INT64_MAX;
+	if (!job->method->patch_batch || want < 2)
 		return 1;
 	esg_attr_job one = *job;
 	for (int d = 0; d < g->nsp; d++)
@@ -126,8 +134,8 @@ static int64_t batch_patches(const esg_attr_job *job, const esg_patch_grid *g)
 	int64_t values = esg_model_values_fit(job->model, 1, 4 * sizeof(float));
 	if (values > 0 && values / (2 * (int64_t)item) < fit)
 		fit = values / (2 * (int64_t)item);
-	int64_t P = fit / job->shape[0] > 1 ? fit / job->shape[0] : 1;
-	return P < most ? P : most;
+	int64_t P = fit / N > 1 ? fit / N : 1;
+	return P < want ? P : want;
 }
 
 /* Patches first .. first + P - 1 as one job, blended into bl. */

@@ -99,18 +99,22 @@ fi
 # each row scored over its own window of the fixed mask.  The same map as
 # one patch at a time (ESG_PATCH_BATCH=1) within 1e-5 relative (float
 # rounding of other batch sizes); (c) above checked batched runs against
-# the reference.  wf2.pt has a mask per item (v3d's two items).
+# the reference.  On the CPU a job takes by default only the patches that
+# make calls of two rows; ESG_PATCH_BATCH=N asks for more.  wf2.pt has a
+# mask per item (v3d's two items).
 meta() { esg-render --info "$1" 2>/dev/null | sed -n "s/^ *$2: //p"; }
+# batched DESC MODEL INPUT ASK WANT ARGS...: ESG_PATCH_BATCH=ASK ("": the
+# default) gives WANT patches a job, fewer calls and the one-by-one map
 batched() {
-	local d=$1 model=$2 input=$3 want=$4; shift 4
+	local d=$1 model=$2 input=$3 ask=$4 want=$5; shift 5
 	n=$((n + 1))
-	if $A -m "$model" -o "b$n.st.zst" "$@" "$input" 2>"e$n" &&
+	if ESG_PATCH_BATCH=$ask $A -m "$model" -o "b$n.st.zst" "$@" "$input" 2>"e$n" &&
 		ESG_PATCH_BATCH=1 $A -m "$model" -o "u$n.st.zst" "$@" "$input" 2>>"e$n"; then
 		local pb ub pc uc
 		pb=$(meta "b$n.st.zst" esg.patch_batch) ub=$(meta "u$n.st.zst" esg.patch_batch)
 		pc=$(meta "b$n.st.zst" esg.passes) uc=$(meta "u$n.st.zst" esg.passes)
 		if [ "$pb" = "$want" ] && [ "$ub" = 1 ] && { [ "$want" = 1 ] || [ "$pc" -lt "$uc" ]; }; then
-			check "$d: $pb patches per job, $pc model calls (one by one: $uc), the same map" \
+			check "$d: $pb patches a job, $pc model calls (one by one: $uc), the same map" \
 				esg-compare --quiet --rtol 1e-5 --tensor attribution "b$n.st.zst" "u$n.st.zst"
 		else
 			not_ok "$d: esg.patch_batch $pb (want $want), one by one $ub; calls $pc, one by one $uc"
@@ -121,18 +125,20 @@ batched() {
 }
 esg-wrap -m px/seg3d.pt --reduce fixed-mask --input px/v3d.st.zst -o wf2.pt 2>err.wrap2 ||
 	not_ok "esg-wrap fixed-mask, two items ($(head -c 200 err.wrap2))"
-batched "saliency, a mask per item, per-patch targets" wf2.pt px/v3d.st.zst 4 --method saliency --patch 4,4,4
-batched "layer_gradcam upsampled, a mask per item" wf2.pt px/v3d.st.zst 4 --method layer_gradcam --layer model.c1 \
-	--patch 4,5,4 --target 1
-batched "DeepLift ([x; baseline] rows), blur baseline" wf.pt px/s3d.st.zst 8 --method deeplift --patch 5,6,5 \
+batched "saliency, a mask per item, per-patch targets" wf2.pt px/v3d.st.zst 4 4 --method saliency --patch 4,4,4
+batched "layer_gradcam upsampled, a mask per item" wf2.pt px/v3d.st.zst 4 4 --method layer_gradcam \
+	--layer model.c1 --patch 4,5,4 --target 1
+batched "DeepLift ([x; baseline] rows), blur baseline" wf.pt px/s3d.st.zst 8 8 --method deeplift --patch 5,6,5 \
 	--baseline blur:1 --target 0
-batched "integrated gradients, 3 patches a job" wf.pt px/s3d.st.zst 3 --method integrated_gradients \
-	--param n_steps=4 --patch 4,8,6 --internal-batch 3
-ESG_PATCH_BATCH=2 batched "saliency, 2 a job: the last patch alone (a lone item's copy)" wf.pt px/s3d.st.zst 2 \
-	--method saliency --patch 5,6,5 --target 1
-batched "2D integrated gradients, no mask" $N2 px/v2d.st.zst 4 --method integrated_gradients --param n_steps=5 \
+batched "DeepLift by default on the CPU: one by one (its two rows)" wf.pt px/s3d.st.zst "" 1 --method deeplift \
+	--patch 5,6,5 --target 0
+batched "saliency by default on the CPU: two a job, the last patch alone (a lone item's copy)" wf.pt \
+	px/s3d.st.zst "" 2 --method saliency --patch 5,6,5 --target 1
+batched "integrated gradients, 3 a job under --internal-batch 3" wf.pt px/s3d.st.zst 8 3 \
+	--method integrated_gradients --param n_steps=4 --patch 4,8,6 --internal-batch 3
+batched "2D integrated gradients, no mask" $N2 px/v2d.st.zst 4 4 --method integrated_gradients --param n_steps=5 \
 	--patch 6,7
-batched "gradient_shap draws at random: one by one" wf.pt px/s3d.st.zst 1 --method gradient_shap --patch 5,6,5 \
+batched "gradient_shap draws at random: one by one" wf.pt px/s3d.st.zst 8 1 --method gradient_shap --patch 5,6,5 \
 	--baseline zero --target 1
 # a shared job that fails (here a model that takes at most two rows a
 # call) leaves the rest to go one by one, and says why
@@ -150,7 +156,7 @@ torch.manual_seed(0)
 torch.jit.script(Small().eval()).save('small.pt')
 PY
 $PYTHON small.py 2>err.small || not_ok "the two-row model ($(head -c 200 err.small))"
-if $A -m small.pt --method saliency --patch 5,6,5 --target 1 -o fs.st.zst px/s3d.st.zst 2>e.fs &&
+if ESG_PATCH_BATCH=8 $A -m small.pt --method saliency --patch 5,6,5 --target 1 -o fs.st.zst px/s3d.st.zst 2>e.fs &&
 	ESG_PATCH_BATCH=1 $A -m small.pt --method saliency --patch 5,6,5 --target 1 -o fu.st.zst px/s3d.st.zst 2>>e.fs; then
 	why=$(meta fs.st.zst esg.patch_unbatched)
 	case $why in

@@ -748,9 +748,9 @@ const esg_method esg_gradient_methods[] = {
 	  esg_run_guided_backprop, 0, 0, 1 },
 	{ "deconvolution", "gradient with ReLU backward relu(grad)", P_NONE, 0, 1, 0, esg_run_deconvolution, 0, 0, 1 },
 	{ "deeplift", "DeepLift rescale rule: (input - baseline) times the multipliers", P_DEEPLIFT, 1, 0, 1,
-	  esg_run_deeplift, 0, 0, 1 },
+	  esg_run_deeplift, 0, 0, 2 },
 	{ "deeplift_shap", "DeepLift averaged over a distribution of baselines", P_DEEPLIFT, 2, 0, 1,
-	  esg_run_deeplift_shap, 0, 0, 1 },
+	  esg_run_deeplift_shap, 0, 0, 2 },
 	{ "lrp", "layer-wise relevance propagation: rules per layer type (Captum's LRP; Zennit's composites)",
 	  esg_lrp_params, 0, 1, 1, esg_run_lrp, 0, 0, 1 },
 	ESG_METHOD_END
