@@ -341,9 +341,10 @@ int esg_attr_set_windows(const esg_attr_job *job, int64_t n, const int *item, in
  * from every baseline and run through job->method (random streams restart
  * at every patch: each patch is the run the same options would give on
  * that crop); the maps are blended into job->attr with the grid's weights.
- * Methods with patch_batch run as many patches per job as one model call
- * takes items, so that they share calls (one by one if that fails).  A map with another channel count than x comes
- * back as job->layer_attr [N, K, spatial...]; one off the patch's grid is
+ * Methods with patch_batch run several patches per job, so that they share
+ * calls (how many: batch_patches in patch_run.c; one by one if a shared job
+ * fails).  A map with another channel count than x comes back as
+ * job->layer_attr [N, K, spatial...]; one off the patch's grid is
  * an error.  job->delta gets max |delta| over the patches; passes and
  * evaluations are summed.  Memory: a batch of patches of x, of each
  * baseline and of the map, plus the whole-volume weight sums. */

@@ -116,10 +116,12 @@ typedef struct blend {
 static int64_t batch_patches(const esg_attr_job *job, const esg_patch_grid *g)
 {
 	int64_t N = job->shape[0];
+	if (!job->method->patch_batch)
+		return 1;
 	const char *e = getenv("ESG_PATCH_BATCH");
 	int64_t want = e && atoll(e) > 0 ? atoll(e)
 		: esg_model_on_cpu(job->model) ? 2 / (job->method->patch_batch * N) : INT64_MAX;
-	if (!job->method->patch_batch || want < 2)
+	if (want < 2)
 		return 1;
 	esg_attr_job one = *job;
 	for (int d = 0; d < g->nsp; d++)

@@ -140,6 +140,8 @@ batched "2D integrated gradients, no mask" $N2 px/v2d.st.zst 4 4 --method integr
 	--patch 6,7
 batched "gradient_shap draws at random: one by one" wf.pt px/s3d.st.zst 8 1 --method gradient_shap --patch 5,6,5 \
 	--baseline zero --target 1
+batched "gradient_shap by default: one by one" wf.pt px/s3d.st.zst "" 1 --method gradient_shap --patch 5,6,5 \
+	--baseline zero --target 1
 # a shared job that fails (here a model that takes at most two rows a
 # call) leaves the rest to go one by one, and says why
 cat >small.py <<'PY'
