@@ -1,6 +1,7 @@
 /* cli.c - shared program behaviour of the esg-* tools (see cli.h). */
 #include "cli.h"
 #include "stream/stream.h"
+#include "config/config.h"
 
 #include <errno.h>
 #include <fcntl.h>
@@ -562,25 +563,8 @@ static int memory_given;
 static void memory_parse(const char *what, const char *arg)
 {
 	memory_given = 1;
-	char *end;
-	errno = 0;
-	double v = strtod(arg, &end);
-	if (errno || end == arg || !isfinite(v) || v <= 0)
-		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%)", what, arg);
-	if (!strcmp(end, "%")) {
-		if (v > 100)
-			cli_usage("%s: %s is more than 100%%", what, arg);
-		memory_share = v / 100;
-		memory_bytes = 0;
-		return;
-	}
-	double unit = !*end ? 1 : !strcmp(end, "K") ? 1 << 10 : !strcmp(end, "M") ? 1 << 20 :
-		      !strcmp(end, "G") ? 1 << 30 : !strcmp(end, "T") ? (double)(1ULL << 40) : 0;
-	if (!unit)
-		cli_usage("%s: '%s' is not a size (6G, 500M, 50%%: units K M G T, 1024-based)", what, arg);
-	if (v * unit < (double)(64 << 20))
-		cli_usage("%s: %s is less than 64M", what, arg);
-	memory_bytes = (uint64_t)(v * unit);
+	if (esg_memory_parse(arg, &memory_bytes, &memory_share))
+		cli_usage("%s: %s", what, esg_error());
 }
 
 void cli_memory_option(const char *arg)

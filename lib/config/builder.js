@@ -35,6 +35,13 @@ function getNum(o,key,parent,obj){var f=fk(parent,key),spec=fieldOf(obj,key);if(
  var d=o[key];if(typeof d!=='number')bad(f,'must be a number');
  if(!isFinite(d)||d<spec.lo||d>spec.hi)bad(f,g(d)+' is out of range ['+g(spec.lo)+', '+g(spec.hi)+']');
  if(spec.type==='int'&&d!==Math.floor(d))bad(f,g(d)+' must be a whole number');return d;}
+/* esg_memory_parse: a size (K M G T, at least 64M) or a share up to 100% */
+function memorySize(f,t){var m=/^\s*[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?/.exec(t),v=m?parseFloat(m[0]):NaN;
+ if(!m||!isFinite(v)||v<=0)bad(f,"'"+t+"' is not a size (6G, 500M, 50%)");var end=t.slice(m[0].length);
+ if(end==='%'){if(v>100)bad(f,t+' is more than 100%');return;}
+ var U={'':1,K:1024,M:1048576,G:1073741824,T:1099511627776},unit=U.hasOwnProperty(end)?U[end]:0;
+ if(!unit)bad(f,"'"+t+"' is not a size (6G, 500M, 50%: units K M G T, 1024-based)");
+ if(v*unit<67108864)bad(f,t+' is less than 64M');}
 function getBool(o,key,parent){if(!has(o,key))return undefined;if(typeof o[key]!=='boolean')bad(fk(parent,key),'must be true or false');return o[key];}
 function oneOf(field,v,known){if(known.indexOf(v)<0)bad(field,"unknown value '"+v+"' (known: "+known.join(', ')+')');}
 function enumOpt(o,key,parent,obj){var v=getStr(o,key,parent,0);if(v!==undefined)oneOf(fk(parent,key),v,choices(obj,key));}
@@ -100,6 +107,7 @@ function check(j){
  /* jobs */
  if(has(j,'jobs')){var o=j.jobs;checkKeys(o,'jobs',S.objects.jobs);
   getNum(o,'threads','jobs','jobs');getNum(o,'timeout','jobs','jobs');getNum(o,'internal_batch','jobs','jobs');
+  var mem=getStr(o,'memory','jobs',0);if(mem!==undefined)memorySize('jobs.memory',mem);
   var dev=nameList(o,'devices','jobs');
   if(dev!==undefined){if(!dev.length)bad('jobs.devices','must not be empty');
    dev.forEach(function(d,i){if(!(d==='cpu'||/^cuda:[0-9]+$/.test(d)))bad('jobs.devices['+i+']',"'"+d+"' is not a device (cpu or cuda:N)");});}}

@@ -115,6 +115,7 @@ struct esg_config {
 	unsigned char *ex_input, *ex_model;
 	/* jobs */
 	long threads, ibatch; /* ibatch 0: auto */
+	char *memory;          /* jobs.memory: each libtorch job's ESG_MEMORY (NULL: the tools' default) */
 	char **device;
 	int n_device;
 	double timeout;
@@ -479,8 +480,8 @@ static const char *const K_EXPLAIN[] = { "layers", "channels", "methods", "steps
 static const char *const K_EXPLAIN_LAYER[] = { "name", "call", "channels", NULL };
 static const char *const K_EXPLAIN_METHOD[] = { "name", "method", "params", "layers", "channels", "unit", "target",
 						 "steps", "seed", "timeout", NULL };
-static const char *const K_JOBS[] = { "threads", "devices", "timeout", "internal_batch", "scheduler",
-				       "slurm", NULL };
+static const char *const K_JOBS[] = { "threads", "devices", "timeout", "internal_batch", "memory",
+				       "scheduler", "slurm", NULL };
 static const char *const K_REPORT[] = { "view", "zoom", NULL };
 static const char *const E_VIEW[] = { "axial", "coronal", "sagittal", NULL };
 static const char *const K_TOP[] = { "title", "output", "inputs", "load", "models", "target", "methods", "randomisation", "metrics", "explain", "jobs", "report", NULL };
@@ -1505,6 +1506,17 @@ static int parse_jobs(esg_config *c, const cJSON *o)
 		return -1;
 	c->threads = (long)threads;
 	c->ibatch = (long)ib;
+	const char *mem = NULL;
+	if (o && get_str(o, "memory", F, 0, &mem))
+		return -1;
+	if (mem) { /* checked here as the tools will check it, and a word for the fragment */
+		uint64_t bytes;
+		double share;
+		if (esg_memory_parse(mem, &bytes, &share))
+			return bad("jobs.memory", "%s", esg_error());
+		if (!(c->memory = strdup(mem)))
+			return esg_set_error("out of memory");
+	}
 	if (parse_scheduler(c, o))
 		return -1;
 	const char **dev;
@@ -1730,6 +1742,7 @@ void esg_config_free(esg_config *c)
 	free(c->fid_model);
 	free(c->report_args);
 	free(c->slurm_vars);
+	free(c->memory);
 	free(c);
 }
 
@@ -1891,6 +1904,9 @@ int esg_config_write_make(const esg_config *c, FILE *out, const char *stamp_dir)
 		     "# One rule per job; each depends on its stamp in $(OUT)/.args, which holds\n"
 		     "# the arguments that decide its result.\n\n"
 		     "ESG_CONFIG_FILE := %s\nTHREADS ?= %ld\n%s\n", c->path, c->path, c->threads, c->slurm_vars);
+	if (c->memory) /* how the jobs run, not what they make: in no stamp */
+		fprintf(out, "# jobs.memory: each libtorch job's memory budget (ESG_MEMORY set by the user wins)\n"
+			     "export ESG_MEMORY ?= %s\n\n", c->memory);
 	/* models wrapped once for every input */
 	for (int m = 0; m < c->n_model && !rc; m++) {
 		const cfg_model *x = &c->model[m];
@@ -2192,6 +2208,7 @@ static const cfg_field FIELDS[] = {
 	{ "jobs", "devices", "devices", NULL, 0, 0, 0, "cpu, cuda:N; given to jobs round robin (default cpu)" },
 	{ "jobs", "timeout", "number", NULL, 0, 1e9, 0, "seconds, every libtorch job (0: none)" },
 	{ "jobs", "internal_batch", "int", NULL, 1, 1 << 20, 0, "--internal-batch of every method (default: auto, sized to the memory budget)" },
+	{ "jobs", "memory", "string", NULL, 0, 0, 0, "memory budget of each libtorch job: a size (6G, 500M) or a share (50%) (default: 80% shared among the jobs run at once)" },
 	{ "report", "view", "enum", E_VIEW, 0, 0, 0, "the slicing plane of 3D inputs" },
 	{ "report", "zoom", "number", NULL, 1, 16, 0, "display scale" },
 };

@@ -11,6 +11,7 @@
 #ifndef ESG_CONFIG_H
 #define ESG_CONFIG_H
 
+#include <stdint.h>
 #include <stdio.h>
 
 typedef struct esg_config esg_config;
@@ -38,5 +39,11 @@ int esg_config_schema(FILE *f);
  * made from esg_config_schema() that checks as you type with esg-config's
  * rules and messages and writes the JSON pipelines/run takes. */
 int esg_config_builder(FILE *f);
+
+/* A memory budget as --memory, ESG_MEMORY and jobs.memory give it: a size
+ * ("6G", "500M": K M G T, 1024-based, at least 64M) or a share of what the
+ * process may use ("50%").  Sets *bytes (0 for a share) and *share (the
+ * share, untouched for a size); -1 with esg_error() saying why. */
+int esg_memory_parse(const char *text, uint64_t *bytes, double *share);
 
 #endif

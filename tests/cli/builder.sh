@@ -119,6 +119,8 @@ try:
         ("methods[0].seed", "-3", ""), ("methods[0].timeout", "x", ""), ("methods[0].overlap", "1", ""),
         ("jobs.threads", "5000", "1"), ("jobs.timeout", "-1", ""), ("jobs.devices", "gpu0", ""),
         ("jobs.devices", "cuda:x", ""), ("jobs.internal_batch", "0", ""),
+        ("jobs.memory", "6 G", ""), ("jobs.memory", "lots", ""), ("jobs.memory", "200%", ""),
+        ("jobs.memory", "10M", ""), ("jobs.memory", "toString", ""),
         ("report.zoom", "20", "2"), ("report.zoom", "0.5", "2"),
         ("load.multiple", "abc", ""),
         ("metrics.params", "n_perturb_samples=a;b", "")

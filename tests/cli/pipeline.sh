@@ -61,6 +61,10 @@ bad "a glob matching nothing" "inputs\[0\]\.image: no file matches" \
 bad "a missing model file" "models\[0\]\.file: 'data/none.pt': No such file" \
 	'{"output": "o", "inputs": [{"image": "data/vol1_image.nii.gz"}], "models": [{"name": "u", "file": "data/none.pt"}], "methods": [{"name": "saliency"}]}'
 bad "an unknown device" "jobs\.devices\[0\]: 'gpu' is not a device" "{$B, \"methods\": [{\"name\": \"saliency\"}], \"jobs\": {\"devices\": [\"gpu\"]}}"
+bad "a memory budget that is not a size" "jobs\.memory: '6 G' is not a size \(6G, 500M, 50%: units K M G T, 1024-based\)$" \
+	"{$B, \"methods\": [{\"name\": \"saliency\"}], \"jobs\": {\"memory\": \"6 G\"}}"
+bad "a memory budget below 64M" "jobs\.memory: 10M is less than 64M$" \
+	"{$B, \"methods\": [{\"name\": \"saliency\"}], \"jobs\": {\"memory\": \"10M\"}}"
 bad "ground truth without masks" 'metrics\.ground_truth: input .* has no "mask"' \
 	"{$B, \"methods\": [{\"name\": \"saliency\"}], \"metrics\": {\"ground_truth\": [\"auroc\"]}}"
 bad "randomisation without layers" 'randomisation\.layers: missing' "{$B, \"methods\": [{\"name\": \"saliency\"}], \"randomisation\": {}}"
@@ -223,4 +227,20 @@ rc=$?
 [ $rc = 0 ] && ok "pipelines/run -j2 THREADS=1: exit 0" || not_ok "pipelines/run -j2: exit $rc ($(tail -3 run6.out))"
 check "-j2 maps equal the serial maps" esg-compare -q out/attr/vol2/unet/ig.st.zst par/attr/vol2/unet/ig.st.zst
 check "threads reach the jobs" grep -q -- '--threads 1' par/logs/attr/vol1/unet/saliency.st.zst.log
+
+# ---- jobs.memory: each libtorch job's budget; how jobs run, not what they make ----
+config "$SAL" "$IG3" | sed 's/"jobs": {"threads": 1}/"jobs": {"threads": 1, "memory": "1G"}/' >run.json
+check "the fragment exports it, the user's ESG_MEMORY first" bash -c \
+	"esg-config --make frag.mk --output par run.json >/dev/null && grep -qx 'export ESG_MEMORY ?= 1G' frag.mk"
+"$RUN" run.json BIN="$BIN" OUT=par -j2 THREADS=1 >run7.out 2>&1
+check "jobs.memory added: no job reruns" bash -c "! grep -qE '^(ok|failed|timed) ' run7.out"
+rm par/attr/vol1/unet/saliency.st.zst
+"$RUN" run.json BIN="$BIN" OUT=par -j2 THREADS=1 >run8.out 2>&1
+check "a job under -j2 gets jobs.memory, not the 40% share" \
+	grep -qx 'memory: ESG_MEMORY=1G' par/logs/attr/vol1/unet/saliency.st.zst.log
+rm par/attr/vol1/unet/saliency.st.zst
+ESG_MEMORY=2G "$RUN" run.json BIN="$BIN" OUT=par -j2 THREADS=1 >run9.out 2>&1
+check "ESG_MEMORY in the environment wins over jobs.memory" \
+	grep -qx 'memory: ESG_MEMORY=2G' par/logs/attr/vol1/unet/saliency.st.zst.log
+check "and the map is the same" esg-compare -q out/attr/vol1/unet/saliency.st.zst par/attr/vol1/unet/saliency.st.zst
 done_testing

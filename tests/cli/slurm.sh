@@ -106,6 +106,12 @@ mkdir -p tl
 echo "$?" >tl.rc) &
 tl_pid=$!
 
+# ---- the memory budget (jobs.memory, ESG_MEMORY) reaches a Slurm job ----------
+mkdir -p em
+ESG_JOB_SCHEDULER=slurm ESG_JOB_MEM="attr=100M" ESG_MEMORY=90% "$ESG_ROOT/pipelines/run-job" "$T/em" "$T/em/m.txt" \
+	--kind attr -- bash -c 'echo "${ESG_MEMORY:-unset} $SLURM_JOB_ID" >"$0"' "$T/em/m.txt" >em.out 2>&1
+check "ESG_MEMORY reaches the job inside Slurm" grep -qx '90% [0-9][0-9]*' em/m.txt
+
 # ---- angio2d locally, then through Slurm -------------------------------------
 cd "$ESG_ROOT" || exit 1
 s=$EPOCHREALTIME
