@@ -50,7 +50,7 @@ LAYER = [
     ("layer_activation", ["--layer", "LAYER"], "fwd"),
     ("layer_gradient_x_activation", ["--layer", "LAYER"], "grad"),
     ("layer_gradcam", ["--layer", "LAYER"], "grad"),
-    ("gradcam_pp", ["--layer", "LAYER", "--param", "exp_score=false"], "grad"),
+    ("gradcam_pp", ["--layer", "LAYER"], "grad"),
     ("guided_gradcam", ["--layer", "LAYER"], "grad"),
     ("score_cam", ["--layer", "LAYER"], "fwd"),
     ("layer_conductance", ["--layer", "LAYER", "--param", "n_steps=16"], "grad"),

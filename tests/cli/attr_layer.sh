@@ -107,6 +107,34 @@ assert m["esg.upsample"] == "bilinear" and json.loads(m["esg.layer_shape"]) == [
 assert (ts["attribution"] >= 0).all()
 EOF
 
+# Grad-CAM++'s exp(score) factor: left out by default; kept (exp_score=true)
+# it takes the map past float's range for a score of 200 (a fixed-mask score
+# is larger still): one line, no output
+cat >big.py <<'EOF'
+import sys, os, torch
+sys.path.insert(0, os.environ["ESG_ROOT"] + "/tests/py")
+import ref_layer as R
+class Big(torch.nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(1, 2, 3, padding=1)
+    def forward(self, x):
+        return self.conv(x).relu().mean([2, 3]) + 200.0
+torch.manual_seed(0)
+torch.jit.script(Big().eval()).save("big.pt")
+R.write_stream("big.st.zst", [({"image": torch.rand(1, 1, 8, 8).numpy()}, {})])
+EOF
+$PYTHON big.py 2>err || not_ok "the score-200 model: $(cat err)"
+$A -m big.pt --method gradcam_pp --layer conv --target 0 -o ppd.st.zst big.st.zst 2>err &&
+	$A -m big.pt --method gradcam_pp --layer conv --target 0 --param exp_score=false -o ppf.st.zst big.st.zst 2>>err &&
+	check "gradcam_pp: exp_score=false by default (a score of 200 is fine)" \
+		esg-compare --quiet --rtol 0 --tensor attribution ppd.st.zst ppf.st.zst ||
+	not_ok "gradcam_pp at a score of 200: $(cat err)"
+expect_fail "gradcam_pp exp_score=true at a score of 200: past float's range, one line" 1 \
+	"^esg-attr: error: big.st.zst: record 1: gradcam_pp: .*exp_score=true: the map times exp\(200\.[0-9]*\) is past float's range: use exp_score=false, the default$" \
+	$A -m big.pt --method gradcam_pp --layer conv --target 0 --param exp_score=true -o ppt.st.zst big.st.zst
+no_file "and no output" ppt.st.zst
+
 # ---- errors: one line, exit 1 or 2, no output file ------------------------------
 expect_fail "a layer method without --layer is a usage error" 2 "needs --layer" \
 	$A -m lm/net2d_script.pt --method layer_gradcam -o e1.st.zst net2d.st.zst

@@ -355,7 +355,7 @@ def ref_method(M, method, x, target, params, baselines, seed=0):
         if method == "layer_gradcam":
             return gradcam(a, g, p.get("relu_attributions") == "true", p.get("attr_dim_summation", "true") == "true"), None
         if method == "gradcam_pp":
-            return gradcam_pp(a, g, s, p.get("exp_score", "true") == "true"), None
+            return gradcam_pp(a, g, s, p.get("exp_score", "false") == "true"), None
         return (a * g).sum(1, keepdim=True), None
     if method == "guided_gradcam":
         a, g, _ = M.act_grad(x, tg)
@@ -528,8 +528,9 @@ def check_case(R, M, pt, name, method, x, target, params=(), baselines=None, ext
     if upsample:
         ref = interp(ref, x.shape[2:], "linear").expand(-1, x.shape[1] if ref.shape[1] == 1 else -1, *x.shape[2:])
     good, why = close(got, ref.detach().numpy(), rel)
-    desc = "%s: %s at %s%s%s matches the reference (%s)" % (name, method, M.layer, ":%d" % M.call if M.call else "",
-                                                          " upsampled" if upsample else "", why)
+    desc = "%s: %s at %s%s%s%s matches the reference (%s)" % (
+        name, method, M.layer, ":%d" % M.call if M.call else "", " upsampled" if upsample else "",
+        " (%s)" % ", ".join("%s=%s" % kv for kv in params) if params else "", why)
     if delta is not None and good:
         d = json.loads(meta.get("esg.delta", "null"))
         dgood = d is not None and np.allclose(d, delta.numpy(), atol=1e-3 * max(1.0, float(np.abs(ref.numpy()).sum())), rtol=1e-3)
@@ -661,6 +662,9 @@ def shipped_cases(R, root, work):
                 params = PATH_PARAMS if method in ("layer_conductance", "layer_integrated_gradients") else []
                 check_case(R, Model(net, layer), cls_pt, "classifier2d", method, x, target, params,
                            upsample=method in ("layer_gradcam", "score_cam"))
+                if method == "gradcam_pp":  # the paper's exp(score) factor: a logit is small enough
+                    check_case(R, Model(net, layer), cls_pt, "classifier2d", method, x, target,
+                               [("exp_score", "true")])
     else:
         ok(True, "# SKIP share/models/classifier2d.pt not there yet")
     if os.path.exists(unet_pt):
@@ -691,8 +695,6 @@ def shipped_cases(R, root, work):
             for method in methods:
                 params = [("n_steps", "4")] if method in ("layer_conductance", "internal_influence",
                                                           "layer_integrated_gradients") else []
-                if method == "gradcam_pp":
-                    params = [("exp_score", "false")]  # a fixed-mask score is far above 709
                 check_case(R, Model(net, layer, reduce=red), wrapped, "unet3d", method, x, target, params,
                            upsample=method in ("layer_gradcam", "score_cam"), prefix="model.")
     else:

@@ -5,6 +5,7 @@
 #include "tap.h"
 #include "image/image.h"
 
+#include <math.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -118,6 +119,7 @@ static void test_maps(void)
 	double pp2[4] = { 0, 8.0 / 24, 62.0 / 24, 80.0 / 24 };
 	esg_gradcampp_map(ACT, GRAD, 2, 4, 2, m);
 	ok(all_near(m, pp2, 4, 1e-6), "Grad-CAM++ scales with exp(score) (alpha does not)");
+	ok(esg_gradcampp_map(ACT, GRAD, 2, 4, exp(100.0), m) == 1, "Grad-CAM++: a scale past float's range says so");
 
 	double la[4] = { 0, 4, 25, 25 };
 	esg_linear_approx_map(ACT, GRAD, 2, 4, m);

@@ -458,7 +458,8 @@ typedef struct mctx {
 	int mode;
 	int relu, sum;          /* Grad-CAM */
 	int exp_score;          /* Grad-CAM++ */
-	int bad;                /* set by a consumer on failure */
+	int bad;                /* set by a consumer on failure: its message */
+	char why[160];
 	float *prev_a, *prev_g; /* conductance: the previous step */
 	int prev_m;
 	int K;
@@ -484,11 +485,15 @@ static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a
 		break;
 	case M_GRADCAMPP: {
 		double scale = c->exp_score ? exp((double)score) : 1;
-		if (!isfinite(scale)) {
+		int rc = isfinite(scale) ? esg_gradcampp_map(a, g, C, S, scale, o) : 1;
+		if (rc && !c->bad) {
 			c->bad = 1;
-			break;
+			if (rc < 0)
+				snprintf(c->why, sizeof c->why, "out of memory for the Grad-CAM++ weights");
+			else
+				snprintf(c->why, sizeof c->why, "exp_score=true: the map times exp(%.6g) is past "
+					 "float's range: use exp_score=false, the default", (double)score);
 		}
-		esg_gradcampp_map(a, g, C, S, scale, o);
 		break;
 	}
 	case M_LINAPPROX:
@@ -541,7 +546,7 @@ static int run_per_item(lrun *r, mctx *c, esg_backward_rule rule)
 		rc = lb_flush(&b);
 	lb_close(&b);
 	if (!rc && c->bad)
-		rc = esg_set_error("exp(score) overflows (a score above ~709): use --param exp_score=false");
+		rc = esg_set_error("%s", c->why);
 	return rc;
 }
 
@@ -1196,8 +1201,8 @@ static const esg_param_spec esg_p_layer_gradcam[] = {
 	ESG_PARAM_END
 };
 static const esg_param_spec esg_p_gradcam_pp[] = {
-	{ "exp_score", ESG_P_BOOL, "true", NULL, 0, 0,
-	  "scale by exp(score) as the paper's closed form (false: drop that positive factor)" },
+	{ "exp_score", ESG_P_BOOL, "false", NULL, 0, 0,
+	  "scale the map by exp(score), the paper's closed form (past float's range for scores above ~88)" },
 	ESG_PARAM_END
 };
 static const esg_param_spec esg_p_guided_gradcam[] = {

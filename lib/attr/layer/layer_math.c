@@ -27,10 +27,12 @@ void esg_gradcam_map(const float *act, const float *grad, int64_t C, int64_t S,
 			map[s] = map[s] > 0 ? map[s] : 0;
 }
 
-void esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S,
-		       double scale, float *map)
+int esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S,
+		      double scale, float *map)
 {
 	double *acc = calloc((size_t)S, sizeof *acc);
+	if (!acc)
+		return -1;
 	for (int64_t c = 0; c < C; c++) {
 		const float *a = act + c * S, *g = grad + c * S;
 		double asum = 0, w = 0;
@@ -44,12 +46,16 @@ void esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S
 			double d1 = scale * g1;
 			w += alpha * (d1 > 0 ? d1 : 0);
 		}
-		for (int64_t s = 0; s < S && acc; s++)
+		for (int64_t s = 0; s < S; s++)
 			acc[s] += w * a[s];
 	}
-	for (int64_t s = 0; s < S; s++)
-		map[s] = acc && acc[s] > 0 ? (float)acc[s] : 0;
+	int over = 0;
+	for (int64_t s = 0; s < S; s++) {
+		map[s] = acc[s] > 0 ? (float)acc[s] : 0;
+		over |= !isfinite(map[s]);
+	}
 	free(acc);
+	return over;
 }
 
 void esg_linear_approx_map(const float *act, const float *grad, int64_t C, int64_t S, float *map)

@@ -17,9 +17,10 @@ void esg_gradcam_map(const float *act, const float *grad, int64_t C, int64_t S,
 /* Grad-CAM++ (Chattopadhyay et al. 2018, eq. 19 with Y = exp(score)):
  * alpha[c, s] = g^2 / (2 g^2 + sum_s' act[c, s'] g^3) (0 where that is 0),
  * w_c = sum_s alpha[c, s] relu(scale g[c, s]), map[s] = relu(sum_c w_c act[c, s]);
- * scale = exp(score) for the paper's closed form, or 1.  S values. */
-void esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S,
-		       double scale, float *map);
+ * scale = exp(score) for the paper's closed form, or 1.  S values.
+ * 0; -1 out of memory; 1 when scale takes the map past float's range. */
+int esg_gradcampp_map(const float *act, const float *grad, int64_t C, int64_t S,
+		      double scale, float *map);
 
 /* Linear approximation (TorchRay): map[s] = sum_c act[c, s] grad[c, s]. */
 void esg_linear_approx_map(const float *act, const float *grad, int64_t C, int64_t S,
