@@ -187,14 +187,15 @@ static int run_batch(esg_attr_job *job, esg_patch_run *p, int64_t first, int64_t
 		rc = esg_attr_run(&sub);
 	if (P > 1)
 		(void)esg_model_set_windows(job->model, 0, NULL, NULL, NULL, 0);
+	/* the passes made count, a failed shared job's too: they took the time */
+	job->passes += sub.passes;
+	job->evaluations += sub.evaluations;
 	if (rc) {
 		free(sub.layer_attr);
 		return esg_prefix_error("%s", at);
 	}
 	if (p->patch_targets)
 		memcpy(p->patch_targets + first * N, b->tg, (size_t)(P * N) * sizeof *b->tg);
-	job->passes += sub.passes;
-	job->evaluations += sub.evaluations;
 	const float *res = sub.layer_attr ? sub.layer_attr : b->as;
 	int64_t k = sub.layer_attr ? sub.out_shape[1] : C;
 	int grid = !sub.layer_attr || sub.out_ndim == job->ndim;
