@@ -29,12 +29,21 @@ the last line of its stderr (budget refusals, OOM kills); the bench goes on.
 The phantom, the image streams and the wrapped models are kept in the work
 directory and reused when present (named by shape).
 
+--every-method runs every gradient and layer method that `esg-attr
+--list-methods` lists instead (all but the perturbation family), with the
+default flags and parameters but n_steps=8 for the integral methods (the
+default 50 takes ~6x as long, in batches of the same size); layer methods at
+--layer model.dec1 (the excitation backprops: at the input, their default).
+With --skip-phantom it is the issue's Colin27 check: every one completes
+within the default budget.
+
 Writes bench/large.md (--quick: WORKDIR/large-quick.md) and prints it.
 Exit status: 0 unless the bench itself breaks (a method's failure is a row);
 1 when a volume could not be prepared (phantom, esg-load, esg-wrap), after
 writing the report.
 
-Usage: bench/large.py [--shape X,Y,Z] [--only METHOD[,METHOD...]] [--skip-colin]
+Usage: bench/large.py [--shape X,Y,Z] [--only METHOD[,METHOD...]] [--skip-colin] [--skip-phantom]
+                      [--every-method]
                       [--workdir DIR] [--quick] [--window N] [--stride N]
                       [--phantom FILE] [--out FILE]
 """
@@ -73,8 +82,34 @@ META = ["esg.internal_batch", "esg.model_calls", "esg.tiles", "esg.patch", "esg.
         "esg.seconds"]
 
 
+PERTURBATION = ["occlusion", "feature_ablation", "feature_permutation", "shapley_value_sampling", "rise",
+                "extremal_perturbation", "lime", "kernel_shap"]
+LISTED = {}   # --every-method: name -> (takes --layer, has n_steps), from esg-attr --list-methods
+
+
+def list_methods():
+    """The gradient and layer methods esg-attr lists, with what they take."""
+    text = subprocess.run([os.path.join(BIN, "esg-attr"), "--list-methods"], capture_output=True, text=True,
+                          check=True).stdout
+    name = None
+    for line in text.split("\n"):
+        if line.startswith("aliases:"):
+            break
+        if line and not line.startswith(" "):
+            name = line.split()[0]
+            if name not in PERTURBATION:
+                LISTED[name] = ["(--layer)" in line, False]
+        elif name in LISTED and line.strip().startswith("n_steps="):
+            LISTED[name][1] = True
+    return list(LISTED)
+
+
 def method_args(name, window, stride):
     """esg-attr arguments past the common ones, and the table's note."""
+    if name in LISTED:
+        layer, steps = LISTED[name]
+        args = (["--layer", LAYER] if layer else []) + (["--param", "n_steps=8"] if steps else [])
+        return args, " ".join(args).replace("--param ", "")
     if name == "integrated_gradients":
         return ["--param", "n_steps=8"], "n_steps=8"
     if name == "layer_gradcam":
@@ -167,7 +202,9 @@ def run_volume(name, st, model, methods, work, window, stride):
         if os.path.exists(out):
             os.remove(out)
         print("[%s] %s %s ..." % (time.strftime("%H:%M:%S"), name, m), file=sys.stderr, flush=True)
+        budget = None if os.environ.get("ESG_MEMORY") else 0.8 * meminfo()["MemAvailable"] * 1024
         r = timed(cmd, log)
+        r["budget"] = budget
         r.update(method=m, note=note, meta={})
         if r["status"] == 0 and m != "nifti":
             r["meta"], _ = read_meta(out)
@@ -182,9 +219,9 @@ def fmt(x, f):
 
 
 def table(rows):
-    s = ("| method | flags | exit | wall s | peak RSS MiB | esg.seconds | internal_batch | model calls "
+    s = ("| method | flags | exit | wall s | peak RSS MiB | budget MiB | esg.seconds | internal_batch | model calls "
          "(count\u00d7batch, g: autograd) | passes | tiles | patch | local |\n"
-         "|---|---|---|---|---|---|---|---|---|---|---|---|\n")
+         "|---|---|---|---|---|---|---|---|---|---|---|---|---|\n")
     for r in rows:
         mt = r["meta"]
         note = r["note"]
@@ -195,7 +232,7 @@ def table(rows):
         esg_s = mt.get("esg.seconds")
         s += "| %s |\n" % " | ".join([
             r["method"], note or "default", str(r["status"]), fmt(r["wall"], "%.1f"), fmt(r["rss"], "%.0f"),
-            fmt(float(esg_s) if esg_s else None, "%.1f"), mt.get("esg.internal_batch", "-"),
+            fmt(r.get("budget"), "%.0f"), fmt(float(esg_s) if esg_s else None, "%.1f"), mt.get("esg.internal_batch", "-"),
             calls(mt["esg.model_calls"]) if "esg.model_calls" in mt else "-", mt.get("esg.passes", "-"),
             mt.get("esg.tiles", "-"), mt.get("esg.patch", "-"), mt.get("esg.local", "-").replace("|", "\\|")])
     return s
@@ -233,6 +270,9 @@ def main():
     ap.add_argument("--shape", default=None, help="phantom X,Y,Z (default %s; --quick: %s)" % (FULL_SHAPE, QUICK_SHAPE))
     ap.add_argument("--only", default="", help="methods, comma-separated (of %s)" % ",".join(METHODS))
     ap.add_argument("--skip-colin", action="store_true", help="no Colin27 rows")
+    ap.add_argument("--skip-phantom", action="store_true", help="no phantom rows (Colin27 alone)")
+    ap.add_argument("--every-method", action="store_true",
+                    help="every gradient and layer method (n_steps=8) instead of the six")
     ap.add_argument("--workdir", default=os.path.join(ROOT, BUILD, "bench-large"))
     ap.add_argument("--quick", action="store_true",
                     help="phantom %s, no Colin27, results in WORKDIR/large-quick.md" % QUICK_SHAPE)
@@ -247,12 +287,13 @@ def main():
     stride = args.stride or window
     if not re.fullmatch(r"\d+,\d+,\d+", shape):
         ap.error("--shape: X,Y,Z expected, not %r" % shape)
-    methods = METHODS
+    known = list_methods() if args.every_method else METHODS
+    methods = known
     if args.only:
         methods = [m.strip() for m in args.only.split(",") if m.strip()]
-        bad = [m for m in methods if m not in METHODS]
+        bad = [m for m in methods if m not in known]
         if bad:
-            ap.error("--only: unknown %s (methods: %s)" % (", ".join(bad), ",".join(METHODS)))
+            ap.error("--only: unknown %s (methods: %s)" % (", ".join(bad), ",".join(known)))
         if "nifti" in methods and "saliency" not in methods:
             methods.insert(methods.index("nifti"), "saliency")
     out_md = args.out or (os.path.join(args.workdir, "large-quick.md") if args.quick
@@ -266,7 +307,9 @@ def main():
     pname = "phantom-" + dims
     nii = os.path.join(work, pname + ".nii.gz")
     steps = []
-    if os.path.exists(nii):
+    if args.skip_phantom:
+        pass
+    elif os.path.exists(nii):
         steps.append(("phantom.py", {"status": "reused"}))
         ok = True
     else:
@@ -279,9 +322,12 @@ def main():
             os.replace(tmp, nii)
         else:
             print("phantom.py failed (%s): %s" % (r["status"], r["last"]), file=sys.stderr)
-    prepared = prepare(pname, nii, work, steps) if ok else None
-    volumes.append(("Phantom %s (seed %d)" % (dims, SEED), pname, prepared, steps))
     notes = []
+    if args.skip_phantom:
+        notes.append("Phantom: skipped (--skip-phantom).")
+    else:
+        prepared = prepare(pname, nii, work, steps) if ok else None
+        volumes.append(("Phantom %s (seed %d)" % (dims, SEED), pname, prepared, steps))
     if args.quick or args.skip_colin:
         notes.append("Colin27: skipped (%s)." % ("--quick" if args.quick else "--skip-colin"))
     elif not os.path.exists(COLIN):
@@ -293,7 +339,7 @@ def main():
             "(MemAvailable %.1f GiB at start), `--threads %d`, default memory / batch flags (--memory default: 80%% "
             "of MemAvailable; --internal-batch auto).  Shipped 3D U-Net (share/models/unet3d.pt) wrapped "
             "`esg-wrap --reduce fixed-mask --input IMAGE`; images `esg-load --normalise zscore --multiple 4`.  "
-            "wall s and peak RSS: `/usr/bin/time -v` of the whole process; esg.seconds: the method alone "
+            "wall s and peak RSS: `/usr/bin/time -v` of the whole process; budget: the default, 80%% of MemAvailable just before the run; esg.seconds: the method alone "
             "(after the model is loaded).\n"
             % (" " + " ".join(sys.argv[1:]) if sys.argv[1:] else "", os.uname().nodename,
                time.strftime("%Y-%m-%d %H:%M"), os.cpu_count(), mem["MemTotal"], mem["MemAvailable"], THREADS))
