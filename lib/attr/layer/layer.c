@@ -458,8 +458,7 @@ typedef struct mctx {
 	int mode;
 	int relu, sum;          /* Grad-CAM */
 	int exp_score;          /* Grad-CAM++ */
-	int bad;                /* set by a consumer on failure: its message */
-	char why[160];
+	char why[160];          /* set by a consumer on failure: its message */
 	float *prev_a, *prev_g; /* conductance: the previous step */
 	int prev_m;
 	int K;
@@ -486,8 +485,7 @@ static void grad_consume(void *ctx, const lpt *t, const float *a, const float *a
 	case M_GRADCAMPP: {
 		double scale = c->exp_score ? exp((double)score) : 1;
 		int rc = isfinite(scale) ? esg_gradcampp_map(a, g, C, S, scale, o) : 1;
-		if (rc && !c->bad) {
-			c->bad = 1;
+		if (rc && !c->why[0]) {
 			if (rc < 0)
 				snprintf(c->why, sizeof c->why, "out of memory for the Grad-CAM++ weights");
 			else
@@ -545,7 +543,7 @@ static int run_per_item(lrun *r, mctx *c, esg_backward_rule rule)
 	if (!rc)
 		rc = lb_flush(&b);
 	lb_close(&b);
-	if (!rc && c->bad)
+	if (!rc && c->why[0])
 		rc = esg_set_error("%s", c->why);
 	return rc;
 }
