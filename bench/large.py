@@ -167,6 +167,22 @@ def prepare(name, source, work, steps):
     return st, model
 
 
+def make_phantom(generator, shape, nii, steps):
+    """The phantom's NIfTI file, reused when there; whether it is there."""
+    if os.path.exists(nii):
+        steps.append(("phantom.py", {"status": "reused"}))
+        return True
+    tmp = nii.replace(".nii.gz", ".tmp.nii.gz")
+    r = timed([PY, generator, "--seed", str(SEED), "--shape", shape, "--out-image", tmp],
+              nii.replace(".nii.gz", ".phantom.log"))
+    steps.append(("phantom.py", r))
+    if r["status"] != 0:
+        print("phantom.py failed (%s): %s" % (r["status"], r["last"]), file=sys.stderr)
+        return False
+    os.replace(tmp, nii)
+    return True
+
+
 def read_meta(path):
     meta, tensors = safetensors_ref.read_stream(path)[0]
     image = [t for t in tensors if t[0] == "image"]
@@ -306,27 +322,12 @@ def main():
     volumes = []
     pname = "phantom-" + dims
     nii = os.path.join(work, pname + ".nii.gz")
-    steps = []
-    if args.skip_phantom:
-        pass
-    elif os.path.exists(nii):
-        steps.append(("phantom.py", {"status": "reused"}))
-        ok = True
-    else:
-        tmp = os.path.join(work, pname + ".tmp.nii.gz")
-        r = timed([PY, args.phantom, "--seed", str(SEED), "--shape", shape, "--out-image", tmp],
-                  os.path.join(work, pname + ".phantom.log"))
-        steps.append(("phantom.py", r))
-        ok = r["status"] == 0
-        if ok:
-            os.replace(tmp, nii)
-        else:
-            print("phantom.py failed (%s): %s" % (r["status"], r["last"]), file=sys.stderr)
     notes = []
     if args.skip_phantom:
         notes.append("Phantom: skipped (--skip-phantom).")
     else:
-        prepared = prepare(pname, nii, work, steps) if ok else None
+        steps = []
+        prepared = prepare(pname, nii, work, steps) if make_phantom(args.phantom, shape, nii, steps) else None
         volumes.append(("Phantom %s (seed %d)" % (dims, SEED), pname, prepared, steps))
     if args.quick or args.skip_colin:
         notes.append("Colin27: skipped (%s)." % ("--quick" if args.quick else "--skip-colin"))
